@@ -1,0 +1,360 @@
+// Package agent wires configured plugins together and runs them: inputs on their schedule,
+// processors in order, outputs with their buffers and flushers, and an orderly shutdown.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// Agent runs one loaded configuration. Build it with New, then call Run once (or Test or Once).
+type Agent struct {
+	cfg        *config.Config
+	log        *slog.Logger
+	inputs     []*models.RunningInput
+	processors []*models.RunningProcessor
+	outputs    []*runningOutput
+
+	mu       sync.Mutex
+	handOver map[string]bool         // identities whose buffers go to the next agent
+	buffers  map[string]models.Buffer // detached at shutdown, for the next agent
+}
+
+type runningOutput struct {
+	*models.RunningOutput
+	identity string
+}
+
+// New builds the running plugins of cfg. buffers holds the buffers of a previous agent by output
+// identity (after a reload); an output with the same identity takes its buffer over.
+func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
+	a := &Agent{cfg: cfg, log: slog.Default().With("plugin", "agent")}
+	precision := time.Duration(cfg.Agent.Precision)
+	for _, in := range cfg.Inputs {
+		a.inputs = append(a.inputs, models.NewRunningInput(in.Plugin, in.Config, cfg.GlobalTags, precision, in.Log))
+	}
+	for _, p := range cfg.Processors {
+		a.processors = append(a.processors, models.NewRunningProcessor(p.Plugin, p.Config, p.Log))
+	}
+	for _, o := range cfg.Outputs {
+		buf := buffers[o.Identity]
+		delete(buffers, o.Identity)
+		if buf == nil {
+			var err error
+			if buf, err = newBuffer(cfg, o); err != nil {
+				a.closeAll()
+				return nil, fmt.Errorf("outputs.%s: buffer: %w", o.Config.ID(), err)
+			}
+		}
+		ro := models.NewRunningOutput(o.Plugin, o.Config, o.Settings, buf, o.Log)
+		a.outputs = append(a.outputs, &runningOutput{ro, o.Identity})
+	}
+	for id, b := range buffers {
+		// An output that left the config: its metrics cannot go anywhere now.
+		if n := b.Len(); n > 0 {
+			a.log.Warn("output removed by reload; its buffered metrics are dropped", "output", id, "metrics", n)
+		}
+		b.Close()
+	}
+	return a, nil
+}
+
+// newBuffer returns the buffer of an output: in memory, holding metric_buffer_limit metrics.
+func newBuffer(_ *config.Config, o *config.Output) (models.Buffer, error) {
+	return models.NewMemoryBuffer(o.Settings.BufferLimit), nil
+}
+
+// Inputs returns the running inputs (for health checks).
+func (a *Agent) Inputs() []*models.RunningInput { return a.inputs }
+
+// Outputs returns the running outputs (for health checks).
+func (a *Agent) Outputs() []*models.RunningOutput {
+	out := make([]*models.RunningOutput, len(a.outputs))
+	for i, o := range a.outputs {
+		out[i] = o.RunningOutput
+	}
+	return out
+}
+
+// HandOver names the outputs (by identity) whose buffers the next agent takes over after a
+// reload: at shutdown they are not flushed and not closed but kept for Buffers.
+func (a *Agent) HandOver(identities []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.handOver = map[string]bool{}
+	for _, id := range identities {
+		a.handOver[id] = true
+	}
+}
+
+// Buffers returns the buffers kept at shutdown for HandOver.
+func (a *Agent) Buffers() map[string]models.Buffer {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.buffers
+}
+
+// Run runs the agent until ctx is done, then shuts down: it stops the inputs, drains the
+// processors, flushes every output once more within shutdown_timeout, and closes them.
+func (a *Agent) Run(ctx context.Context) error {
+	pipe := newPipeline(a.processors, a.Outputs())
+
+	// Outputs first, so that nothing waits on them: connecting happens in each flusher.
+	outCtx, stopOutputs := context.WithCancel(context.Background())
+	var outWG sync.WaitGroup
+	for _, o := range a.outputs {
+		outWG.Go(func() { a.flushLoop(outCtx, o.RunningOutput) })
+	}
+
+	for _, rp := range a.processors {
+		if sp, ok := rp.Processor.(models.ServiceProcessor); ok {
+			if err := sp.Start(ctx); err != nil {
+				stopOutputs()
+				outWG.Wait()
+				a.closeAll()
+				return fmt.Errorf("processors.%s: start: %w", rp.Config.ID(), err)
+			}
+		}
+	}
+	pipe.start()
+
+	inCtx, stopInputs := context.WithCancel(ctx)
+	var inWG sync.WaitGroup
+	var services []models.ServiceInput
+	for _, ri := range a.inputs {
+		acc := ri.NewAccumulator(func(m *models.Metric) { pipe.in <- m })
+		if si, ok := ri.Input.(models.ServiceInput); ok {
+			if err := si.Start(inCtx, acc); err != nil {
+				ri.Log.Error("start failed; the input is not running", "error", err)
+				ri.Gathered(0, err)
+				continue
+			}
+			services = append(services, si)
+			continue
+		}
+		inWG.Go(func() { a.gatherLoop(inCtx, ri, acc) })
+	}
+	a.log.Info("agent started", "inputs", len(a.inputs), "processors", len(a.processors), "outputs", len(a.outputs))
+
+	<-ctx.Done()
+	a.log.Info("stopping: inputs")
+	stopInputs()
+	inWG.Wait()
+	for _, si := range services {
+		si.Stop()
+	}
+	close(pipe.in)
+	<-pipe.done
+	for _, rp := range a.processors {
+		if sp, ok := rp.Processor.(models.ServiceProcessor); ok {
+			sp.Stop()
+		}
+	}
+	stopOutputs()
+	outWG.Wait()
+	a.finalFlush()
+	a.closeAll()
+	a.log.Info("stopped")
+	return nil
+}
+
+// finalFlush writes what every output still holds, all outputs at once, within shutdown_timeout.
+func (a *Agent) finalFlush() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Agent.ShutdownTimeout))
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, o := range a.outputs {
+		if a.handedOver(o.identity) {
+			continue
+		}
+		wg.Go(func() {
+			if o.Buffer.Len() == 0 {
+				return
+			}
+			if err := o.Flush(ctx, true); err != nil {
+				o.Log.Error("final flush failed; metrics lost", "error", err, "metrics", o.Buffer.Len())
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (a *Agent) handedOver(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.handOver[id]
+}
+
+func (a *Agent) closeAll() {
+	for _, ri := range a.inputs {
+		ri.Close()
+	}
+	for _, rp := range a.processors {
+		rp.Close()
+	}
+	for _, o := range a.outputs {
+		if a.handedOver(o.identity) {
+			a.mu.Lock()
+			if a.buffers == nil {
+				a.buffers = map[string]models.Buffer{}
+			}
+			a.buffers[o.identity] = o.DetachBuffer()
+			a.mu.Unlock()
+		}
+		if err := o.Close(); err != nil {
+			o.Log.Warn("close", "error", err)
+		}
+	}
+}
+
+// gatherLoop gathers a polled input on its interval: aligned to the interval when round_interval,
+// delayed by a random collection_jitter. A gather that overruns its interval is logged and the
+// missed ticks are skipped, never stacked.
+func (a *Agent) gatherLoop(ctx context.Context, ri *models.RunningInput, acc models.Accumulator) {
+	interval := ri.Config.Interval
+	if interval <= 0 {
+		interval = time.Duration(a.cfg.Agent.Interval)
+	}
+	jitter := time.Duration(a.cfg.Agent.CollectionJitter)
+	next := time.Now()
+	if a.cfg.Agent.RoundInterval {
+		next = next.Truncate(interval).Add(interval)
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		wait := time.Until(next)
+		if jitter > 0 {
+			wait += rand.N(jitter)
+		}
+		timer.Reset(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		start := time.Now()
+		err := ri.Input.Gather(ctx, acc)
+		took := time.Since(start)
+		ri.Gathered(took, err)
+		if err != nil && ctx.Err() == nil {
+			acc.AddError(err)
+		}
+		next = next.Add(interval)
+		if now := time.Now(); !next.After(now) {
+			skipped := now.Sub(next)/interval + 1
+			next = next.Add(skipped * interval)
+			ri.Log.Warn("gather took longer than the interval; ticks skipped",
+				"took", took.Round(time.Millisecond), "interval", interval, "skipped", int(skipped))
+		}
+	}
+}
+
+// flushLoop connects the output (retrying with backoff) and flushes it every flush_interval, or
+// as soon as a full batch waits. After a failed write it waits for the next interval.
+func (a *Agent) flushLoop(ctx context.Context, o *models.RunningOutput) {
+	backoff := time.Second
+	for {
+		err := o.Output.Connect(ctx)
+		if err == nil {
+			break
+		}
+		o.Log.Error("connect failed; metrics are buffered meanwhile", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+	interval, jitter := o.Settings.FlushInterval, o.Settings.FlushJitter
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	failed := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			failed = o.Flush(ctx, true) != nil
+			wait := interval
+			if jitter > 0 {
+				wait += rand.N(jitter)
+			}
+			timer.Reset(wait)
+		case <-o.BatchReady:
+			if !failed {
+				failed = o.Flush(ctx, false) != nil
+			}
+		}
+	}
+}
+
+// Test gathers every input once, runs the processors and returns the metrics (--test).
+func (a *Agent) Test(ctx context.Context) ([]*models.Metric, error) {
+	defer a.closeAll()
+	ms, err := a.gatherOnce(ctx)
+	return ms, err
+}
+
+func (a *Agent) gatherOnce(ctx context.Context) ([]*models.Metric, error) {
+	var (
+		mu   sync.Mutex
+		ms   []*models.Metric
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, ri := range a.inputs {
+		acc := ri.NewAccumulator(func(m *models.Metric) {
+			mu.Lock()
+			ms = append(ms, m)
+			mu.Unlock()
+		})
+		wg.Go(func() {
+			start := time.Now()
+			err := ri.Input.Gather(ctx, acc)
+			ri.Gathered(time.Since(start), err)
+			if err != nil {
+				acc.AddError(err)
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("inputs.%s: %w", ri.Config.ID(), err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, rp := range a.processors {
+		ms = append([]*models.Metric(nil), rp.Apply(ms)...)
+	}
+	return ms, errors.Join(errs...)
+}
+
+// Once gathers every input once, runs the processors and writes everything to the outputs
+// (--once). It fails if an output could not take its metrics.
+func (a *Agent) Once(ctx context.Context) error {
+	defer a.closeAll()
+	ms, gatherErr := a.gatherOnce(ctx)
+	var errs []error
+	for _, o := range a.outputs {
+		if err := o.Output.Connect(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("outputs.%s: connect: %w", o.Config.ID(), err))
+			continue
+		}
+		o.AddBatch(ms)
+		if err := o.Flush(ctx, true); err != nil {
+			errs = append(errs, fmt.Errorf("outputs.%s: %w", o.Config.ID(), err))
+		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return gatherErr
+}

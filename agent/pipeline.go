@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"sync"
+
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// pipeline carries metrics from the inputs through the processors to the outputs:
+//
+//	inputs ──*Metric──▶ batcher ──[]*Metric──▶ processor 1 ──▶ … ──▶ fan-out ──▶ output buffers
+//
+// Inputs send single metrics; the batcher gathers whatever is waiting (up to maxBatch) into one
+// batch, so that every later stage pays one channel operation per batch, not per metric. Each
+// stage runs in its own goroutine and closes its outbound channel when its inbound one closes,
+// so closing the input channel drains everything downstream.
+type pipeline struct {
+	in      chan *models.Metric
+	procs   []*models.RunningProcessor
+	outputs []*models.RunningOutput
+	done    chan struct{}
+}
+
+const (
+	maxBatch   = 512
+	inCapacity = 8192
+)
+
+var batchPool = sync.Pool{New: func() any { b := make([]*models.Metric, 0, maxBatch); return &b }}
+
+func getBatch() *[]*models.Metric { return batchPool.Get().(*[]*models.Metric) }
+
+func putBatch(b *[]*models.Metric) {
+	clear((*b)[:cap(*b)])
+	*b = (*b)[:0]
+	batchPool.Put(b)
+}
+
+func newPipeline(procs []*models.RunningProcessor, outputs []*models.RunningOutput) *pipeline {
+	return &pipeline{
+		in:      make(chan *models.Metric, inCapacity),
+		procs:   procs,
+		outputs: outputs,
+		done:    make(chan struct{}),
+	}
+}
+
+// start starts the stages; close(p.in) and <-p.done end them.
+func (p *pipeline) start() {
+	next := make(chan *[]*models.Metric, 64)
+	go p.batch(next)
+	for _, rp := range p.procs {
+		out := make(chan *[]*models.Metric, 64)
+		go process(rp, next, out)
+		next = out
+	}
+	go p.fanOut(next)
+}
+
+func (p *pipeline) batch(out chan<- *[]*models.Metric) {
+	defer close(out)
+	for m := range p.in {
+		b := getBatch()
+		*b = append(*b, m)
+	fill:
+		for len(*b) < maxBatch {
+			select {
+			case m, ok := <-p.in:
+				if !ok {
+					break fill
+				}
+				*b = append(*b, m)
+			default:
+				break fill
+			}
+		}
+		out <- b
+	}
+}
+
+func process(rp *models.RunningProcessor, in <-chan *[]*models.Metric, out chan<- *[]*models.Metric) {
+	defer close(out)
+	for b := range in {
+		res := rp.Apply(*b)
+		// The processor's result is only valid until its next call: copy it into the batch we own.
+		nb := getBatch()
+		*nb = append(*nb, res...)
+		putBatch(b)
+		if len(*nb) == 0 {
+			putBatch(nb)
+			continue
+		}
+		out <- nb
+	}
+}
+
+func (p *pipeline) fanOut(in <-chan *[]*models.Metric) {
+	defer close(p.done)
+	for b := range in {
+		for _, o := range p.outputs {
+			o.AddBatch(*b)
+		}
+		putBatch(b)
+	}
+}

@@ -1,0 +1,249 @@
+// Command tagpipe is an agent for industrial data: it polls Modbus and OPC UA devices, runs the
+// readings through processors and ships them in batches to Kafka, InfluxDB and files.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tagpipe/tagpipe/agent"
+	"github.com/tagpipe/tagpipe/config"
+	_ "github.com/tagpipe/tagpipe/inputs/all"
+	"github.com/tagpipe/tagpipe/internal/logging"
+	"github.com/tagpipe/tagpipe/internal/serializer"
+	"github.com/tagpipe/tagpipe/models"
+	_ "github.com/tagpipe/tagpipe/outputs/all"
+	_ "github.com/tagpipe/tagpipe/processors/all"
+)
+
+// Stamped by the build: -ldflags "-X main.version=… -X main.commit=… -X main.date=…".
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
+
+const usage = `tagpipe: an agent for industrial data (Modbus, OPC UA → Kafka, InfluxDB, files)
+
+Usage:
+  tagpipe --config FILE [--config-directory DIR] [flags]   run the agent
+  tagpipe --config FILE --test       gather once, print line protocol, no outputs
+  tagpipe --config FILE --once       gather, process and write once, then exit
+  tagpipe --config FILE --check      check the configuration and exit (0: good, 1: bad)
+  tagpipe config                     print the full sample configuration
+  tagpipe demo [--duration D]        run against built-in simulated devices, print line protocol
+  tagpipe version                    print the version
+
+Flags:
+`
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintf(stdout, "tagpipe %s (commit %s, built %s)\n", version, commit, date)
+			return 0
+		case "config":
+			fmt.Fprint(stdout, config.Sample())
+			return 0
+		case "demo":
+			return runDemo(args[1:], stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("tagpipe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files, dirs stringList
+	fs.Var(&files, "config", "configuration `FILE` (may be given more than once)")
+	fs.Var(&dirs, "config-directory", "read every *.conf in `DIR` (after --config files)")
+	test := fs.Bool("test", false, "gather once, run the processors, print line protocol to stdout; no outputs")
+	once := fs.Bool("once", false, "gather, process and write to the outputs once, then exit")
+	check := fs.Bool("check", false, "load the configuration, report what is wrong and exit")
+	debug := fs.Bool("debug", false, "log at debug level (overrides [agent] debug)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "tagpipe %s (commit %s, built %s)\n", version, commit, date)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tagpipe: unexpected argument %q (see --help)\n", fs.Arg(0))
+		return 2
+	}
+	opts := config.Options{Files: files, Dirs: dirs}
+	load := func() (*config.Config, error) {
+		cfg, err := config.Load(opts)
+		if err == nil && *debug {
+			cfg.Agent.Debug = true
+		}
+		return cfg, err
+	}
+	cfg, err := load()
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := setupLogging(cfg); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, w := range cfg.Warnings {
+		slog.Warn(w)
+	}
+	switch {
+	case *check:
+		fmt.Fprintf(stdout, "configuration OK: %d inputs, %d processors, %d outputs (%s)\n",
+			len(cfg.Inputs), len(cfg.Processors), len(cfg.Outputs), strings.Join(cfg.Files, ", "))
+		return 0
+	case *test:
+		return runTest(cfg, stdout)
+	case *once:
+		return runOnce(cfg)
+	}
+	return runAgent(cfg, load)
+}
+
+func setupLogging(cfg *config.Config) error {
+	return logging.Setup(logging.Options{
+		Debug: cfg.Agent.Debug, Quiet: cfg.Agent.Quiet, Logfile: cfg.Agent.Logfile, Format: cfg.Agent.LogFormat,
+	})
+}
+
+func runTest(cfg *config.Config, stdout io.Writer) int {
+	a, err := agent.New(cfg, nil)
+	if err != nil {
+		slog.Error(err.Error())
+		return 1
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	ms, gatherErr := a.Test(ctx)
+	printMetrics(stdout, ms)
+	if gatherErr != nil {
+		return 1
+	}
+	return 0
+}
+
+// printMetrics writes metrics as line protocol, sorted by series then time, for stable output.
+func printMetrics(w io.Writer, ms []*models.Metric) {
+	slices.SortStableFunc(ms, func(a, b *models.Metric) int {
+		if c := strings.Compare(a.SeriesKey(), b.SeriesKey()); c != 0 {
+			return c
+		}
+		return a.Time.Compare(b.Time)
+	})
+	ser := serializer.NewInflux(0)
+	var buf []byte
+	for _, m := range ms {
+		var err error
+		if buf, err = ser.Append(buf, m); err != nil {
+			slog.Warn("metric not printable", "error", err)
+		}
+	}
+	w.Write(buf)
+}
+
+func runOnce(cfg *config.Config) int {
+	a, err := agent.New(cfg, nil)
+	if err != nil {
+		slog.Error(err.Error())
+		return 1
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	if err := a.Once(ctx); err != nil {
+		slog.Error("once", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// runAgent runs until SIGINT or SIGTERM. SIGHUP reloads the configuration: a broken one is
+// logged and the running one kept; outputs that stay keep their buffered metrics.
+func runAgent(cfg *config.Config, load func() (*config.Config, error)) int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	var buffers map[string]models.Buffer
+	for {
+		a, err := agent.New(cfg, buffers)
+		if err != nil {
+			slog.Error(err.Error())
+			return 1
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		next, stop := waitSignal(sigs, load)
+		if next != nil {
+			ids := make([]string, 0, len(next.Outputs))
+			for _, o := range next.Outputs {
+				ids = append(ids, o.Identity)
+			}
+			a.HandOver(ids)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			slog.Error(err.Error())
+			return 1
+		}
+		if stop {
+			return 0
+		}
+		buffers, cfg = a.Buffers(), next
+		if err := setupLogging(cfg); err != nil {
+			slog.Error("reload: logging", "error", err)
+		}
+		slog.Info("configuration reloaded", "files", strings.Join(cfg.Files, ", "))
+	}
+}
+
+// waitSignal waits for SIGINT/SIGTERM (stop) or a SIGHUP with a configuration that loads.
+func waitSignal(sigs <-chan os.Signal, load func() (*config.Config, error)) (next *config.Config, stop bool) {
+	for sig := range sigs {
+		if sig != syscall.SIGHUP {
+			slog.Info("signal received, shutting down", "signal", sig.String())
+			return nil, true
+		}
+		start := time.Now()
+		cfg, err := load()
+		if err != nil {
+			slog.Error("reload failed; the running configuration stays", "error", err)
+			continue
+		}
+		for _, w := range cfg.Warnings {
+			slog.Warn(w)
+		}
+		slog.Info("reloading", "took", time.Since(start).Round(time.Millisecond))
+		return cfg, false
+	}
+	return nil, true
+}

@@ -1,0 +1,554 @@
+// Package config reads tagpipe's TOML configuration into plugin instances: [agent],
+// [global_tags], [[inputs.NAME]], [[processors.NAME]] and [[outputs.NAME]], with ${VAR}
+// substitution. Every mistake is reported as FILE:LINE: PLUGIN: KEY: what is wrong.
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/tagpipe/tagpipe/internal/logging"
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// Agent is the [agent] table.
+type Agent struct {
+	Interval          Duration `toml:"interval"`
+	RoundInterval     bool     `toml:"round_interval"`
+	CollectionJitter  Duration `toml:"collection_jitter"`
+	FlushInterval     Duration `toml:"flush_interval"`
+	FlushJitter       Duration `toml:"flush_jitter"`
+	MetricBatchSize   int      `toml:"metric_batch_size"`
+	MetricBufferLimit int      `toml:"metric_buffer_limit"`
+	Precision         Duration `toml:"precision"`
+	Hostname          string   `toml:"hostname"`
+	OmitHostname      bool     `toml:"omit_hostname"`
+	Debug             bool     `toml:"debug"`
+	Quiet             bool     `toml:"quiet"`
+	Logfile           string   `toml:"logfile"`
+	LogFormat         string   `toml:"log_format"`
+	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+}
+
+// DefaultAgent returns the [agent] defaults. They suit a plant of thousands of devices: a
+// buffer of 100,000 metrics holds ten seconds of a 10,000-device plant polled every second
+// (Telegraf's 10,000 would hold one), and batches of 5,000 keep writes few.
+func DefaultAgent() Agent {
+	return Agent{
+		Interval:          Duration(10 * time.Second),
+		RoundInterval:     true,
+		FlushInterval:     Duration(time.Second),
+		MetricBatchSize:   5000,
+		MetricBufferLimit: 100000,
+		ShutdownTimeout:   Duration(10 * time.Second),
+	}
+}
+
+// Input is a configured input plugin.
+type Input struct {
+	Plugin models.Input
+	Config *models.PluginConfig
+	Log    *slog.Logger
+}
+
+// Processor is a configured processor plugin.
+type Processor struct {
+	Plugin models.Processor
+	Config *models.PluginConfig
+	Log    *slog.Logger
+}
+
+// Output is a configured output plugin.
+type Output struct {
+	Plugin   models.Output
+	Config   *models.PluginConfig
+	Settings models.OutputSettings
+	Log      *slog.Logger
+	// Identity names the output across reloads: plugin and alias, or plugin and a hash of its
+	// table when it has no alias. A reload keeps the buffer of an output whose identity stays.
+	Identity string
+}
+
+// Config is a loaded configuration.
+type Config struct {
+	Agent      Agent
+	GlobalTags map[string]string
+	Inputs     []*Input
+	Processors []*Processor
+	Outputs    []*Output
+	Files      []string
+	// Warnings are worth a log line but do not stop the start (an unset ${VAR}).
+	Warnings []string
+}
+
+// Error is a configuration error with its place.
+type Error struct {
+	File   string
+	Line   int
+	Plugin string // `inputs.modbus "boiler-3"`, or empty
+	Msg    string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Plugin != "" {
+		b.WriteString(e.Plugin + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// KeyError is returned by a plugin's Init for a bad value of one key. Key is the path below the
+// plugin's table: "slave_id", "device[3].slave_id" or "device.slave_id" (the first such key).
+// The loader turns it into FILE:LINE.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// KeyErrorf returns a *KeyError for key.
+func KeyErrorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
+}
+
+// Options says where the config comes from.
+type Options struct {
+	Files []string // --config (several allowed)
+	Dirs  []string // --config-directory: every *.conf in it, sorted
+	// Lookup replaces os.LookupEnv for ${VAR} (tests).
+	Lookup func(string) (string, bool)
+}
+
+// Load reads the configuration files and builds every plugin. All errors found are returned
+// together, each with its place.
+func Load(opts Options) (*Config, error) {
+	files := append([]string{}, opts.Files...)
+	for _, d := range opts.Dirs {
+		matches, err := filepath.Glob(filepath.Join(d, "*.conf"))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(d); err != nil {
+			return nil, fmt.Errorf("config directory: %w", err)
+		}
+		sort.Strings(matches)
+		files = append(files, matches...)
+	}
+	if len(files) == 0 {
+		return nil, errors.New("no configuration: give --config FILE or --config-directory DIR")
+	}
+	l := newLoader(opts.Lookup)
+	for _, f := range files {
+		text, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		l.file(f, string(text))
+	}
+	return l.finish()
+}
+
+// LoadText loads one configuration from text; name stands for the file in messages.
+func LoadText(name, text string, lookup func(string) (string, bool)) (*Config, error) {
+	l := newLoader(lookup)
+	l.file(name, text)
+	return l.finish()
+}
+
+type loader struct {
+	cfg    *Config
+	errs   []error
+	lookup func(string) (string, bool)
+	// per-output overrides, resolved against [agent] once every file is read
+	outputOverrides []outputTable
+}
+
+func newLoader(lookup func(string) (string, bool)) *loader {
+	return &loader{cfg: &Config{Agent: DefaultAgent(), GlobalTags: map[string]string{}}, lookup: lookup}
+}
+
+func (l *loader) fail(file string, line int, plugin, format string, args ...any) {
+	l.errs = append(l.errs, &Error{File: file, Line: line, Plugin: plugin, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (l *loader) file(name, raw string) {
+	l.cfg.Files = append(l.cfg.Files, name)
+	text, missing := expandEnv(raw, l.lookup)
+	for _, m := range missing {
+		l.cfg.Warnings = append(l.cfg.Warnings, fmt.Sprintf("%s: environment variable %s is not set", name, m))
+	}
+	var whole map[string]any
+	if _, err := toml.Decode(text, &whole); err != nil {
+		line, _, msg := splitTOMLError(err)
+		l.fail(name, line, "", "%s", msg)
+		return
+	}
+	sc := scanTOML(text)
+	lines := strings.Split(text, "\n")
+	// Keys above the first table belong to no section.
+	for _, k := range sc.keys {
+		if !strings.ContainsAny(k.path, ".[") && (len(sc.tables) == 0 || k.line < sc.tables[0].start) {
+			l.fail(name, k.line, "", "%s: a key outside any table (put it under [agent] or a plugin)", k.path)
+		}
+	}
+	for i, t := range sc.tables {
+		for _, prev := range sc.tables[:i] {
+			if strings.HasPrefix(t.path, prev.path+".") || strings.HasPrefix(t.path, prev.path+"[") {
+				l.fail(name, t.start, "", "[%s] must directly follow the table it belongs to", t.path)
+			}
+		}
+		snippet := strings.Join(lines[t.start-1:t.end-1], "\n")
+		s := section{l: l, file: name, span: t, sc: sc, text: snippet, offset: t.start - 1}
+		switch t.kind {
+		case "agent":
+			s.decodeTable("agent", &l.cfg.Agent)
+		case "global_tags":
+			var tags map[string]string
+			if s.decodeTable("global_tags", &tags) {
+				for k, v := range tags {
+					l.cfg.GlobalTags[k] = v
+				}
+			}
+		case "inputs", "processors", "outputs":
+			if t.name == "" {
+				l.fail(name, t.start, "", "[%s]: plugins are declared as [[%s.NAME]]", t.path, t.kind)
+				continue
+			}
+			s.plugin()
+		default:
+			l.fail(name, t.start, "", "[%s]: unknown section (expected agent, global_tags, inputs, processors or outputs)", t.path)
+		}
+	}
+}
+
+// section decodes one top-level table of a file on its own, so that the TOML library's line
+// numbers and undecoded keys belong to this table alone.
+type section struct {
+	l      *loader
+	file   string
+	span   tableSpan
+	sc     *scanResult
+	text   string
+	offset int // lines before the snippet
+	label  string
+}
+
+var tomlErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?(?:\(last key "([^"]*)"\): )?(?:line \d+: )?(.*)$`)
+
+// splitTOMLError takes the line, the last key and the message out of the TOML library's error.
+func splitTOMLError(err error) (line int, key, msg string) {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return pe.Position.Line, pe.LastKey, pe.Message
+	}
+	m := tomlErrRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return 0, "", err.Error()
+	}
+	line, _ = strconv.Atoi(m[1])
+	return line, m[2], m[3]
+}
+
+func (s *section) keyErr(err error, prefix string) {
+	line, key, msg := splitTOMLError(err)
+	if line > 0 {
+		line += s.offset
+	}
+	rel := strings.TrimPrefix(strings.TrimPrefix(key, prefix), ".")
+	if rel != "" {
+		if l := s.sc.lookupIn(s.span.path, rel); l > 0 {
+			line = l
+		}
+		msg = rel + ": " + msg
+	}
+	if line == 0 {
+		line = s.span.start
+	}
+	s.l.fail(s.file, line, s.label, "%s", msg)
+}
+
+func (s *section) unknownKeys(md toml.MetaData, prefix string, skip map[string]bool) bool {
+	ok := true
+	for _, k := range md.Undecoded() {
+		full := k.String()
+		if !strings.HasPrefix(full, prefix+".") {
+			continue
+		}
+		rel := strings.TrimPrefix(full, prefix+".")
+		if skip[rel] {
+			continue
+		}
+		line := s.sc.lookupIn(s.span.path, rel)
+		if line == 0 {
+			line = s.span.start
+		}
+		s.l.fail(s.file, line, s.label, "%s: unknown key", rel)
+		ok = false
+	}
+	return ok
+}
+
+// decodeTable decodes a plain table ([agent], [global_tags]) strictly.
+func (s *section) decodeTable(name string, v any) bool {
+	holder := reflect.New(reflect.StructOf([]reflect.StructField{{
+		Name: "T", Type: reflect.TypeOf(v).Elem(), Tag: reflect.StructTag(`toml:"` + name + `"`),
+	}}))
+	md, err := toml.Decode(s.text, holder.Interface())
+	if err != nil {
+		s.keyErr(err, name)
+		return false
+	}
+	reflect.ValueOf(v).Elem().Set(mergeStruct(reflect.ValueOf(v).Elem(), holder.Elem().Field(0), md, name))
+	return s.unknownKeys(md, name, nil)
+}
+
+// mergeStruct returns dst with the keys that the TOML defined taken from src (so that a second
+// file's [agent] changes only what it names).
+func mergeStruct(dst, src reflect.Value, md toml.MetaData, name string) reflect.Value {
+	if dst.Kind() != reflect.Struct {
+		return src
+	}
+	out := reflect.New(dst.Type()).Elem()
+	out.Set(dst)
+	for i := 0; i < dst.NumField(); i++ {
+		tag := strings.Split(dst.Type().Field(i).Tag.Get("toml"), ",")[0]
+		if tag != "" && md.IsDefined(name, tag) {
+			out.Field(i).Set(src.Field(i))
+		}
+	}
+	return out
+}
+
+// Generic keys of every plugin table, besides the plugin's own.
+type commonTable struct {
+	Alias string `toml:"alias"`
+	models.Filter
+}
+
+type inputTable struct {
+	commonTable
+	Interval     Duration          `toml:"interval"`
+	NamePrefix   string            `toml:"name_prefix"`
+	NameSuffix   string            `toml:"name_suffix"`
+	NameOverride string            `toml:"name_override"`
+	Tags         map[string]string `toml:"tags"`
+}
+
+type processorTable struct {
+	commonTable
+	Order int64 `toml:"order"`
+}
+
+type outputTable struct {
+	commonTable
+	MetricBatchSize   int      `toml:"metric_batch_size"`
+	MetricBufferLimit int      `toml:"metric_buffer_limit"`
+	FlushInterval     Duration `toml:"flush_interval"`
+	FlushJitter       Duration `toml:"flush_jitter"`
+
+	out *Output
+}
+
+func (s *section) plugin() {
+	t := s.span
+	kind, name := t.kind, t.name
+	prefix := kind + "." + name
+	var raw map[string]map[string][]map[string]any
+	toml.Decode(s.text, &raw) // the whole file parsed already: this cannot fail
+	var table map[string]any
+	if tbls := raw[kind][name]; len(tbls) > 0 {
+		table = tbls[0]
+	}
+	s.label = prefix
+	if a, _ := table["alias"].(string); a != "" {
+		s.label += fmt.Sprintf(" %q", a)
+	} else if n, _ := table["name"].(string); n != "" {
+		s.label += fmt.Sprintf(" %q", n)
+	}
+
+	var holder map[string]map[string][]toml.Primitive
+	md, err := toml.Decode(s.text, &holder)
+	if err != nil {
+		s.keyErr(err, prefix)
+		return
+	}
+	prim := holder[kind][name][0]
+	cfg := &models.PluginConfig{Name: name, Source: fmt.Sprintf("%s:%d", s.file, t.start)}
+	var common *commonTable
+	var generic any
+	switch kind {
+	case "inputs":
+		it := &inputTable{}
+		generic, common = it, &it.commonTable
+		defer func() {
+			cfg.Interval = time.Duration(it.Interval)
+			cfg.NamePrefix, cfg.NameSuffix, cfg.NameOverride = it.NamePrefix, it.NameSuffix, it.NameOverride
+			cfg.Tags = it.Tags
+		}()
+	case "processors":
+		pt := &processorTable{}
+		generic, common = pt, &pt.commonTable
+		defer func() { cfg.Order = pt.Order }()
+	case "outputs":
+		ot := &outputTable{}
+		generic, common = ot, &ot.commonTable
+		defer func() {
+			if ot.out != nil {
+				s.l.outputOverrides = append(s.l.outputOverrides, *ot)
+			}
+		}()
+	}
+	if err := md.PrimitiveDecode(prim, generic); err != nil {
+		s.keyErr(err, prefix)
+		return
+	}
+	cfg.Alias = common.Alias
+	cfg.Filter = common.Filter
+	if err := cfg.Filter.Compile(); err != nil {
+		s.l.fail(s.file, s.span.start, s.label, "%v", err)
+		return
+	}
+
+	plugin := newPlugin(kind, name)
+	if plugin == nil {
+		s.l.fail(s.file, t.start, "", "[[%s]]: unknown plugin %q (known: %s)", prefix, name, strings.Join(knownNames(kind), ", "))
+		return
+	}
+	if err := md.PrimitiveDecode(prim, plugin); err != nil {
+		s.keyErr(err, prefix)
+		return
+	}
+	if !s.unknownKeys(md, prefix, nil) {
+		return
+	}
+	log := logging.Plugin(kind, name, cfg.Alias)
+	setLogger(plugin, log)
+	if in, ok := plugin.(models.Initializer); ok {
+		if err := in.Init(); err != nil {
+			s.initErr(err)
+			return
+		}
+	}
+	switch kind {
+	case "inputs":
+		s.l.cfg.Inputs = append(s.l.cfg.Inputs, &Input{Plugin: plugin.(models.Input), Config: cfg, Log: log})
+	case "processors":
+		s.l.cfg.Processors = append(s.l.cfg.Processors, &Processor{Plugin: plugin.(models.Processor), Config: cfg, Log: log})
+	case "outputs":
+		identity := prefix
+		if cfg.Alias != "" {
+			identity += "/" + cfg.Alias
+		} else {
+			sum := sha256.Sum256([]byte(fmt.Sprint(table)))
+			identity += "/" + hex.EncodeToString(sum[:8])
+		}
+		o := &Output{Plugin: plugin.(models.Output), Config: cfg, Log: log, Identity: identity}
+		s.l.cfg.Outputs = append(s.l.cfg.Outputs, o)
+		ot := generic.(*outputTable)
+		ot.out = o
+	}
+}
+
+func (s *section) initErr(err error) {
+	var ke *KeyError
+	if errors.As(err, &ke) {
+		line := s.sc.lookupIn(s.span.path, ke.Key)
+		if line == 0 {
+			line = s.span.start
+		}
+		s.l.fail(s.file, line, s.label, "%v", err)
+		return
+	}
+	s.l.fail(s.file, s.span.start, s.label, "%v", err)
+}
+
+// setLogger sets the plugin's `Log *slog.Logger` field, if it has one.
+func setLogger(plugin any, log *slog.Logger) {
+	v := reflect.ValueOf(plugin)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	f := v.Elem().FieldByName("Log")
+	if f.IsValid() && f.CanSet() && f.Type() == reflect.TypeOf(log) {
+		f.Set(reflect.ValueOf(log))
+	}
+}
+
+func (l *loader) finish() (*Config, error) {
+	c := l.cfg
+	a := &c.Agent
+	for _, chk := range []struct {
+		key string
+		bad bool
+		msg string
+	}{
+		{"interval", a.Interval <= 0, "must be more than 0"},
+		{"flush_interval", a.FlushInterval <= 0, "must be more than 0"},
+		{"metric_batch_size", a.MetricBatchSize < 1, "must be at least 1"},
+		{"metric_buffer_limit", a.MetricBufferLimit < a.MetricBatchSize, "must be at least metric_batch_size"},
+	} {
+		if chk.bad {
+			l.errs = append(l.errs, &Error{File: c.Files[len(c.Files)-1], Plugin: "agent", Msg: chk.key + ": " + chk.msg})
+		}
+	}
+	for _, ot := range l.outputOverrides {
+		set := models.OutputSettings{
+			BatchSize:     a.MetricBatchSize,
+			BufferLimit:   a.MetricBufferLimit,
+			FlushInterval: time.Duration(a.FlushInterval),
+			FlushJitter:   time.Duration(a.FlushJitter),
+		}
+		if ot.MetricBatchSize > 0 {
+			set.BatchSize = ot.MetricBatchSize
+		}
+		if ot.MetricBufferLimit > 0 {
+			set.BufferLimit = ot.MetricBufferLimit
+		}
+		if ot.FlushInterval > 0 {
+			set.FlushInterval = time.Duration(ot.FlushInterval)
+		}
+		if ot.FlushJitter > 0 {
+			set.FlushJitter = time.Duration(ot.FlushJitter)
+		}
+		if set.BufferLimit < set.BatchSize {
+			l.errs = append(l.errs, &Error{File: ot.out.Config.Source, Plugin: "outputs." + ot.out.Config.ID(),
+				Msg: "metric_buffer_limit: must be at least metric_batch_size"})
+		}
+		ot.out.Settings = set
+	}
+	if len(l.errs) > 0 {
+		return nil, errors.Join(l.errs...)
+	}
+	// Processors run by `order`, then in file order.
+	sort.SliceStable(c.Processors, func(i, j int) bool { return c.Processors[i].Config.Order < c.Processors[j].Config.Order })
+	if !a.OmitHostname {
+		if a.Hostname == "" {
+			a.Hostname, _ = os.Hostname()
+		}
+		if _, set := c.GlobalTags["host"]; !set && a.Hostname != "" {
+			c.GlobalTags["host"] = a.Hostname
+		}
+	}
+	return c, nil
+}
