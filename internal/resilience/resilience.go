@@ -1,0 +1,342 @@
+// Package resilience holds what every device input needs to survive devices that are slow,
+// flaky or dead: an adaptive timeout (ours: an EWMA of round-trip times), retry backoff
+// (cenkalti/backoff), a circuit breaker (sony/gobreaker), a token bucket (golang.org/x/time/rate)
+// and the health counters reported per device. Modbus and OPC UA both use it; there is no second
+// copy.
+//
+// None of these types is safe for concurrent use unless it says so: each device owns its own,
+// touched only by its goroutine.
+package resilience
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/time/rate"
+)
+
+// TimeoutConfig configures an adaptive timeout.
+type TimeoutConfig struct {
+	Alpha   float64       // EWMA weight of the newest round trip (0 < Alpha ≤ 1)
+	Factor  float64       // timeout = EWMA·Factor + Jitter, clamped to [Min, Max]
+	Min     time.Duration // floor: no lost frame is given up on sooner
+	Max     time.Duration // ceiling, and the timeout before the first answer
+	Jitter  time.Duration // added at random (0..Jitter) so that retries of many devices spread
+	Initial time.Duration // the timeout before any round trip was seen (default Max)
+}
+
+// DefaultTimeout is what a device gets when its config says nothing.
+var DefaultTimeout = TimeoutConfig{Alpha: 0.2, Factor: 4, Min: 50 * time.Millisecond, Max: 2 * time.Second, Jitter: 10 * time.Millisecond}
+
+// Timeout is an adaptive timeout from an exponentially weighted moving average of round-trip
+// times: a device that slows down gets a longer timeout, a fast one does not wait seconds for a
+// lost frame. Written here because it is a few lines of arithmetic on the poll path.
+type Timeout struct {
+	cfg  TimeoutConfig
+	ewma float64 // nanoseconds; 0 until the first observation
+}
+
+// NewTimeout returns a timeout with cfg's zero fields taken from DefaultTimeout.
+func NewTimeout(cfg TimeoutConfig) *Timeout {
+	d := DefaultTimeout
+	if cfg.Alpha <= 0 || cfg.Alpha > 1 {
+		cfg.Alpha = d.Alpha
+	}
+	if cfg.Factor <= 0 {
+		cfg.Factor = d.Factor
+	}
+	if cfg.Min <= 0 {
+		cfg.Min = d.Min
+	}
+	if cfg.Max <= 0 {
+		cfg.Max = d.Max
+	}
+	cfg.Max = max(cfg.Max, cfg.Min)
+	if cfg.Initial <= 0 {
+		cfg.Initial = cfg.Max
+	}
+	return &Timeout{cfg: cfg}
+}
+
+// Observe adds a round trip of a request that was answered.
+func (t *Timeout) Observe(rtt time.Duration) {
+	if t.ewma == 0 {
+		t.ewma = float64(rtt)
+		return
+	}
+	t.ewma += t.cfg.Alpha * (float64(rtt) - t.ewma)
+}
+
+// Current returns the timeout to use for the next request.
+func (t *Timeout) Current() time.Duration {
+	if t.ewma == 0 {
+		return min(t.cfg.Initial, t.cfg.Max)
+	}
+	d := time.Duration(t.ewma * t.cfg.Factor)
+	if t.cfg.Jitter > 0 {
+		d += rand.N(t.cfg.Jitter)
+	}
+	return min(max(d, t.cfg.Min), t.cfg.Max)
+}
+
+// EWMA returns the average round trip (0 before the first).
+func (t *Timeout) EWMA() time.Duration { return time.Duration(t.ewma) }
+
+// RetryConfig configures retries of one failed request.
+type RetryConfig struct {
+	Retries    int           // retries after the first try (0: none)
+	Initial    time.Duration // wait before the second retry (the first is at once)
+	Multiplier float64
+	Max        time.Duration
+	Jitter     float64 // randomization factor, 0..1
+}
+
+// DefaultRetry gives 100 ms → 300 ms → 900 ms after an immediate first retry.
+var DefaultRetry = RetryConfig{Retries: 3, Initial: 100 * time.Millisecond, Multiplier: 3, Max: 5 * time.Second, Jitter: 0.2}
+
+// Retry yields the waits between retries: 0 for the first, then exponential with jitter.
+type Retry struct {
+	Retries int
+	b       backoff.ExponentialBackOff
+	n       int
+}
+
+// NewRetry returns a retry schedule.
+func NewRetry(cfg RetryConfig) *Retry {
+	r := &Retry{Retries: cfg.Retries}
+	r.b = backoff.ExponentialBackOff{
+		InitialInterval:     cfg.Initial,
+		RandomizationFactor: cfg.Jitter,
+		Multiplier:          cfg.Multiplier,
+		MaxInterval:         cfg.Max,
+	}
+	r.Reset()
+	return r
+}
+
+// Reset starts a new request's schedule.
+func (r *Retry) Reset() {
+	r.n = 0
+	r.b.Reset()
+}
+
+// Next returns the wait before the next retry and false when no retry is left.
+func (r *Retry) Next() (time.Duration, bool) {
+	if r.n >= r.Retries {
+		return 0, false
+	}
+	r.n++
+	if r.n == 1 {
+		return 0, true
+	}
+	return r.b.NextBackOff(), true
+}
+
+// Backoff is a reconnect schedule: exponential with jitter up to a ceiling.
+type Backoff struct{ b backoff.ExponentialBackOff }
+
+// NewBackoff returns a backoff from initial to max, doubling, with 20% jitter.
+func NewBackoff(initial, max time.Duration) *Backoff {
+	b := &Backoff{b: backoff.ExponentialBackOff{InitialInterval: initial, RandomizationFactor: 0.2, Multiplier: 2, MaxInterval: max}}
+	b.b.Reset()
+	return b
+}
+
+// Next returns the next wait.
+func (b *Backoff) Next() time.Duration { return b.b.NextBackOff() }
+
+// Reset starts over after a success.
+func (b *Backoff) Reset() { b.b.Reset() }
+
+// BreakerConfig configures a circuit breaker.
+type BreakerConfig struct {
+	Failures    int           // consecutive failures that open it (default 5)
+	FailureRate float64       // or this share of failures over Window (0: off)
+	MinRequests int           // requests in Window before FailureRate counts (default 10)
+	Window      time.Duration // for FailureRate (default 1m)
+	CoolDown    time.Duration // open this long, then half-open (default 30s)
+	Probes      int           // requests let through half-open; all must succeed to close (default 1)
+	// IsSuccessful decides which errors count as success (a Modbus exception: the device is
+	// alive). nil: only nil is success.
+	IsSuccessful func(error) bool
+	// OnChange is called on every state change.
+	OnChange func(from, to string)
+}
+
+// ErrOpen is returned by Breaker.Do while the breaker is open (or half-open and busy).
+var ErrOpen = errors.New("circuit breaker open")
+
+// Breaker is a circuit breaker (sony/gobreaker) that also knows until when it stays open, so a
+// device whose breaker is open can sleep through its cool-down with no timer work. Do and State
+// are safe for concurrent use.
+type Breaker struct {
+	cb        *gobreaker.CircuitBreaker[struct{}]
+	coolDown  time.Duration
+	openUntil atomic.Int64 // unix nanos; 0 unless open
+}
+
+// NewBreaker returns a closed breaker.
+func NewBreaker(name string, cfg BreakerConfig) *Breaker {
+	if cfg.Failures <= 0 {
+		cfg.Failures = 5
+	}
+	if cfg.MinRequests <= 0 {
+		cfg.MinRequests = 10
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = time.Minute
+	}
+	if cfg.CoolDown <= 0 {
+		cfg.CoolDown = 30 * time.Second
+	}
+	if cfg.Probes <= 0 {
+		cfg.Probes = 1
+	}
+	b := &Breaker{coolDown: cfg.CoolDown}
+	st := gobreaker.Settings{
+		Name:         name,
+		MaxRequests:  uint32(cfg.Probes),
+		Interval:     cfg.Window,
+		BucketPeriod: cfg.Window / 10,
+		Timeout:      cfg.CoolDown,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if c.ConsecutiveFailures >= uint32(cfg.Failures) {
+				return true
+			}
+			return cfg.FailureRate > 0 && c.Requests >= uint32(cfg.MinRequests) &&
+				float64(c.TotalFailures)/float64(c.Requests) >= cfg.FailureRate
+		},
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				b.openUntil.Store(time.Now().Add(cfg.CoolDown).UnixNano())
+			} else {
+				b.openUntil.Store(0)
+			}
+			if cfg.OnChange != nil {
+				cfg.OnChange(stateName(from), stateName(to))
+			}
+		},
+	}
+	if cfg.IsSuccessful != nil {
+		st.IsSuccessful = cfg.IsSuccessful
+	}
+	b.cb = gobreaker.NewCircuitBreaker[struct{}](st)
+	return b
+}
+
+// Do runs f unless the breaker is open; f's error is returned as is.
+func (b *Breaker) Do(f func() error) error {
+	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, f() })
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return ErrOpen
+	}
+	return err
+}
+
+// State returns "closed", "open" or "half-open".
+func (b *Breaker) State() string { return stateName(b.cb.State()) }
+
+// OpenUntil returns when an open breaker turns half-open (zero unless open).
+func (b *Breaker) OpenUntil() time.Time {
+	n := b.openUntil.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func stateName(s gobreaker.State) string {
+	switch s {
+	case gobreaker.StateOpen:
+		return "open"
+	case gobreaker.StateHalfOpen:
+		return "half-open"
+	}
+	return "closed"
+}
+
+// Bucket is a token bucket (golang.org/x/time/rate) that tells how long to wait instead of
+// waiting, so that the caller sleeps on its own timer and nothing allocates per request.
+// It is safe for concurrent use (a serial line shared by several devices).
+type Bucket struct{ l *rate.Limiter }
+
+// NewBucket returns a bucket of perSecond requests with burst; nil when perSecond ≤ 0 (no limit).
+func NewBucket(perSecond float64, burst int) *Bucket {
+	if perSecond <= 0 {
+		return nil
+	}
+	return &Bucket{l: rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))}
+}
+
+// Take takes a token if one is there (returns 0) or returns how long until one is. A nil
+// bucket never waits.
+func (b *Bucket) Take(now time.Time) time.Duration {
+	if b == nil || b.l.AllowN(now, 1) {
+		return 0
+	}
+	missing := 1 - b.l.TokensAt(now)
+	return time.Duration(math.Ceil(missing / float64(b.l.Limit()) * float64(time.Second)))
+}
+
+// Wait takes a token, sleeping until there is one or ctx is done.
+func (b *Bucket) Wait(ctx context.Context, timer *time.Timer) error {
+	for {
+		d := b.Take(time.Now())
+		if d == 0 {
+			return nil
+		}
+		timer.Reset(d)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+		}
+	}
+}
+
+// ErrorKind sorts a failed request for the health metric.
+type ErrorKind uint8
+
+// Kinds of errors every device input reports; protocols add their meaning to Exception and Frame.
+const (
+	KindOther     ErrorKind = iota
+	KindTimeout             // no answer in time
+	KindRefused             // connection refused (nothing listens)
+	KindReset               // connection reset or closed by the peer
+	KindException           // the device answered with an error (Modbus exception, OPC UA Bad status)
+	KindFrame               // an answer that cannot be trusted (CRC, wrong id, short frame)
+	numKinds
+)
+
+var kindNames = [numKinds]string{"other", "timeout", "refused", "reset", "exception", "frame"}
+
+func (k ErrorKind) String() string { return kindNames[k] }
+
+// Classify sorts a network error; protocol errors (exceptions, frames) are for the caller to sort.
+func Classify(err error) ErrorKind {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return KindOther
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return KindTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return KindRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return KindReset
+	}
+	return KindOther
+}
