@@ -24,7 +24,7 @@ type Agent struct {
 	outputs    []*runningOutput
 
 	mu       sync.Mutex
-	handOver map[string]bool         // identities whose buffers go to the next agent
+	handOver map[string]bool          // identities whose buffers go to the next agent
 	buffers  map[string]models.Buffer // detached at shutdown, for the next agent
 }
 

@@ -52,7 +52,9 @@ type Field struct {
 }
 
 // Float returns a float field.
-func Float(key string, v float64) Field { return Field{Key: key, typ: TypeFloat, bits: math.Float64bits(v)} }
+func Float(key string, v float64) Field {
+	return Field{Key: key, typ: TypeFloat, bits: math.Float64bits(v)}
+}
 
 // Int returns a signed integer field.
 func Int(key string, v int64) Field { return Field{Key: key, typ: TypeInt, bits: uint64(v)} }

@@ -48,8 +48,9 @@ type RunningInput struct {
 
 	lastErr lastError
 
-	mu       sync.RWMutex
-	tagCache map[tagsID]mergedTags
+	mu        sync.RWMutex
+	tagCache  map[tagsID]mergedTags
+	nameCache map[string]string
 }
 
 type tagsID struct {
@@ -84,6 +85,7 @@ func NewRunningInput(in Input, cfg *PluginConfig, globalTags map[string]string, 
 		MetricsFiltered: s.Get("metrics_filtered"),
 		Errors:          s.Get("errors"),
 		tagCache:        make(map[tagsID]mergedTags),
+		nameCache:       make(map[string]string),
 	}
 }
 
@@ -94,7 +96,7 @@ func (r *RunningInput) MakeMetric(m *Metric) *Metric {
 		m.Name = c.NameOverride
 	}
 	if c.NamePrefix != "" || c.NameSuffix != "" {
-		m.Name = c.NamePrefix + m.Name + c.NameSuffix
+		m.Name = r.rename(m.Name)
 	}
 	if len(r.pluginTags)+len(r.globalTags) > 0 {
 		m.Tags = r.mergeTags(m.Tags)
@@ -131,6 +133,24 @@ func (r *RunningInput) mergeTags(tags []Tag) []Tag {
 	r.tagCache[id] = mergedTags{tags, merged}
 	r.mu.Unlock()
 	return merged
+}
+
+// rename applies name_prefix and name_suffix; names repeat, so the result is cached.
+func (r *RunningInput) rename(name string) string {
+	r.mu.RLock()
+	out, ok := r.nameCache[name]
+	r.mu.RUnlock()
+	if ok {
+		return out
+	}
+	out = r.Config.NamePrefix + name + r.Config.NameSuffix
+	r.mu.Lock()
+	if len(r.nameCache) >= tagCacheLimit {
+		clear(r.nameCache)
+	}
+	r.nameCache[name] = out
+	r.mu.Unlock()
+	return out
 }
 
 // MergeTags returns a new sorted tag set: base, overridden by over, completed by under.

@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tagpipe/tagpipe/internal/serializer"
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// lineOut serializes every batch to line protocol into a reused buffer, as a network output would
+// before it sends.
+type lineOut struct {
+	ser   *serializer.Influx
+	buf   []byte
+	bytes int
+	n     int
+}
+
+func (*lineOut) SampleConfig() string          { return "" }
+func (*lineOut) Connect(context.Context) error { return nil }
+func (*lineOut) Close() error                  { return nil }
+func (o *lineOut) Write(_ context.Context, batch []*models.Metric) error {
+	o.buf = o.buf[:0]
+	for _, m := range batch {
+		o.buf, _ = o.ser.Append(o.buf, m)
+	}
+	o.bytes += len(o.buf)
+	o.n += len(batch)
+	return nil
+}
+
+// scale converts a unit in place; rename renames a field: two cheap, typical processors.
+type scale struct{}
+
+func (scale) SampleConfig() string { return "" }
+func (scale) Apply(in ...*models.Metric) []*models.Metric {
+	for _, m := range in {
+		for i := range m.Fields {
+			if m.Fields[i].Key == "f0" {
+				m.Fields[i] = models.Float("f0", m.Fields[i].FloatV()*0.1)
+			}
+		}
+	}
+	return in
+}
+
+type rename struct{}
+
+func (rename) SampleConfig() string { return "" }
+func (rename) Apply(in ...*models.Metric) []*models.Metric {
+	for _, m := range in {
+		for i := range m.Fields {
+			if m.Fields[i].Key == "f9" {
+				m.Fields[i].Key = "status"
+			}
+		}
+	}
+	return in
+}
+
+// BenchmarkPipeline measures metrics of 10 fields going from an accumulator (as an input's device
+// goroutine adds them) through two processors and the fan-out into an output's buffer, to a
+// serialized line protocol batch. One op is one metric.
+func BenchmarkPipeline(b *testing.B) {
+	out := &lineOut{ser: serializer.NewInflux(0)}
+	ro := models.NewRunningOutput(out, &models.PluginConfig{Name: "bench"},
+		models.OutputSettings{BatchSize: 5000, BufferLimit: 1 << 22}, nil, quiet)
+	defer ro.Close()
+	procs := []*models.RunningProcessor{
+		models.NewRunningProcessor(scale{}, &models.PluginConfig{Name: "scale"}, quiet),
+		models.NewRunningProcessor(rename{}, &models.PluginConfig{Name: "rename"}, quiet),
+	}
+	pipe := newPipeline(procs, []*models.RunningOutput{ro})
+	pipe.start()
+	ri := models.NewRunningInput(nil, &models.PluginConfig{Name: "bench"}, map[string]string{"host": "edge"}, 0, quiet)
+	defer ri.Close()
+	acc := ri.NewAccumulator(func(m *models.Metric) { pipe.in <- m })
+
+	// The output's flusher, as the agent runs it: a write whenever a full batch waits.
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for {
+			select {
+			case <-ro.BatchReady:
+				ro.Flush(ctx, false)
+			case <-stop:
+				return
+			}
+		}
+	})
+
+	keys := make([]string, 10)
+	for i := range keys {
+		keys[i] = "f" + strconv.Itoa(i)
+	}
+	tags := []models.Tag{{Key: "device", Value: "meter-0001"}, {Key: "line", Value: "A"}}
+	now := time.Now()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		m := models.NewMetric("power", tags, 10, now)
+		for j := range 10 {
+			if j%2 == 0 {
+				m.Fields = append(m.Fields, models.Float(keys[j], float64(i)+float64(j)*0.25))
+			} else {
+				m.Fields = append(m.Fields, models.Int(keys[j], int64(i+j)))
+			}
+		}
+		acc.AddMetric(m)
+	}
+	close(pipe.in)
+	<-pipe.done
+	close(stop)
+	wg.Wait()
+	ro.Flush(ctx, true)
+	b.StopTimer()
+	if out.n != b.N {
+		b.Fatalf("%d metrics serialized of %d", out.n, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "metrics/s")
+	b.ReportMetric(float64(out.bytes)/float64(b.N), "bytes/metric")
+}

@@ -1,0 +1,307 @@
+package config_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/inputs"
+	"github.com/tagpipe/tagpipe/models"
+	"github.com/tagpipe/tagpipe/outputs"
+	"github.com/tagpipe/tagpipe/processors"
+)
+
+// testDev is an input with nested tables, a required key, a secret and typed values, standing in
+// for a device plugin.
+type testDev struct {
+	Endpoint string          `toml:"endpoint"`
+	Password config.Secret   `toml:"password"`
+	Timeout  config.Duration `toml:"timeout"`
+	MaxSize  config.Size     `toml:"max_size"`
+	Devices  []struct {
+		Name    string `toml:"name"`
+		SlaveID int    `toml:"slave_id"`
+	} `toml:"device"`
+	Log *slog.Logger `toml:"-"`
+}
+
+func (*testDev) SampleConfig() string                             { return "" }
+func (*testDev) Gather(context.Context, models.Accumulator) error { return nil }
+func (d *testDev) Init() error {
+	if d.Endpoint == "" {
+		return config.KeyErrorf("endpoint", "required")
+	}
+	for i, dev := range d.Devices {
+		if dev.SlaveID < 0 || dev.SlaveID > 247 {
+			return config.KeyErrorf(fmt.Sprintf("device[%d].slave_id", i), "%d is out of range (0..247)", dev.SlaveID)
+		}
+	}
+	return nil
+}
+
+type testProc struct {
+	Tag string `toml:"tag"`
+}
+
+func (*testProc) SampleConfig() string                        { return "" }
+func (*testProc) Apply(in ...*models.Metric) []*models.Metric { return in }
+
+type testOut struct {
+	URL string `toml:"url"`
+}
+
+func (*testOut) SampleConfig() string                          { return "" }
+func (*testOut) Connect(context.Context) error                 { return nil }
+func (*testOut) Write(context.Context, []*models.Metric) error { return nil }
+func (*testOut) Close() error                                  { return nil }
+
+func init() {
+	inputs.Add("testdev", func() models.Input { return &testDev{Timeout: config.Duration(time.Second)} })
+	processors.Add("testproc", func() models.Processor { return &testProc{} })
+	outputs.Add("testout", func() models.Output { return &testOut{} })
+}
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
+}
+
+func TestLoadGood(t *testing.T) {
+	text := `
+[global_tags]
+  site = "plant-1"
+
+[agent]
+  interval = "2s"
+  flush_interval = 5          # seconds
+  metric_batch_size = 100
+  metric_buffer_limit = 1000
+  hostname = "edge-7"
+
+[[inputs.testdev]]
+  alias = "boiler"
+  interval = "500ms"
+  name_prefix = "p_"
+  tags = { line = "A" }
+  namepass = ["power*"]
+  endpoint = "${ENDPOINT}"
+  password = "${PASS}"
+  timeout = "1m30s"
+  max_size = "64MiB"
+  [[inputs.testdev.device]]
+    name = "m1"
+    slave_id = ${SLAVE:-3}
+
+[[processors.testproc]]
+  order = 2
+  tag = "second"
+
+[[processors.testproc]]
+  order = 1
+  tag = "first"
+
+[[outputs.testout]]
+  url = "http://127.0.0.1:8086"
+  metric_batch_size = 50
+  flush_interval = "250ms"
+`
+	cfg, err := config.LoadText("t.conf", text, env(map[string]string{"ENDPOINT": "tcp://127.0.0.1:502", "PASS": `se"cr\et`}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Agent
+	if a.Interval.D() != 2*time.Second || a.FlushInterval.D() != 5*time.Second || a.MetricBatchSize != 100 || !a.RoundInterval {
+		t.Fatalf("agent %+v", a)
+	}
+	if cfg.GlobalTags["site"] != "plant-1" || cfg.GlobalTags["host"] != "edge-7" {
+		t.Fatalf("global tags %v", cfg.GlobalTags)
+	}
+	in := cfg.Inputs[0]
+	dev := in.Plugin.(*testDev)
+	if dev.Endpoint != "tcp://127.0.0.1:502" || dev.Password.Reveal() != `se"cr\et` || dev.Timeout.D() != 90*time.Second ||
+		dev.MaxSize != 64<<20 || dev.Devices[0].SlaveID != 3 || dev.Log == nil {
+		t.Fatalf("plugin %+v", dev)
+	}
+	c := in.Config
+	if c.Alias != "boiler" || c.Interval != 500*time.Millisecond || c.NamePrefix != "p_" || c.Tags["line"] != "A" ||
+		!c.Filter.IsActive() || c.Source != "t.conf:12" {
+		t.Fatalf("input config %+v", c)
+	}
+	if cfg.Processors[0].Plugin.(*testProc).Tag != "first" || cfg.Processors[1].Plugin.(*testProc).Tag != "second" {
+		t.Fatal("processors must run by order")
+	}
+	o := cfg.Outputs[0]
+	if o.Settings.BatchSize != 50 || o.Settings.BufferLimit != 1000 || o.Settings.FlushInterval != 250*time.Millisecond {
+		t.Fatalf("output settings %+v", o.Settings)
+	}
+	if !strings.HasPrefix(o.Identity, "outputs.testout/") {
+		t.Fatalf("identity %q", o.Identity)
+	}
+}
+
+func TestLoadErrorsNameTheirPlace(t *testing.T) {
+	cases := []struct {
+		name, text, want string
+	}{
+		{"syntax", "[agent]\ninterval = \"1s\n", `t.conf:2: `},
+		{"unknown key in agent", "[agent]\n  interval = \"1s\"\n  intervall = \"2s\"\n", `t.conf:3: intervall: unknown key`},
+		{"unknown section", "[agnet]\n  x = 1\n", `t.conf:1: [agnet]: unknown section`},
+		{"key outside a table", "interval = \"1s\"\n[agent]\n", `t.conf:1: interval: a key outside any table`},
+		{"unknown plugin", "[agent]\n\n[[inputs.modbuss]]\n  x = 1\n", `t.conf:3: [[inputs.modbuss]]: unknown plugin "modbuss"`},
+		{"unknown key", "[[inputs.testdev]]\n  endpoint = \"x\"\n  endpont = \"y\"\n", `t.conf:3: inputs.testdev: endpont: unknown key`},
+		{"unknown nested key", "[[inputs.testdev]]\n  endpoint = \"x\"\n  [[inputs.testdev.device]]\n    name = \"a\"\n  [[inputs.testdev.device]]\n    slave = 2\n", `t.conf:6: inputs.testdev: device.slave: unknown key`},
+		{"wrong type", "[[inputs.testdev]]\n  alias = \"b3\"\n  endpoint = 5\n", `t.conf:3: inputs.testdev "b3": endpoint: incompatible types`},
+		{"bad duration", "[[inputs.testdev]]\n  endpoint = \"x\"\n\n  timeout = \"soon\"\n", `t.conf:4: inputs.testdev: timeout: "soon" is not a duration`},
+		{"bad size", "[[inputs.testdev]]\n  endpoint = \"x\"\n  max_size = \"lots\"\n", `t.conf:3: inputs.testdev: max_size: "lots" is not a size`},
+		{"missing required key", "[agent]\n[[inputs.testdev]]\n  alias = \"boiler-3\"\n", `t.conf:2: inputs.testdev "boiler-3": endpoint: required`},
+		{"init error on a nested key", "[[inputs.testdev]]\n  endpoint = \"x\"\n  [[inputs.testdev.device]]\n    slave_id = 1\n  [[inputs.testdev.device]]\n    name = \"m2\"\n    slave_id = 300\n", `t.conf:7: inputs.testdev: device[1].slave_id: 300 is out of range (0..247)`},
+		{"bad filter", "[[outputs.testout]]\n  namepass = [\"[x\"]\n", `t.conf:1: outputs.testout: namepass: bad pattern "[x"`},
+		{"generic key of another kind", "[[outputs.testout]]\n  order = 1\n", `t.conf:2: outputs.testout: order: unknown key`},
+		{"plugin not as array", "[inputs.testdev]\n  endpoint = \"x\"\n", `t.conf:1: [inputs.testdev]: plugins are declared as [[inputs.NAME]]`},
+		{"agent check", "[agent]\n  metric_batch_size = 10\n  metric_buffer_limit = 5\n", `t.conf: agent: metric_buffer_limit: must be at least metric_batch_size`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.LoadText("t.conf", c.text, env(nil))
+			if err == nil {
+				t.Fatalf("no error; want %q", c.want)
+			}
+			if !strings.HasPrefix(err.Error(), c.want) {
+				t.Fatalf("got  %q\nwant %q...", err, c.want)
+			}
+		})
+	}
+}
+
+// The TOML library keeps one line per key name: the second of two [[inputs.testdev]] tables
+// must still be blamed at its own line.
+func TestErrorsInSecondInstance(t *testing.T) {
+	text := `[[inputs.testdev]]
+  endpoint = "a"
+  timeout = "1s"
+
+[[inputs.testdev]]
+  alias = "two"
+  endpoint = "b"
+  timeout = "never"
+
+[[inputs.testdev]]
+  endpoint = "c"
+  timeout = "3s"
+`
+	_, err := config.LoadText("t.conf", text, env(nil))
+	if err == nil || !strings.HasPrefix(err.Error(), `t.conf:8: inputs.testdev "two": timeout:`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestAllErrorsAreReported(t *testing.T) {
+	text := "[[inputs.testdev]]\n  endpont = \"x\"\n[[outputs.nope]]\n"
+	_, err := config.LoadText("t.conf", text, env(nil))
+	if err == nil || !strings.Contains(err.Error(), "t.conf:2:") || !strings.Contains(err.Error(), "t.conf:3:") {
+		t.Fatalf("want both mistakes reported, got %v", err)
+	}
+}
+
+func TestSecretsStayHidden(t *testing.T) {
+	text := "[[inputs.testdev]]\n  endpoint = \"x\"\n  password = \"${PASS}\"\n  [[inputs.testdev.device]]\n    slave_id = 999\n"
+	_, err := config.LoadText("t.conf", text, env(map[string]string{"PASS": "hunter2"}))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %v", err)
+	}
+	s := config.Secret("hunter2")
+	dev := testDev{Password: s}
+	j, _ := json.Marshal(dev)
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "password", s, "dev", dev)
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", dev, dev, dev, s), string(j), logged.String()} {
+		if strings.Contains(out, "hunter2") {
+			t.Fatalf("secret shows in %q", out)
+		}
+	}
+	if s.Reveal() != "hunter2" {
+		t.Fatal("Reveal must give the value")
+	}
+}
+
+func TestEnvSubstitution(t *testing.T) {
+	text := `# a comment with ${NOT_SUBSTITUTED} stays
+[[inputs.testdev]]
+  endpoint = "${HOST}:${PORT:-502}"
+  alias = "$${LITERAL}"
+`
+	cfg, err := config.LoadText("t.conf", text, env(map[string]string{"HOST": "tcp://127.0.0.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Inputs[0].Plugin.(*testDev).Endpoint; got != "tcp://127.0.0.1:502" {
+		t.Fatalf("endpoint %q", got)
+	}
+	if cfg.Inputs[0].Config.Alias != "${LITERAL}" {
+		t.Fatalf("alias %q", cfg.Inputs[0].Config.Alias)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Fatalf("warnings %v", cfg.Warnings)
+	}
+	cfg, err = config.LoadText("t.conf", "[[inputs.testdev]]\n  endpoint = \"x${UNSET}\"\n", env(nil))
+	if err != nil || len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "UNSET") {
+		t.Fatalf("an unset variable is worth a warning: %v %v", cfg, err)
+	}
+}
+
+func TestConfigDirectoryMerges(t *testing.T) {
+	dir := t.TempDir()
+	main := filepath.Join(dir, "tagpipe.conf")
+	d := filepath.Join(dir, "tagpipe.d")
+	os.Mkdir(d, 0o755)
+	os.WriteFile(main, []byte("[agent]\n  interval = \"5s\"\n  hostname = \"h\"\n[[outputs.testout]]\n"), 0o644)
+	os.WriteFile(filepath.Join(d, "b.conf"), []byte("[agent]\n  interval = \"7s\"\n[[inputs.testdev]]\n  endpoint = \"b\"\n"), 0o644)
+	os.WriteFile(filepath.Join(d, "a.conf"), []byte("[[inputs.testdev]]\n  endpoint = \"a\"\n"), 0o644)
+	os.WriteFile(filepath.Join(d, "ignored.txt"), []byte("not toml"), 0o644)
+	cfg, err := config.Load(config.Options{Files: []string{main}, Dirs: []string{d}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Agent.Interval.D() != 7*time.Second || cfg.Agent.Hostname != "h" {
+		t.Fatalf("a later [agent] changes only what it names: %+v", cfg.Agent)
+	}
+	if len(cfg.Inputs) != 2 || cfg.Inputs[0].Plugin.(*testDev).Endpoint != "a" || len(cfg.Outputs) != 1 {
+		t.Fatalf("inputs %d outputs %d", len(cfg.Inputs), len(cfg.Outputs))
+	}
+	os.WriteFile(filepath.Join(d, "c.conf"), []byte("[[inputs.testdev]]\n  bad = 1\n"), 0o644)
+	_, err = config.Load(config.Options{Files: []string{main}, Dirs: []string{d}})
+	if err == nil || !strings.HasPrefix(err.Error(), filepath.Join(d, "c.conf")+":2:") {
+		t.Fatalf("an error in a directory file names that file: %v", err)
+	}
+}
+
+func TestDurationAndSize(t *testing.T) {
+	for in, want := range map[string]int64{"64MiB": 64 << 20, "10MB": 10e6, "1.5GiB": 3 << 29, "4096": 4096, "512 KiB": 512 << 10, "2k": 2048} {
+		got, err := config.ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1MB", "MB", "1XB"} {
+		if _, err := config.ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) must fail", bad)
+		}
+	}
+	var d config.Duration
+	for in, want := range map[any]time.Duration{"1m30s": 90 * time.Second, int64(3): 3 * time.Second, 0.25: 250 * time.Millisecond, "0": 0} {
+		if err := d.UnmarshalTOML(in); err != nil || d.D() != want {
+			t.Errorf("Duration(%v) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+	for _, bad := range []any{"-1s", "1 minute", int64(-2), true} {
+		if err := d.UnmarshalTOML(bad); err == nil {
+			t.Errorf("Duration(%v) must fail", bad)
+		}
+	}
+}
