@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
+
+	"github.com/tagpipe/tagpipe/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the root sample.conf from the plugins' sample.conf files")
+
+var binary string
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "tagpipe-cli")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "tagpipe")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func writeConf(t *testing.T, dir, text string) string {
+	t.Helper()
+	p := filepath.Join(dir, "tagpipe.conf")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// parseLines parses line protocol with the library's decoder and returns the measurements.
+func parseLines(t *testing.T, data []byte) []string {
+	t.Helper()
+	var names []string
+	dec := lineprotocol.NewDecoderWithBytes(data)
+	for dec.Next() {
+		name, err := dec.Measurement()
+		if err != nil {
+			t.Fatalf("bad line protocol: %v\n%s", err, data)
+		}
+		for {
+			k, _, err := dec.NextField()
+			if err != nil {
+				t.Fatalf("bad field: %v\n%s", err, data)
+			}
+			if k == nil {
+				break
+			}
+		}
+		if _, err := dec.Time(lineprotocol.Nanosecond, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, string(name))
+	}
+	return names
+}
+
+func TestSampleConfIsTheSumOfThePlugins(t *testing.T) {
+	want := config.Sample()
+	if *update {
+		if err := os.WriteFile("../../sample.conf", []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile("../../sample.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Fatal("sample.conf differs from the plugins' sample.conf files: run go test ./cmd/tagpipe -run SampleConf -update")
+	}
+	out, err := exec.Command(binary, "config").Output()
+	if err != nil || string(out) != want {
+		t.Fatalf("tagpipe config does not print the sample: %v", err)
+	}
+	// It is valid and every plugin's sample passes its own Init.
+	cfg, err := config.LoadText("sample.conf", want, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("the sample config does not load back: %v", err)
+	}
+	if len(cfg.Inputs) == 0 || len(cfg.Outputs) == 0 {
+		t.Fatal("the sample config has no plugins")
+	}
+}
+
+func TestTestPrintsLineProtocol(t *testing.T) {
+	dir := t.TempDir()
+	conf := writeConf(t, dir, `
+[agent]
+  omit_hostname = true
+[global_tags]
+  site = "plant-1"
+[[inputs.internal]]
+  alias = "self"
+[[outputs.file]]
+  files = ["`+filepath.Join(dir, "never.lp")+`"]
+`)
+	cmd := exec.Command(binary, "--config", conf, "--test")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	names := parseLines(t, out)
+	if !strings.Contains(strings.Join(names, " "), "internal_process") {
+		t.Fatalf("no internal_process in --test output:\n%s", out)
+	}
+	if !bytes.Contains(out, []byte("site=plant-1")) {
+		t.Fatalf("global tags missing:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "never.lp")); err == nil {
+		t.Fatal("--test wrote to an output")
+	}
+}
+
+func TestConfigErrorsExitOne(t *testing.T) {
+	dir := t.TempDir()
+	conf := writeConf(t, dir, "[agent]\n  interval = \"1s\"\n\n[[inputs.internal]]\n  alias = \"self\"\n  collect_proces = true\n")
+	cmd := exec.Command(binary, "--config", conf)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1", err)
+	}
+	want := conf + `:6: inputs.internal "self": collect_proces: unknown key`
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("got %q\nwant %q", out, want)
+	}
+	out, err = exec.Command(binary, "--config", filepath.Join(dir, "missing.conf")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "missing.conf") {
+		t.Fatalf("a missing file: %v %s", err, out)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	conf := writeConf(t, dir, "[[inputs.internal]]\n[[outputs.file]]\n")
+	out, err := exec.Command(binary, "--config", conf, "--check").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "configuration OK: 1 inputs, 0 processors, 1 outputs") {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+func TestOnceWrites(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.lp")
+	conf := writeConf(t, dir, "[[inputs.internal]]\n[[outputs.file]]\n  files = [\""+out+"\"]\n")
+	if b, err := exec.Command(binary, "--config", conf, "--once").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	data, _ := os.ReadFile(out)
+	if names := parseLines(t, data); len(names) == 0 {
+		t.Fatal("--once wrote nothing")
+	}
+}
+
+// agentProc runs the agent with a config and stops it at the end of the test.
+type agentProc struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan error
+}
+
+func startAgent(t *testing.T, conf string) *agentProc {
+	t.Helper()
+	p := &agentProc{cmd: exec.Command(binary, "--config", conf), stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd.Stderr = &syncWriter{b: p.stderr}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", p.log())
+		}
+	})
+	return p
+}
+
+func (p *agentProc) log() string {
+	w := p.cmd.Stderr.(*syncWriter)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return p.stderr.String()
+}
+
+func (p *agentProc) waitLog(t *testing.T, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(p.log(), substr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the agent's log", substr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (p *agentProc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("agent exited with %v after SIGTERM", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("agent did not stop after SIGTERM")
+	}
+}
+
+func TestSIGTERMFlushesAndExitsZero(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.lp")
+	// flush_interval far away: only the shutdown flush can write.
+	conf := writeConf(t, dir, `
+[agent]
+  interval = "100ms"
+  round_interval = false
+  flush_interval = "1h"
+[[inputs.internal]]
+[[outputs.file]]
+  files = ["`+out+`"]
+`)
+	p := startAgent(t, conf)
+	p.waitLog(t, "agent started")
+	time.Sleep(500 * time.Millisecond)
+	p.stop(t)
+	data, _ := os.ReadFile(out)
+	if n := strings.Count(strings.Join(parseLines(t, data), " "), "internal_process"); n < 3 {
+		t.Fatalf("%d gathers written at shutdown; want the ~5 gathered", n)
+	}
+}
+
+func TestSIGHUPReloadKeepsBufferedMetrics(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.lp")
+	confText := func(file string) string {
+		return `
+[agent]
+  interval = "100ms"
+  round_interval = false
+  flush_interval = "100ms"
+[[inputs.internal]]
+[[outputs.file]]
+  alias = "sink"
+  files = ["` + file + `"]
+`
+	}
+	// The output cannot open its file: metrics wait in its buffer.
+	conf := writeConf(t, dir, confText(filepath.Join(dir, "no-such-dir", "out.lp")))
+	p := startAgent(t, conf)
+	p.waitLog(t, "connect failed")
+	time.Sleep(500 * time.Millisecond)
+
+	// A broken config is logged and the running one stays.
+	writeConf(t, dir, "[[inputs.internal]]\n  bogus = 1\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "reload failed")
+
+	reloadAt := time.Now()
+	writeConf(t, dir, confText(out))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "configuration reloaded")
+	deadline := time.Now().Add(10 * time.Second)
+	var before int
+	for before < 3 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		before = countBefore(t, out, reloadAt)
+	}
+	if before < 3 {
+		t.Fatalf("%d internal_process metrics gathered before the reload reached the output; the buffer was lost", before)
+	}
+	p.stop(t)
+}
+
+// countBefore counts internal_process lines in file stamped before t.
+func countBefore(t *testing.T, file string, at time.Time) int {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "internal_process") {
+			continue
+		}
+		ts, _ := strconv.ParseInt(line[strings.LastIndexByte(line, ' ')+1:], 10, 64)
+		if ts < at.UnixNano() {
+			n++
+		}
+	}
+	return n
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "tagpipe ") {
+		t.Fatalf("%v %s", err, out)
+	}
+	out, _ = exec.Command(binary, "--help").CombinedOutput()
+	for _, flagName := range []string{"-config", "-config-directory", "-test", "-once", "-check", "-debug", "-version", "demo", "config"} {
+		if !strings.Contains(string(out), flagName) {
+			t.Errorf("--help does not mention %s", flagName)
+		}
+	}
+}
+
+func TestDemoPrintsLineProtocol(t *testing.T) {
+	cmd := exec.Command(binary, "demo", "--duration", "3s")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	if names := parseLines(t, out); len(names) == 0 {
+		t.Fatalf("demo printed no line protocol; log:\n%s", stderr.String())
+	}
+}
