@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
@@ -47,16 +51,18 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 	for _, o := range cfg.Outputs {
 		buf := buffers[o.Identity]
 		delete(buffers, o.Identity)
+		var ro atomic.Pointer[models.RunningOutput]
 		if buf == nil {
 			var err error
-			if buf, err = newBuffer(cfg, o); err != nil {
+			if buf, err = newBuffer(o, &ro); err != nil {
 				a.closeAll()
 				return nil, fmt.Errorf("outputs.%s: buffer: %w", o.Config.ID(), err)
 			}
 		}
-		ro := models.NewRunningOutput(o.Plugin, o.Config, o.Settings, buf, o.Log)
-		a.outputs = append(a.outputs, &runningOutput{ro, o.Identity})
+		ro.Store(models.NewRunningOutput(o.Plugin, o.Config, o.Settings, buf, o.Log))
+		a.outputs = append(a.outputs, &runningOutput{ro.Load(), o.Identity})
 	}
+	a.reportOrphans()
 	for id, b := range buffers {
 		// An output that left the config: its metrics cannot go anywhere now.
 		if n := b.Len(); n > 0 {
@@ -67,9 +73,71 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 	return a, nil
 }
 
-// newBuffer returns the buffer of an output: in memory, holding metric_buffer_limit metrics.
-func newBuffer(_ *config.Config, o *config.Output) (models.Buffer, error) {
-	return models.NewMemoryBuffer(o.Settings.BufferLimit), nil
+// newBuffer returns the buffer of an output: in memory, holding metric_buffer_limit metrics, or
+// on disk in a folder of buffer_directory named after the output's identity. Metrics the disk
+// buffer drops for space are counted as the output's dropped metrics.
+func newBuffer(o *config.Output, ro *atomic.Pointer[models.RunningOutput]) (models.Buffer, error) {
+	set := o.Settings
+	if set.BufferStrategy != "disk" {
+		return models.NewMemoryBuffer(set.BufferLimit), nil
+	}
+	tags := map[string]string{"output": o.Config.Name}
+	if o.Config.Alias != "" {
+		tags["alias"] = o.Config.Alias
+	}
+	return models.OpenDiskBuffer(models.DiskBufferConfig{
+		Dir:      filepath.Join(set.BufferDirectory, bufferDirName(o.Identity)),
+		Limit:    set.BufferBytes,
+		Fsync:    set.BufferFsync,
+		Log:      o.Log,
+		StatTags: tags,
+		OnDrop: func(n int) {
+			if r := ro.Load(); r != nil {
+				r.MetricsDropped.Add(int64(n))
+			}
+		},
+	})
+}
+
+// bufferDirName turns an output identity ("outputs.influxdb/plant") into a folder name.
+func bufferDirName(identity string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, identity)
+}
+
+// reportOrphans logs buffer folders that no configured output uses any more: their metrics are
+// not sent anywhere, and they are left for the operator to move or delete.
+func (a *Agent) reportOrphans() {
+	used := map[string]map[string]bool{}
+	for _, o := range a.cfg.Outputs {
+		if s := o.Settings; s.BufferStrategy == "disk" {
+			if used[s.BufferDirectory] == nil {
+				used[s.BufferDirectory] = map[string]bool{}
+			}
+			used[s.BufferDirectory][bufferDirName(o.Identity)] = true
+		}
+	}
+	for dir, names := range used {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if !e.IsDir() || names[e.Name()] {
+				continue
+			}
+			var size int64
+			segs, _ := filepath.Glob(filepath.Join(dir, e.Name(), "*.seg"))
+			for _, s := range segs {
+				if st, err := os.Stat(s); err == nil {
+					size += st.Size()
+				}
+			}
+			a.log.Warn("orphaned disk buffer: no configured output uses it; not deleted",
+				"dir", filepath.Join(dir, e.Name()), "bytes", size)
+		}
+	}
 }
 
 // Inputs returns the running inputs (for health checks).

@@ -41,6 +41,11 @@ type Agent struct {
 	Logfile           string   `toml:"logfile"`
 	LogFormat         string   `toml:"log_format"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+
+	BufferStrategy  string `toml:"buffer_strategy"`
+	BufferDirectory string `toml:"buffer_directory"`
+	BufferLimit     Size   `toml:"buffer_limit"`
+	BufferFsync     string `toml:"buffer_fsync"`
 }
 
 // DefaultAgent returns the [agent] defaults. They suit a plant of thousands of devices: a
@@ -54,6 +59,10 @@ func DefaultAgent() Agent {
 		MetricBatchSize:   5000,
 		MetricBufferLimit: 100000,
 		ShutdownTimeout:   Duration(10 * time.Second),
+		BufferStrategy:    "memory",
+		BufferDirectory:   "/var/lib/tagpipe/buffer",
+		BufferLimit:       Size(1 << 30),
+		BufferFsync:       "batch",
 	}
 }
 
@@ -366,6 +375,9 @@ type outputTable struct {
 	MetricBufferLimit int      `toml:"metric_buffer_limit"`
 	FlushInterval     Duration `toml:"flush_interval"`
 	FlushJitter       Duration `toml:"flush_jitter"`
+	BufferStrategy    string   `toml:"buffer_strategy"`
+	BufferLimit       Size     `toml:"buffer_limit"`
+	BufferFsync       string   `toml:"buffer_fsync"`
 
 	out *Output
 }
@@ -483,6 +495,15 @@ func (s *section) initErr(err error) {
 	s.l.fail(s.file, s.span.start, s.label, "%v", err)
 }
 
+// validFsync accepts "batch" (fsync every write) or a positive duration.
+func validFsync(s string) bool {
+	if s == "batch" {
+		return true
+	}
+	d, err := time.ParseDuration(s)
+	return err == nil && d > 0
+}
+
 // setLogger sets the plugin's `Log *slog.Logger` field, if it has one.
 func setLogger(plugin any, log *slog.Logger) {
 	v := reflect.ValueOf(plugin)
@@ -507,6 +528,10 @@ func (l *loader) finish() (*Config, error) {
 		{"flush_interval", a.FlushInterval <= 0, "must be more than 0"},
 		{"metric_batch_size", a.MetricBatchSize < 1, "must be at least 1"},
 		{"metric_buffer_limit", a.MetricBufferLimit < a.MetricBatchSize, "must be at least metric_batch_size"},
+		{"buffer_strategy", a.BufferStrategy != "memory" && a.BufferStrategy != "disk", "must be \"memory\" or \"disk\""},
+		{"buffer_fsync", !validFsync(a.BufferFsync), "must be \"batch\" or a duration like \"1s\""},
+		{"buffer_limit", a.BufferLimit < 1<<20, "must be at least 1MiB"},
+		{"buffer_directory", a.BufferStrategy == "disk" && a.BufferDirectory == "", "must be set for buffer_strategy = \"disk\""},
 	} {
 		if chk.bad {
 			l.errs = append(l.errs, &Error{File: c.Files[len(c.Files)-1], Plugin: "agent", Msg: chk.key + ": " + chk.msg})
@@ -530,6 +555,34 @@ func (l *loader) finish() (*Config, error) {
 		}
 		if ot.FlushJitter > 0 {
 			set.FlushJitter = time.Duration(ot.FlushJitter)
+		}
+		set.BufferStrategy, set.BufferDirectory, set.BufferBytes = a.BufferStrategy, a.BufferDirectory, int64(a.BufferLimit)
+		fsync := a.BufferFsync
+		if ot.BufferStrategy != "" {
+			set.BufferStrategy = ot.BufferStrategy
+		}
+		if ot.BufferLimit > 0 {
+			set.BufferBytes = int64(ot.BufferLimit)
+		}
+		if ot.BufferFsync != "" {
+			fsync = ot.BufferFsync
+		}
+		for _, chk := range []struct {
+			key string
+			bad bool
+			msg string
+		}{
+			{"buffer_strategy", set.BufferStrategy != "memory" && set.BufferStrategy != "disk", "must be \"memory\" or \"disk\""},
+			{"buffer_fsync", !validFsync(fsync), "must be \"batch\" or a duration like \"1s\""},
+			{"buffer_limit", set.BufferBytes < 1<<20, "must be at least 1MiB"},
+		} {
+			if chk.bad {
+				l.errs = append(l.errs, &Error{File: ot.out.Config.Source, Plugin: "outputs." + ot.out.Config.ID(), Msg: chk.key + ": " + chk.msg})
+			}
+		}
+		if fsync != "batch" {
+			d, _ := time.ParseDuration(fsync)
+			set.BufferFsync = d
 		}
 		if set.BufferLimit < set.BatchSize {
 			l.errs = append(l.errs, &Error{File: ot.out.Config.Source, Plugin: "outputs." + ot.out.Config.ID(),

@@ -11,9 +11,14 @@ import (
 // OutputSettings are the agent-level settings an output may override in its own table.
 type OutputSettings struct {
 	BatchSize     int
-	BufferLimit   int
+	BufferLimit   int // metrics, for the memory buffer
 	FlushInterval time.Duration
 	FlushJitter   time.Duration
+
+	BufferStrategy  string        // "memory" or "disk"
+	BufferDirectory string        // disk: the agent's buffer directory (each output has a folder in it)
+	BufferBytes     int64         // disk: limit in bytes
+	BufferFsync     time.Duration // disk: 0 fsyncs every write ("batch"), else the interval
 }
 
 // RunningOutput wraps an output with its filter, its buffer and its counters. AddMetric is safe
