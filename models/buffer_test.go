@@ -237,3 +237,37 @@ func TestRunningInputMakeMetric(t *testing.T) {
 		t.Fatalf("MakeMetric allocates %v per metric with a reused tag slice", allocs)
 	}
 }
+
+func TestErrorsAreCountedAndLogsThrottled(t *testing.T) {
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	ri := NewRunningInput(nil, &PluginConfig{Name: "t"}, nil, 0, log)
+	defer ri.Close()
+	acc := ri.NewAccumulator(func(*Metric) {})
+	for range 100 {
+		acc.AddError(errors.New(`device "m1": timeout`))
+	}
+	acc.AddError(errors.New(`device "m2": refused`))
+	if ri.Errors.Get() != 101 {
+		t.Fatalf("errors counted %d", ri.Errors.Get())
+	}
+	if n := strings.Count(logged.String(), "m1"); n != 1 {
+		t.Fatalf("the same error logged %d times in a row", n)
+	}
+	if !strings.Contains(logged.String(), "m2") {
+		t.Fatal("a different error must be logged")
+	}
+}
+
+func TestBufferFullIsLoggedOnce(t *testing.T) {
+	var logged strings.Builder
+	ro := NewRunningOutput(&failingOutput{}, &PluginConfig{Name: "t"}, OutputSettings{BatchSize: 1, BufferLimit: 5},
+		nil, slog.New(slog.NewTextHandler(&logged, nil)))
+	defer ro.Close()
+	for i := range 20 {
+		ro.AddBatch(seq(i*5, 5))
+	}
+	if ro.MetricsDropped.Get() != 95 || strings.Count(logged.String(), "buffer full") != 1 {
+		t.Fatalf("dropped %d, log:\n%s", ro.MetricsDropped.Get(), logged.String())
+	}
+}

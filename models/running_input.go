@@ -46,7 +46,8 @@ type RunningInput struct {
 	MetricsFiltered *Stat
 	Errors          *Stat
 
-	lastErr lastError
+	lastErr  lastError
+	errorLog logThrottle
 
 	mu        sync.RWMutex
 	tagCache  map[tagsID]mergedTags
@@ -86,6 +87,7 @@ func NewRunningInput(in Input, cfg *PluginConfig, globalTags map[string]string, 
 		Errors:          s.Get("errors"),
 		tagCache:        make(map[tagsID]mergedTags),
 		nameCache:       make(map[string]string),
+		errorLog:        logThrottle{period: time.Minute},
 	}
 }
 
@@ -198,7 +200,10 @@ func (a *accumulator) AddError(err error) {
 	}
 	a.r.Errors.Incr()
 	a.r.lastErr.set(err)
-	a.r.Log.Error(err.Error())
+	// The same error is logged once a minute; every one is counted.
+	if msg := err.Error(); a.r.errorLog.allow(msg, time.Now()) {
+		a.r.Log.Error(msg)
+	}
 }
 
 type lastError struct {

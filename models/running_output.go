@@ -49,6 +49,7 @@ type RunningOutput struct {
 	logMu     sync.Mutex
 	loggedErr string
 	loggedAt  time.Time
+	dropLog   logThrottle
 }
 
 // NewRunningOutput wraps out with buf (a memory buffer when nil).
@@ -79,6 +80,7 @@ func NewRunningOutput(out Output, cfg *PluginConfig, set OutputSettings, buf Buf
 		MetricsRejected: s.Get("metrics_rejected"),
 		WriteTime:       s.Get("write_time_ns"),
 		Errors:          s.Get("errors"),
+		dropLog:         logThrottle{period: time.Minute},
 	}
 	o.BufferLimit.Set(int64(set.BufferLimit))
 	o.BufferSize.Set(int64(buf.Len()))
@@ -115,6 +117,10 @@ func (o *RunningOutput) AddBatch(ms []*Metric) {
 func (o *RunningOutput) add(ms ...*Metric) {
 	if dropped := o.Buffer.Add(ms...); dropped > 0 {
 		o.MetricsDropped.Add(int64(dropped))
+		if o.dropLog.allow("buffer full", time.Now()) {
+			o.Log.Warn("buffer full: oldest metrics dropped (logged once a minute; see metrics_dropped)",
+				"dropped", dropped, "total_dropped", o.MetricsDropped.Get(), "limit", o.Settings.BufferLimit)
+		}
 	}
 	o.MetricsAdded.Add(int64(len(ms)))
 	n := o.Buffer.Len()
