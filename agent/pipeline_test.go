@@ -145,7 +145,7 @@ func benchPipeline(b *testing.B, buf models.Buffer) {
 	if out.n != b.N {
 		b.Fatalf("%d metrics serialized of %d", out.n, b.N)
 	}
-	b.ReportMetric(float64((cpuTime() - cpu0).Nanoseconds())/float64(b.N), "cpu-ns/metric")
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/metric")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "metrics/s")
 	b.ReportMetric(float64(out.bytes)/float64(b.N), "bytes/metric")
 }

@@ -7,11 +7,16 @@ cd "$(dirname "$0")/.."
 scripts/peers.sh || { echo "test: installing peers failed" >&2; exit 1; }
 
 status=0
+checks=()
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.peers/*'))
 if [ -n "$unformatted" ]; then
   echo "gofmt: these files need formatting:"; echo "$unformatted"; status=1
+  checks+=("FAIL	gofmt: $(echo $unformatted)")
 fi
-go vet ./... || status=1
+if ! go vet ./...; then
+  status=1
+  checks+=("FAIL	go vet")
+fi
 
 log=$(mktemp)
 args=("$@")
@@ -22,7 +27,8 @@ test_status=${PIPESTATUS[0]}
 
 echo
 echo "== go test summary =="
-grep -E '^(ok|FAIL|---|panic:|\?)' "$log" | grep -v '^---.*PASS' || true
+grep -E '^(ok|FAIL|--- FAIL|panic:)' "$log" || true
+for c in "${checks[@]}"; do echo "$c"; done
 rm -f "$log"
 [ "$status" -eq 0 ] && echo "== all tests passed ==" || echo "== FAILED =="
 exit "$status"
