@@ -251,7 +251,9 @@ func AppendPrometheus(dst []byte, ms []*models.Metric) []byte {
 		labels []byte
 		value  models.Field
 	}
+	type field struct{ measurement, key string }
 	families := map[string][]sample{}
+	famNames := map[field]string{} // a name is made once per family, not once per sample
 	seen := map[string]int{}
 	for _, m := range ms {
 		var labels []byte
@@ -273,7 +275,11 @@ func AppendPrometheus(dst []byte, ms []*models.Metric) []byte {
 			if f.Type() == models.TypeString {
 				continue // a sample is a number
 			}
-			name := promName(m.Name + "_" + f.Key)
+			name, ok := famNames[field{m.Name, f.Key}]
+			if !ok {
+				name = promName(m.Name + "_" + f.Key)
+				famNames[field{m.Name, f.Key}] = name
+			}
 			families[name] = append(families[name], sample{labels, f})
 		}
 	}
