@@ -232,12 +232,17 @@ func TestHealthOutputHangsAndBreaksThenRecovers(t *testing.T) {
 // real agent around it (no input here fails on demand).
 type flaky struct{}
 
-var flakyFail atomic.Bool
+var flakyFail, flakyHang atomic.Bool
 
 func init() { inputs.Add("flaky_health_test", func() models.Input { return &flaky{} }) }
 
 func (*flaky) SampleConfig() string { return "" }
-func (*flaky) Gather(_ context.Context, acc models.Accumulator) error {
+func (*flaky) Gather(ctx context.Context, acc models.Accumulator) error {
+	if flakyHang.Load() {
+		for flakyHang.Load() && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 	if flakyFail.Load() {
 		return errors.New("device 10.0.0.7:502 unit 3: i/o timeout")
 	}
@@ -264,6 +269,88 @@ func TestHealthInputFailsThenRecovers(t *testing.T) {
 	t.Logf("failing:\n%s", body)
 	flakyFail.Store(false)
 	waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok:")
+}
+
+// A gather that does not return: 503 once no gather finished for the window, 200 when it does.
+func TestHealthInputHangs(t *testing.T) {
+	_, srv := startAgent(t, `
+[agent]
+  interval = "50ms"
+  round_interval = false
+  flush_interval = "50ms"
+[[inputs.flaky_health_test]]
+[[outputs.file]]
+  files = ["`+filepath.Join(t.TempDir(), "out.lp")+`"]
+`)
+	srv.MinWindow = 300 * time.Millisecond
+	waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok:")
+	flakyHang.Store(true)
+	defer flakyHang.Store(false)
+	body := waitHealth(t, srv, 5*time.Second, http.StatusServiceUnavailable,
+		"inputs.flaky_health_test: no gather finished for ", "no success since 20")
+	t.Logf("hung:\n%s", body)
+	flakyHang.Store(false)
+	waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok:")
+}
+
+// service is a service input (it reports on its own) whose Start fails while serviceStartFails
+// is set; serviceAcc is the accumulator of the one that started.
+type service struct{}
+
+var (
+	serviceStartFails atomic.Bool
+	serviceAcc        atomic.Pointer[models.Accumulator]
+)
+
+func init() { inputs.Add("service_health_test", func() models.Input { return &service{} }) }
+
+func (*service) SampleConfig() string                             { return "" }
+func (*service) Gather(context.Context, models.Accumulator) error { return nil }
+func (*service) Stop()                                            {}
+func (*service) Start(_ context.Context, acc models.Accumulator) error {
+	if serviceStartFails.Load() {
+		return errors.New("listen 127.0.0.1:4840: address already in use")
+	}
+	serviceAcc.Store(&acc)
+	return nil
+}
+
+const serviceConf = `
+[agent]
+  interval = "50ms"
+  flush_interval = "50ms"
+[[inputs.service_health_test]]
+[[outputs.file]]
+  files = ["%s"]
+`
+
+// A service input whose start failed stays failing; one that reports an error fails for the
+// window after it, then is healthy again.
+func TestHealthServiceInput(t *testing.T) {
+	t.Run("start fails", func(t *testing.T) {
+		serviceStartFails.Store(true)
+		defer serviceStartFails.Store(false)
+		_, srv := startAgent(t, fmt.Sprintf(serviceConf, filepath.Join(t.TempDir(), "out.lp")))
+		srv.MinWindow = 200 * time.Millisecond
+		waitHealth(t, srv, 5*time.Second, http.StatusServiceUnavailable,
+			"inputs.service_health_test: start: listen 127.0.0.1:4840: address already in use; no success since the agent started")
+		time.Sleep(500 * time.Millisecond) // beyond the window: still failing
+		waitHealth(t, srv, 0, http.StatusServiceUnavailable, "inputs.service_health_test: start: ")
+	})
+	t.Run("reports an error", func(t *testing.T) {
+		serviceAcc.Store(nil)
+		_, srv := startAgent(t, fmt.Sprintf(serviceConf, filepath.Join(t.TempDir(), "out.lp")))
+		srv.MinWindow = 300 * time.Millisecond
+		waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok: 1 inputs gathering")
+		acc := serviceAcc.Load()
+		if acc == nil {
+			t.Fatal("the service input did not start")
+		}
+		(*acc).AddError(errors.New("device meter-7: exception 11 (gateway target failed to respond)"))
+		waitHealth(t, srv, time.Second, http.StatusServiceUnavailable,
+			"inputs.service_health_test: device meter-7: exception 11 (gateway target failed to respond); last error at")
+		waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok:")
+	})
 }
 
 // /metrics parses with Prometheus' own text parser, and its numbers are what happened: the lines
