@@ -250,17 +250,20 @@ func (*flaky) Gather(ctx context.Context, acc models.Accumulator) error {
 	return nil
 }
 
-func TestHealthInputFailsThenRecovers(t *testing.T) {
-	_, srv := startAgent(t, `
+// inputConf runs one input (plugin name, extra line) with a file output (path).
+const inputConf = `
 [agent]
   interval = "50ms"
   round_interval = false
   flush_interval = "50ms"
-[[inputs.flaky_health_test]]
-  alias = "line-2"
+[[inputs.%s]]
+  %s
 [[outputs.file]]
-  files = ["`+filepath.Join(t.TempDir(), "out.lp")+`"]
-`)
+  files = [%q]
+`
+
+func TestHealthInputFailsThenRecovers(t *testing.T) {
+	_, srv := startAgent(t, fmt.Sprintf(inputConf, "flaky_health_test", `alias = "line-2"`, filepath.Join(t.TempDir(), "out.lp")))
 	waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok: 1 inputs gathering")
 	flakyFail.Store(true)
 	defer flakyFail.Store(false)
@@ -273,15 +276,7 @@ func TestHealthInputFailsThenRecovers(t *testing.T) {
 
 // A gather that does not return: 503 once no gather finished for the window, 200 when it does.
 func TestHealthInputHangs(t *testing.T) {
-	_, srv := startAgent(t, `
-[agent]
-  interval = "50ms"
-  round_interval = false
-  flush_interval = "50ms"
-[[inputs.flaky_health_test]]
-[[outputs.file]]
-  files = ["`+filepath.Join(t.TempDir(), "out.lp")+`"]
-`)
+	_, srv := startAgent(t, fmt.Sprintf(inputConf, "flaky_health_test", "", filepath.Join(t.TempDir(), "out.lp")))
 	srv.MinWindow = 300 * time.Millisecond
 	waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok:")
 	flakyHang.Store(true)
@@ -315,22 +310,13 @@ func (*service) Start(_ context.Context, acc models.Accumulator) error {
 	return nil
 }
 
-const serviceConf = `
-[agent]
-  interval = "50ms"
-  flush_interval = "50ms"
-[[inputs.service_health_test]]
-[[outputs.file]]
-  files = ["%s"]
-`
-
 // A service input whose start failed stays failing; one that reports an error fails for the
 // window after it, then is healthy again.
 func TestHealthServiceInput(t *testing.T) {
 	t.Run("start fails", func(t *testing.T) {
 		serviceStartFails.Store(true)
 		defer serviceStartFails.Store(false)
-		_, srv := startAgent(t, fmt.Sprintf(serviceConf, filepath.Join(t.TempDir(), "out.lp")))
+		_, srv := startAgent(t, fmt.Sprintf(inputConf, "service_health_test", "", filepath.Join(t.TempDir(), "out.lp")))
 		srv.MinWindow = 200 * time.Millisecond
 		waitHealth(t, srv, 5*time.Second, http.StatusServiceUnavailable,
 			"inputs.service_health_test: start: listen 127.0.0.1:4840: address already in use; no success since the agent started")
@@ -339,7 +325,7 @@ func TestHealthServiceInput(t *testing.T) {
 	})
 	t.Run("reports an error", func(t *testing.T) {
 		serviceAcc.Store(nil)
-		_, srv := startAgent(t, fmt.Sprintf(serviceConf, filepath.Join(t.TempDir(), "out.lp")))
+		_, srv := startAgent(t, fmt.Sprintf(inputConf, "service_health_test", "", filepath.Join(t.TempDir(), "out.lp")))
 		srv.MinWindow = 300 * time.Millisecond
 		waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok: 1 inputs gathering")
 		acc := serviceAcc.Load()
