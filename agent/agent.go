@@ -26,21 +26,30 @@ type Agent struct {
 	inputs     []*models.RunningInput
 	processors []*models.RunningProcessor
 	outputs    []*runningOutput
+	created    time.Time // health: what has not worked yet has failed since then
 
-	mu       sync.Mutex
-	handOver map[string]bool          // identities whose buffers go to the next agent
-	buffers  map[string]models.Buffer // detached at shutdown, for the next agent
+	mu          sync.Mutex
+	handOver    map[string]bool                  // identities whose buffers go to the next agent
+	buffers     map[string]models.Buffer         // detached at shutdown, for the next agent
+	startFailed map[*models.RunningInput]failure // service inputs whose Start failed
 }
 
 type runningOutput struct {
 	*models.RunningOutput
-	identity string
+	identity   string
+	connectErr atomic.Pointer[failure] // while Connect fails; nil once connected
+}
+
+// failure is an error and when it happened, for Health.
+type failure struct {
+	err error
+	at  time.Time
 }
 
 // New builds the running plugins of cfg. buffers holds the buffers of a previous agent by output
 // identity (after a reload); an output with the same identity takes its buffer over.
 func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
-	a := &Agent{cfg: cfg, log: slog.Default().With("plugin", "agent")}
+	a := &Agent{cfg: cfg, log: slog.Default().With("plugin", "agent"), created: time.Now()}
 	precision := time.Duration(cfg.Agent.Precision)
 	for _, in := range cfg.Inputs {
 		a.inputs = append(a.inputs, models.NewRunningInput(in.Plugin, in.Config, cfg.GlobalTags, precision, in.Log))
@@ -60,7 +69,7 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 			}
 		}
 		ro.Store(models.NewRunningOutput(o.Plugin, o.Config, o.Settings, buf, o.Log))
-		a.outputs = append(a.outputs, &runningOutput{ro.Load(), o.Identity})
+		a.outputs = append(a.outputs, &runningOutput{RunningOutput: ro.Load(), identity: o.Identity})
 	}
 	a.reportOrphans()
 	for id, b := range buffers {
@@ -179,7 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	outCtx, stopOutputs := context.WithCancel(context.Background())
 	var outWG sync.WaitGroup
 	for _, o := range a.outputs {
-		outWG.Go(func() { a.flushLoop(outCtx, o.RunningOutput) })
+		outWG.Go(func() { a.flushLoop(outCtx, o) })
 	}
 
 	for _, rp := range a.processors {
@@ -203,6 +212,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			if err := si.Start(inCtx, acc); err != nil {
 				ri.Log.Error("start failed; the input is not running", "error", err)
 				ri.Gathered(0, err)
+				a.mu.Lock()
+				if a.startFailed == nil {
+					a.startFailed = map[*models.RunningInput]failure{}
+				}
+				a.startFailed[ri] = failure{err, time.Now()}
+				a.mu.Unlock()
 				continue
 			}
 			services = append(services, si)
@@ -328,13 +343,16 @@ func (a *Agent) gatherLoop(ctx context.Context, ri *models.RunningInput, acc mod
 
 // flushLoop connects the output (retrying with backoff) and flushes it every flush_interval, or
 // as soon as a full batch waits. After a failed write it waits for the next interval.
-func (a *Agent) flushLoop(ctx context.Context, o *models.RunningOutput) {
+func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
+	o := ro.RunningOutput
 	backoff := time.Second
 	for {
 		err := o.Output.Connect(ctx)
 		if err == nil {
+			ro.connectErr.Store(nil)
 			break
 		}
+		ro.connectErr.Store(&failure{err, time.Now()})
 		o.Log.Error("connect failed; metrics are buffered meanwhile", "error", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():

@@ -41,6 +41,7 @@ type Agent struct {
 	Logfile           string   `toml:"logfile"`
 	LogFormat         string   `toml:"log_format"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
+	HTTPListen        string   `toml:"http_listen"`
 
 	BufferStrategy  string `toml:"buffer_strategy"`
 	BufferDirectory string `toml:"buffer_directory"`

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,15 +37,35 @@ var (
 const usage = `tagpipe: an agent for industrial data (Modbus, OPC UA → Kafka, InfluxDB, files)
 
 Usage:
-  tagpipe --config FILE [--config-directory DIR] [flags]   run the agent
+  tagpipe --config FILE [--config-directory DIR] [--debug]   run the agent
   tagpipe --config FILE --test       gather once, print line protocol, no outputs
   tagpipe --config FILE --once       gather, process and write once, then exit
   tagpipe --config FILE --check      check the configuration and exit (0: good, 1: bad)
   tagpipe config                     print the full sample configuration
-  tagpipe demo [--duration D]        run against built-in simulated devices, print line protocol
-  tagpipe version                    print the version
+  tagpipe demo [DEMO FLAGS]          run against built-in simulated devices, print line protocol
+  tagpipe version                    print the version (also --version)
+  tagpipe help                       print this help (also --help)
 
-Flags:
+Flags (one dash or two):
+`
+
+// usageTail follows the flags in --help. The demo's flags are spelled out here because they
+// belong to its own flag set (demo.go); a test in packaging/ checks that none is missing.
+const usageTail = `
+Demo flags (tagpipe demo):
+  --duration D             stop after this long (0: run until Ctrl-C)
+  --interval D             poll interval of the simulated devices (default 1s)
+  --format F               "influx" or "json" (default influx)
+  --debug                  log at debug level
+  --print-config           print the demo's configuration to standard error
+
+Signals: SIGHUP reloads the configuration (a broken one is logged and the running one kept);
+SIGINT and SIGTERM stop the inputs, flush every output once more and exit.
+
+Exit status: 0 success, 1 a bad configuration or a failure, 2 a bad command line.
+
+Installed from the package: /etc/tagpipe/tagpipe.conf, /etc/tagpipe/tagpipe.d/*.conf, state in
+/var/lib/tagpipe, logs with journalctl -u tagpipe. The manual: man tagpipe.
 `
 
 type stringList []string
@@ -67,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "demo":
 			return runDemo(args[1:], stdout, stderr)
+		case "help":
+			args = []string{"--help"}
 		}
 	}
 	fs := flag.NewFlagSet("tagpipe", flag.ContinueOnError)
@@ -79,14 +102,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "load the configuration, report what is wrong and exit")
 	debug := fs.Bool("debug", false, "log at debug level (overrides [agent] debug)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() {} // --help goes to stdout, a bad flag's message to stderr: below
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout, fs)
 			return 0
 		}
+		fmt.Fprintln(stderr, "see tagpipe --help")
 		return 2
 	}
 	if *showVersion {
@@ -100,10 +122,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	opts := config.Options{Files: files, Dirs: dirs}
 	load := func() (*config.Config, error) {
 		cfg, err := config.Load(opts)
-		if err == nil && *debug {
+		if err != nil {
+			return nil, err
+		}
+		if *debug {
 			cfg.Agent.Debug = true
 		}
-		return cfg, err
+		if a := cfg.Agent.HTTPListen; a != "" {
+			if err := agent.ValidateListen(a); err != nil {
+				return nil, fmt.Errorf("%s: agent: %w", strings.Join(cfg.Files, ", "), err)
+			}
+		}
+		return cfg, nil
 	}
 	cfg, err := load()
 	if err != nil {
@@ -128,6 +158,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runOnce(cfg)
 	}
 	return runAgent(cfg, load)
+}
+
+// printUsage prints --help: the commands, every flag of fs, the demo's flags and the rest.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, usage)
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, help := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  %-24s %s\n", strings.TrimSpace("--"+f.Name+" "+arg), help)
+	})
+	fmt.Fprint(w, usageTail)
 }
 
 func setupLogging(cfg *config.Config) error {
@@ -187,11 +227,27 @@ func runOnce(cfg *config.Config) int {
 }
 
 // runAgent runs until SIGINT or SIGTERM. SIGHUP reloads the configuration: a broken one is
-// logged and the running one kept; outputs that stay keep their buffered metrics.
+// logged and the running one kept; outputs that stay keep their buffered metrics. The HTTP
+// endpoint ([agent] http_listen) lives across reloads and always reports the running agent.
+// Under systemd (Type=notify) it reports READY, RELOADING and STOPPING.
 func runAgent(cfg *config.Config, load func() (*config.Config, error)) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	var running atomic.Pointer[agent.Agent]
+	var web *agent.Server
+	defer func() {
+		if web != nil {
+			web.Close()
+		}
+	}()
+	if addr := cfg.Agent.HTTPListen; addr != "" {
+		var err error
+		if web, err = agent.ListenHTTP(addr, running.Load); err != nil {
+			slog.Error(err.Error())
+			return 1
+		}
+	}
 	var buffers map[string]models.Buffer
 	for {
 		a, err := agent.New(cfg, buffers)
@@ -199,10 +255,17 @@ func runAgent(cfg *config.Config, load func() (*config.Config, error)) int {
 			slog.Error(err.Error())
 			return 1
 		}
+		running.Store(a)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- a.Run(ctx) }()
+		sdNotify("READY=1")
 		next, stop := waitSignal(sigs, load)
+		if stop {
+			sdNotify("STOPPING=1")
+		} else {
+			sdNotify("RELOADING=1")
+		}
 		if next != nil {
 			ids := make([]string, 0, len(next.Outputs))
 			for _, o := range next.Outputs {
@@ -222,8 +285,30 @@ func runAgent(cfg *config.Config, load func() (*config.Config, error)) int {
 		if err := setupLogging(cfg); err != nil {
 			slog.Error("reload: logging", "error", err)
 		}
+		web = relisten(web, cfg.Agent.HTTPListen, running.Load)
 		slog.Info("configuration reloaded", "files", strings.Join(cfg.Files, ", "))
 	}
+}
+
+// relisten moves the HTTP endpoint to addr after a reload ("" turns it off). When the new address
+// cannot be served, the error is logged and the endpoint stays off until the next reload.
+func relisten(web *agent.Server, addr string, current func() *agent.Agent) *agent.Server {
+	if web != nil && web.Addr() == addr {
+		return web
+	}
+	if web != nil {
+		web.Close()
+		web = nil
+	}
+	if addr == "" {
+		return nil
+	}
+	web, err := agent.ListenHTTP(addr, current)
+	if err != nil {
+		slog.Error("reload: the HTTP endpoint is off", "error", err)
+		return nil
+	}
+	return web
 }
 
 // waitSignal waits for SIGINT/SIGTERM (stop) or a SIGHUP with a configuration that loads.
