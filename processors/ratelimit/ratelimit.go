@@ -10,8 +10,6 @@ import (
 	"math"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/processors"
@@ -21,7 +19,7 @@ import (
 //go:embed sample.conf
 var sampleConfig string
 
-// RateLimit limits the metrics of each series. Apply is called from one goroutine (the
+// RateLimit limits the metrics of each series with a token bucket. Apply is called from one goroutine (the
 // processor's stage of the pipeline); it is not safe for concurrent use.
 type RateLimit struct {
 	Rate      float64         `toml:"rate"`
@@ -34,7 +32,6 @@ type RateLimit struct {
 	Log       *slog.Logger    `toml:"-"`
 
 	fold   foldKind
-	limit  rate.Limit
 	table  *series.Table[bucket]
 	out    []*models.Metric
 	fields series.Fields
@@ -61,21 +58,26 @@ const (
 var foldNames = map[string]foldKind{"drop": foldDrop, "last": foldLast, "mean": foldMean, "min": foldMin, "max": foldMax}
 
 // bucket is the state of one series: its token bucket and the fields folded since the last
-// metric let through (keys[i] is the key of acc[i]).
+// metric let through.
 type bucket struct {
-	lim     *rate.Limiter
-	keys    []string
-	acc     []accum
-	pending int // metrics folded in acc
+	tokens  float64
+	last    int64   // unix ns of the metric that last refilled tokens
+	acc     []accum // one per field key seen, in the order they came
+	pending int     // metrics folded in acc
+	live    int     // accums holding a value (n > 0)
 }
 
-// accum folds the values of one field: the last value, the count, and the running mean, minimum
-// or maximum, kept in the field's own type (a mean of integers is rounded, so that a field never
-// changes type: InfluxDB refuses a field that does).
+// accum folds the values of one field in 48 bytes, read in sequence (with 10,000 series the fold
+// state comes from memory, not from the cache): the key, the count, the type, and the raw bits of the
+// last, smallest or largest value, or for a mean the sum as float64 bits (exact for integers up
+// to 2^53); strings keep their last value. A mean of integers is rounded, so that a field never
+// changes type: InfluxDB refuses a field that does.
 type accum struct {
-	n   int
-	v   models.Field // last, min or max
-	sum float64      // for the mean: exact for integers up to 2^53
+	key  string
+	n    uint32
+	typ  models.ValueType
+	bits uint64
+	str  string
 }
 
 func init() {
@@ -109,7 +111,6 @@ func (r *RateLimit) Init() error {
 		}
 	}
 	r.fold = f
-	r.limit = rate.Limit(r.Rate / r.Period.D().Seconds())
 	// A forgotten series comes back with a full bucket. That is exact only if the bucket would
 	// have filled up in the meantime anyway: series_ttl must cover the time a bucket takes to fill.
 	fill := time.Duration(float64(r.Burst) / r.Rate * float64(r.Period))
@@ -161,13 +162,12 @@ func (r *RateLimit) Apply(in ...*models.Metric) []*models.Metric {
 			key = models.HashTags(m.Name, m.Tags, r.KeyTags)
 		}
 		b, isNew := r.table.Get(key, now)
+		t := m.Time.UnixNano()
 		if isNew {
-			b.lim = rate.NewLimiter(r.limit, r.Burst)
-			b.keys, b.acc, b.pending = b.keys[:0], b.acc[:0], 0
+			b.tokens, b.last = float64(r.Burst), t
+			b.acc, b.pending, b.live = b.acc[:0], 0, 0
 		}
-		// The bucket runs on the metrics' own time: a replay or a backlog is limited as it
-		// happened, not as it arrives.
-		if b.lim.AllowN(m.Time, 1) {
+		if r.take(b, t) {
 			if b.pending > 0 {
 				r.mergeInto(b, m)
 			}
@@ -189,57 +189,83 @@ func (r *RateLimit) Apply(in ...*models.Metric) []*models.Metric {
 	return out
 }
 
+// take refills b for the time since its last metric and takes a token if there is one.
+//
+// The bucket runs on the metrics' own time, so that a backlog replayed after an outage is limited
+// as it happened, not as it arrives; a metric older than the last one refills nothing. It is
+// written here rather than taken from golang.org/x/time/rate (which internal/resilience uses for
+// requests): a rate.Limiter is a heap object with a mutex and two time.Time, one per series, and
+// measured 75 of 350 ns per metric with 10,000 series (a pointer to chase and a lock to take),
+// where these lines keep 16 bytes in the series' own slot. dt·rate/period is computed in that
+// order so that whole seconds over whole periods come out exact.
+func (r *RateLimit) take(b *bucket, t int64) bool {
+	if dt := t - b.last; dt > 0 {
+		b.tokens = min(float64(r.Burst), b.tokens+float64(dt)*r.Rate/float64(r.Period))
+		b.last = t
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}
+
 // foldIn adds the fields of a metric that was not let through to its bucket.
 func (r *RateLimit) foldIn(b *bucket, m *models.Metric) {
 	b.pending++
-	for i, f := range m.Fields {
-		j := series.FindKey(b.keys, i, f.Key)
+	for i := range m.Fields {
+		f := &m.Fields[i]
+		j := findAcc(b.acc, i, f.Key)
 		if j < 0 {
-			b.keys = append(b.keys, f.Key)
-			b.acc = append(b.acc, accum{})
-			j = len(b.keys) - 1
+			b.acc = append(b.acc, accum{key: f.Key})
+			j = len(b.acc) - 1
 		}
-		b.acc[j].add(r.fold, f)
+		a := &b.acc[j]
+		if a.n == 0 {
+			b.live++
+		}
+		a.add(r.fold, f)
 	}
 }
 
 // mergeInto folds the bucket's fields into m, the metric let through, and empties the bucket.
 func (r *RateLimit) mergeInto(b *bucket, m *models.Metric) {
-	missing := 0
-	for j := range b.acc {
+	for i := range m.Fields {
+		f := &m.Fields[i]
+		j := findAcc(b.acc, i, f.Key)
+		if j < 0 || b.acc[j].n == 0 {
+			continue
+		}
 		a := &b.acc[j]
-		if a.n == 0 {
-			continue
+		if r.fold != foldLast { // the last value is m's own
+			a.add(r.fold, f)
+			*f = a.result(r.fold)
 		}
-		i := fieldIndex(m.Fields, j, b.keys[j])
-		if i < 0 {
-			missing++
-			continue
-		}
-		a.add(r.fold, m.Fields[i])
-		m.Fields[i] = a.result(r.fold, b.keys[j])
 		a.n = 0
+		b.live--
 	}
-	if missing > 0 {
+	if b.live > 0 {
 		// Fields only the folded metrics had: add their folded values.
-		m.Fields = r.fields.Grow(m.Fields, missing)
+		m.Fields = r.fields.Grow(m.Fields, b.live)
 		for j := range b.acc {
 			if a := &b.acc[j]; a.n > 0 {
-				m.Fields = append(m.Fields, a.result(r.fold, b.keys[j]))
+				m.Fields = append(m.Fields, a.result(r.fold))
 				a.n = 0
 			}
 		}
+		b.live = 0
 	}
 	b.pending = 0
 	r.merged.Incr()
 }
 
-func fieldIndex(fs []models.Field, hint int, key string) int {
-	if hint < len(fs) && fs[hint].Key == key {
+// findAcc returns the index of key in acc, or -1; see series.FindKey.
+func findAcc(acc []accum, hint int, key string) int {
+	if hint < len(acc) && acc[hint].key == key {
 		return hint
 	}
-	for i := range fs {
-		if fs[i].Key == key {
+	for i := range acc {
+		if acc[i].key == key {
 			return i
 		}
 	}
@@ -247,65 +273,99 @@ func fieldIndex(fs []models.Field, hint int, key string) int {
 }
 
 // add folds f in. A field whose type changed starts over with f.
-func (a *accum) add(k foldKind, f models.Field) {
-	if a.n == 0 || a.v.Type() != f.Type() {
-		a.n, a.v = 1, f
-		a.sum, _ = f.Number()
+func (a *accum) add(k foldKind, f *models.Field) {
+	typ, raw := f.Type(), rawBits(f)
+	if a.n == 0 || a.typ != typ {
+		a.n, a.typ, a.bits, a.str = 1, typ, raw, f.StringV()
+		if k == foldMean && numeric(typ) {
+			a.bits = math.Float64bits(number(typ, raw))
+		}
 		return
 	}
 	a.n++
-	switch k {
-	case foldMean:
-		if x, ok := f.Number(); ok {
-			a.sum += x
+	switch {
+	case typ == models.TypeString:
+		a.str = f.StringV() // the last value, whatever the fold
+	case k == foldMean && numeric(typ):
+		a.bits = math.Float64bits(math.Float64frombits(a.bits) + number(typ, raw))
+	case k == foldMin:
+		if less(typ, raw, a.bits) {
+			a.bits = raw
 		}
-		a.v = f // strings and bools: the last value
-	case foldMin:
-		if f.Type() == models.TypeString || less(f, a.v) {
-			a.v = f
+	case k == foldMax:
+		if less(typ, a.bits, raw) {
+			a.bits = raw
 		}
-	case foldMax:
-		if f.Type() == models.TypeString || less(a.v, f) {
-			a.v = f
-		}
-	default:
-		a.v = f
+	default: // last, and the mean of booleans
+		a.bits = raw
 	}
 }
 
 // result returns the folded field.
-func (a *accum) result(k foldKind, key string) models.Field {
-	if k != foldMean {
-		f := a.v
-		f.Key = key
-		return f
-	}
-	mean := a.sum / float64(a.n)
-	switch a.v.Type() {
-	case models.TypeFloat:
+func (a *accum) result(k foldKind) models.Field {
+	key := a.key
+	if k == foldMean && numeric(a.typ) {
+		mean := math.Float64frombits(a.bits) / float64(a.n)
+		switch a.typ {
+		case models.TypeInt:
+			return models.Int(key, int64(math.Round(mean)))
+		case models.TypeUint:
+			return models.Uint(key, uint64(math.Round(mean)))
+		}
 		return models.Float(key, mean)
-	case models.TypeInt:
-		return models.Int(key, int64(math.Round(mean)))
-	case models.TypeUint:
-		return models.Uint(key, uint64(math.Round(mean)))
 	}
-	f := a.v
-	f.Key = key
-	return f
+	switch a.typ {
+	case models.TypeFloat:
+		return models.Float(key, math.Float64frombits(a.bits))
+	case models.TypeInt:
+		return models.Int(key, int64(a.bits))
+	case models.TypeUint:
+		return models.Uint(key, a.bits)
+	case models.TypeBool:
+		return models.Bool(key, a.bits != 0)
+	}
+	return models.String(key, a.str)
 }
 
-// less orders two fields of one type in that type (false < true for bools, so that min is
-// "all true" and max is "any true"); strings keep the last value, so never less.
-func less(a, b models.Field) bool {
-	switch a.Type() {
+func numeric(t models.ValueType) bool {
+	return t == models.TypeFloat || t == models.TypeInt || t == models.TypeUint
+}
+
+// rawBits returns a field's value as the bits accum keeps.
+func rawBits(f *models.Field) uint64 {
+	switch f.Type() {
 	case models.TypeFloat:
-		return a.FloatV() < b.FloatV()
+		return math.Float64bits(f.FloatV())
 	case models.TypeInt:
-		return a.IntV() < b.IntV()
+		return uint64(f.IntV())
 	case models.TypeUint:
-		return a.UintV() < b.UintV()
+		return f.UintV()
 	case models.TypeBool:
-		return !a.BoolV() && b.BoolV()
+		if f.BoolV() {
+			return 1
+		}
 	}
-	return false
+	return 0
+}
+
+func number(t models.ValueType, bits uint64) float64 {
+	switch t {
+	case models.TypeFloat:
+		return math.Float64frombits(bits)
+	case models.TypeInt:
+		return float64(int64(bits))
+	}
+	return float64(bits)
+}
+
+// less orders two values of type t (false < true, so that the min of booleans is "all true" and
+// the max "any true").
+func less(t models.ValueType, x, y uint64) bool {
+	switch t {
+	case models.TypeFloat:
+		return math.Float64frombits(x) < math.Float64frombits(y)
+	case models.TypeInt:
+		return int64(x) < int64(y)
+	}
+	return x < y
 }

@@ -1,0 +1,67 @@
+// Package seriestest builds the load of the processors' benchmarks: many series fed in batches
+// as the pipeline feeds them, measured per metric.
+package seriestest
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// Batch is the pipeline's largest batch (agent/pipeline.go), the size every benchmark feeds.
+const Batch = 512
+
+// Series returns one metric for each of n series: measurement name, tags device=dev-NNNNN,
+// site=plant-1, unit=1, and the given fields (copied per metric, without spare capacity, as an
+// input builds them), all at time t.
+func Series(n int, name string, t time.Time, fields ...models.Field) []*models.Metric {
+	ms := make([]*models.Metric, n)
+	for i := range ms {
+		tags := []models.Tag{{Key: "device", Value: fmt.Sprintf("dev-%05d", i)}, {Key: "site", Value: "plant-1"}, {Key: "unit", Value: "1"}}
+		fs := make([]models.Field, len(fields))
+		copy(fs, fields)
+		ms[i] = models.New(name, tags, fs, t)
+	}
+	return ms
+}
+
+// Bench feeds ms to apply in batches of Batch, over and over, and reports ns/metric and
+// allocs/metric (of the whole run, amortized allocations included). Before every pass over all
+// of ms it calls next(pass) with the timer stopped, to move the metrics on (time, values).
+func Bench(b *testing.B, ms []*models.Metric, apply func([]*models.Metric), next func(pass int)) {
+	b.Helper()
+	batches := (len(ms) + Batch - 1) / Batch
+	// Two passes to create every series and its state (a processor may build part of it on a
+	// series' second metric): the benchmark measures the steady state.
+	for pass := range 2 {
+		next(pass)
+		for i := 0; i < len(ms); i += Batch {
+			apply(ms[i:min(i+Batch, len(ms))])
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ops, pass, i := 0, 2, 0
+	b.ResetTimer()
+	for b.Loop() {
+		if i == 0 {
+			b.StopTimer()
+			next(pass)
+			pass++
+			b.StartTimer()
+		}
+		apply(ms[i*Batch : min((i+1)*Batch, len(ms))])
+		ops++
+		if i++; i == batches {
+			i = 0
+		}
+	}
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
+	metrics := float64(ops) * float64(len(ms)) / float64(batches)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/metrics, "ns/metric")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/metrics, "allocs/metric")
+}
