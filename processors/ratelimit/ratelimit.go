@@ -274,11 +274,11 @@ func findAcc(acc []accum, hint int, key string) int {
 
 // add folds f in. A field whose type changed starts over with f.
 func (a *accum) add(k foldKind, f *models.Field) {
-	typ, raw := f.Type(), rawBits(f)
+	typ, raw := f.Type(), series.Bits(f)
 	if a.n == 0 || a.typ != typ {
 		a.n, a.typ, a.bits, a.str = 1, typ, raw, f.StringV()
-		if k == foldMean && numeric(typ) {
-			a.bits = math.Float64bits(number(typ, raw))
+		if k == foldMean && series.Numeric(typ) {
+			a.bits = math.Float64bits(series.Number(typ, raw))
 		}
 		return
 	}
@@ -286,8 +286,8 @@ func (a *accum) add(k foldKind, f *models.Field) {
 	switch {
 	case typ == models.TypeString:
 		a.str = f.StringV() // the last value, whatever the fold
-	case k == foldMean && numeric(typ):
-		a.bits = math.Float64bits(math.Float64frombits(a.bits) + number(typ, raw))
+	case k == foldMean && series.Numeric(typ):
+		a.bits = math.Float64bits(math.Float64frombits(a.bits) + series.Number(typ, raw))
 	case k == foldMin:
 		if less(typ, raw, a.bits) {
 			a.bits = raw
@@ -304,7 +304,7 @@ func (a *accum) add(k foldKind, f *models.Field) {
 // result returns the folded field.
 func (a *accum) result(k foldKind) models.Field {
 	key := a.key
-	if k == foldMean && numeric(a.typ) {
+	if k == foldMean && series.Numeric(a.typ) {
 		mean := math.Float64frombits(a.bits) / float64(a.n)
 		switch a.typ {
 		case models.TypeInt:
@@ -314,48 +314,7 @@ func (a *accum) result(k foldKind) models.Field {
 		}
 		return models.Float(key, mean)
 	}
-	switch a.typ {
-	case models.TypeFloat:
-		return models.Float(key, math.Float64frombits(a.bits))
-	case models.TypeInt:
-		return models.Int(key, int64(a.bits))
-	case models.TypeUint:
-		return models.Uint(key, a.bits)
-	case models.TypeBool:
-		return models.Bool(key, a.bits != 0)
-	}
-	return models.String(key, a.str)
-}
-
-func numeric(t models.ValueType) bool {
-	return t == models.TypeFloat || t == models.TypeInt || t == models.TypeUint
-}
-
-// rawBits returns a field's value as the bits accum keeps.
-func rawBits(f *models.Field) uint64 {
-	switch f.Type() {
-	case models.TypeFloat:
-		return math.Float64bits(f.FloatV())
-	case models.TypeInt:
-		return uint64(f.IntV())
-	case models.TypeUint:
-		return f.UintV()
-	case models.TypeBool:
-		if f.BoolV() {
-			return 1
-		}
-	}
-	return 0
-}
-
-func number(t models.ValueType, bits uint64) float64 {
-	switch t {
-	case models.TypeFloat:
-		return math.Float64frombits(bits)
-	case models.TypeInt:
-		return float64(int64(bits))
-	}
-	return float64(bits)
+	return series.Field(key, a.typ, a.bits, a.str)
 }
 
 // less orders two values of type t (false < true, so that the min of booleans is "all true" and

@@ -9,6 +9,7 @@
 package series
 
 import (
+	"math"
 	"time"
 
 	"github.com/tagpipe/tagpipe/models"
@@ -190,4 +191,53 @@ func NewStats(name, alias string, report bool) *models.Stats {
 		s.Unregister()
 	}
 	return s
+}
+
+// Bits returns the raw 64 bits of a field's value, the form processors keep it in: float64
+// bits, int64, uint64, or 0/1; 0 for a string.
+func Bits(f *models.Field) uint64 {
+	switch f.Type() {
+	case models.TypeFloat:
+		return math.Float64bits(f.FloatV())
+	case models.TypeInt:
+		return uint64(f.IntV())
+	case models.TypeUint:
+		return f.UintV()
+	case models.TypeBool:
+		if f.BoolV() {
+			return 1
+		}
+	}
+	return 0
+}
+
+// Field returns the field of type t whose value is bits (as Bits gives it) or, for a string, str.
+func Field(key string, t models.ValueType, bits uint64, str string) models.Field {
+	switch t {
+	case models.TypeFloat:
+		return models.Float(key, math.Float64frombits(bits))
+	case models.TypeInt:
+		return models.Int(key, int64(bits))
+	case models.TypeUint:
+		return models.Uint(key, bits)
+	case models.TypeBool:
+		return models.Bool(key, bits != 0)
+	}
+	return models.String(key, str)
+}
+
+// Numeric reports whether fields of type t are numbers (float, int or uint; not bool).
+func Numeric(t models.ValueType) bool {
+	return t == models.TypeFloat || t == models.TypeInt || t == models.TypeUint
+}
+
+// Number returns the value of bits of numeric type t as a float64.
+func Number(t models.ValueType, bits uint64) float64 {
+	switch t {
+	case models.TypeFloat:
+		return math.Float64frombits(bits)
+	case models.TypeInt:
+		return float64(int64(bits))
+	}
+	return float64(bits)
 }
