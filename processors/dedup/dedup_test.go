@@ -13,18 +13,12 @@ import (
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
+	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func load(t *testing.T, table string) *Dedup {
-	t.Helper()
-	cfg, err := config.LoadText("test.conf", table, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Processors[0].Plugin.(*Dedup)
-}
+func load(t *testing.T, table string) *Dedup { return seriestest.Load[*Dedup](t, table) }
 
 func at(d time.Duration, fields ...models.Field) *models.Metric {
 	return models.New("plc", []models.Tag{{Key: "device", Value: "p1"}}, fields, t0.Add(d))
@@ -228,7 +222,7 @@ func TestSeriesAndTTL(t *testing.T) {
 }
 
 func TestInitErrors(t *testing.T) {
-	for _, c := range []struct{ table, want string }{
+	seriestest.InitErrors(t, []struct{ Table, Want string }{
 		{"[[processors.dedup]]\n  deadband_abs = -0.5\n", `test.conf:2: processors.dedup: deadband_abs: -0.5: must be 0 or more`},
 		{"[[processors.dedup]]\n  deadband_pct = -1.0\n", `test.conf:2: processors.dedup: deadband_pct: -1: must be 0 or more`},
 		{"[[processors.dedup]]\n  alias = \"x\"\n  [[processors.dedup.deadband]]\n    fields = [\"ok\"]\n  [[processors.dedup.deadband]]\n    fields = [\"temp[\"]\n",
@@ -239,29 +233,15 @@ func TestInitErrors(t *testing.T) {
 			`test.conf:2: processors.dedup: deadband[0]: give the fields it applies to`},
 		{"[[processors.dedup]]\n  series_ttl = \"0s\"\n", `test.conf:2: processors.dedup: series_ttl: must be more than 0`},
 		{"[[processors.dedup]]\n  state_file = \"x\"\n  state_save_interval = 0\n", `test.conf:3: processors.dedup: state_save_interval: must be more than 0`},
-	} {
-		_, err := config.LoadText("test.conf", c.table, nil)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%q:\n got %v\nwant %s", c.table, err, c.want)
-		}
-	}
+	})
 }
 
 func TestSampleAndReadme(t *testing.T) {
-	if _, err := config.LoadText("sample.conf", sampleConfig, nil); err != nil {
-		t.Fatal(err)
-	}
+	seriestest.CheckSample(t, sampleConfig)
 	// The commented [[deadband]] table loads too.
 	uncommented := strings.NewReplacer("  # [[", "  [[", "  #   ", "    ").Replace(sampleConfig)
 	if _, err := config.LoadText("sample.conf", uncommented, nil); err != nil {
 		t.Fatalf("sample with the deadband table: %v", err)
-	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(readme), sampleConfig) {
-		t.Error("README.md does not contain sample.conf verbatim")
 	}
 }
 

@@ -2,25 +2,16 @@ package predict
 
 import (
 	"math"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
+	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func load(t *testing.T, table string) *Predict {
-	t.Helper()
-	cfg, err := config.LoadText("test.conf", table, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Processors[0].Plugin.(*Predict)
-}
+func load(t *testing.T, table string) *Predict { return seriestest.Load[*Predict](t, table) }
 
 func value(sec int, fields ...models.Field) *models.Metric {
 	return models.New("boiler", []models.Tag{{Key: "device", Value: "b1"}}, fields, t0.Add(time.Duration(sec)*time.Second))
@@ -264,7 +255,7 @@ func TestTTL(t *testing.T) {
 }
 
 func TestInitErrors(t *testing.T) {
-	for _, c := range []struct{ table, want string }{
+	seriestest.InitErrors(t, []struct{ Table, Want string }{
 		{"[[processors.predict]]\n  forecast_fields = [\"temp\", \"pres[\"]\n", `test.conf:2: processors.predict: forecast_fields: bad pattern "pres["`},
 		{"[[processors.predict]]\n  health_measurements = [\"[\"]\n", `test.conf:2: processors.predict: health_measurements: bad pattern "["`},
 		{"[[processors.predict]]\n  error_fields = [\"\"]\n", `test.conf:2: processors.predict: error_fields: bad pattern ""`},
@@ -277,23 +268,9 @@ func TestInitErrors(t *testing.T) {
 		{"[[processors.predict]]\n  rtt_stddev_threshold = -80.0\n", `test.conf:2: processors.predict: rtt_stddev_threshold: -80: must be more than 0`},
 		{"[[processors.predict]]\n  decay_threshold = 0\n", `test.conf:2: processors.predict: decay_threshold: 0: must be more than 0`},
 		{"[[processors.predict]]\n  warmup = -1\n", `test.conf:2: processors.predict: warmup: -1: must be 0 or more`},
-	} {
-		_, err := config.LoadText("test.conf", c.table, nil)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%q:\n got %v\nwant %s", c.table, err, c.want)
-		}
-	}
+	})
 }
 
 func TestSampleAndReadme(t *testing.T) {
-	if _, err := config.LoadText("sample.conf", sampleConfig, nil); err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(readme), sampleConfig) {
-		t.Error("README.md does not contain sample.conf verbatim")
-	}
+	seriestest.CheckSample(t, sampleConfig)
 }

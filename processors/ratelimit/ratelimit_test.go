@@ -1,26 +1,17 @@
 package ratelimit
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
+	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-// load builds the processor from a config table, as the agent does.
-func load(t *testing.T, table string) *RateLimit {
-	t.Helper()
-	cfg, err := config.LoadText("test.conf", table, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg.Processors[0].Plugin.(*RateLimit)
-}
+func load(t *testing.T, table string) *RateLimit { return seriestest.Load[*RateLimit](t, table) }
 
 func metric(sec int, tags map[string]string, fields ...models.Field) *models.Metric {
 	return models.New("boiler", models.TagsFromMap(tags), fields, t0.Add(time.Duration(sec)*time.Second))
@@ -257,7 +248,7 @@ func TestTTL(t *testing.T) {
 }
 
 func TestInitErrors(t *testing.T) {
-	for _, c := range []struct{ table, want string }{
+	seriestest.InitErrors(t, []struct{ Table, Want string }{
 		{"[[processors.ratelimit]]\n  fold = \"median\"\n", `test.conf:2: processors.ratelimit: fold: "median": must be "drop", "last", "mean", "min" or "max"`},
 		{"[[processors.ratelimit]]\n  alias = \"plc\"\n  rate = -1.5\n", `test.conf:3: processors.ratelimit "plc": rate: -1.5: must be more than 0`},
 		{"[[processors.ratelimit]]\n  rate = 0\n", `test.conf:2: processors.ratelimit: rate: 0: must be more than 0`},
@@ -267,26 +258,12 @@ func TestInitErrors(t *testing.T) {
 		// rate 1 per 10 min with burst 12 fills in 2 h: a 1 h ttl would let a series burst early.
 		{"[[processors.ratelimit]]\n  rate = 1\n  period = \"10m\"\n  burst = 12\n  series_ttl = \"1h\"\n",
 			`test.conf:5: processors.ratelimit: series_ttl: 1h0m0s: must be at least the time an empty bucket takes to fill (burst/rate·period = 2h0m0s)`},
-	} {
-		_, err := config.LoadText("test.conf", c.table, nil)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%q:\n got %v\nwant %s", c.table, err, c.want)
-		}
-	}
+	})
 }
 
 // The sample loads (its defaults pass Init) and the README repeats it.
 func TestSampleAndReadme(t *testing.T) {
-	if _, err := config.LoadText("sample.conf", sampleConfig, nil); err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(readme), sampleConfig) {
-		t.Error("README.md does not contain sample.conf verbatim")
-	}
+	seriestest.CheckSample(t, sampleConfig)
 }
 
 // Stats are reported only between Start and Stop.

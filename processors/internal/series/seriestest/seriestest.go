@@ -4,10 +4,13 @@ package seriestest
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -64,4 +67,42 @@ func Bench(b *testing.B, ms []*models.Metric, apply func([]*models.Metric), next
 	metrics := float64(ops) * float64(len(ms)) / float64(batches)
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/metrics, "ns/metric")
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/metrics, "allocs/metric")
+}
+
+// Load builds the processor of a one-table config text as the agent does (decoding, Init, the
+// loader's FILE:LINE errors), with "test.conf" for the file name.
+func Load[P models.Processor](t testing.TB, table string) P {
+	t.Helper()
+	cfg, err := config.LoadText("test.conf", table, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Processors[0].Plugin.(P)
+}
+
+// InitErrors checks that each config text fails to load with an error containing its message.
+func InitErrors(t *testing.T, cases []struct{ Table, Want string }) {
+	t.Helper()
+	for _, c := range cases {
+		_, err := config.LoadText("test.conf", c.Table, nil)
+		if err == nil || !strings.Contains(err.Error(), c.Want) {
+			t.Errorf("%q:\n got %v\nwant %s", c.Table, err, c.Want)
+		}
+	}
+}
+
+// CheckSample checks that a plugin's sample config loads (its values pass Init) and that the
+// README.md of the test's folder repeats it verbatim.
+func CheckSample(t *testing.T, sample string) {
+	t.Helper()
+	if _, err := config.LoadText("sample.conf", sample, nil); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), sample) {
+		t.Error("README.md does not contain sample.conf verbatim")
+	}
 }
