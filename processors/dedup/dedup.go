@@ -236,7 +236,7 @@ func (d *Dedup) Apply(in ...*models.Metric) []*models.Metric {
 // as the value last sent.
 func (d *Dedup) send(s *seriesState, i int, f *models.Field, t int64) bool {
 	typ, bits := f.Type(), series.Bits(f)
-	j := findField(s.fields, i, f.Key)
+	j := series.Find(s.fields, i, f.Key, keyOf)
 	if j < 0 {
 		s.fields = append(s.fields, fieldState{key: f.Key, band: d.bandOf(f.Key)})
 		j = len(s.fields) - 1
@@ -294,15 +294,4 @@ func (d *Dedup) bandOf(key string) int16 {
 	return 0
 }
 
-// findField returns the index of key in fs, or -1; see series.FindKey.
-func findField(fs []fieldState, hint int, key string) int {
-	if hint < len(fs) && fs[hint].key == key {
-		return hint
-	}
-	for i := range fs {
-		if fs[i].key == key {
-			return i
-		}
-	}
-	return -1
-}
+func keyOf(f *fieldState) string { return f.key }

@@ -196,7 +196,7 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 		var hasRTT, hasErrs bool
 		for i := range m.Fields {
 			f := &m.Fields[i]
-			j := findField(s.fields, i, f.Key)
+			j := series.Find(s.fields, i, f.Key, keyOf)
 			if j < 0 {
 				j = p.newField(s, f.Key)
 			}
@@ -283,15 +283,4 @@ func matchAny(patterns []string, s string) bool {
 	return false
 }
 
-// findField returns the index of key in fs, or -1; see series.FindKey.
-func findField(fs []fieldState, hint int, key string) int {
-	if hint < len(fs) && fs[hint].key == key {
-		return hint
-	}
-	for i := range fs {
-		if fs[i].key == key {
-			return i
-		}
-	}
-	return -1
-}
+func keyOf(f *fieldState) string { return f.key }

@@ -215,7 +215,7 @@ func (r *RateLimit) foldIn(b *bucket, m *models.Metric) {
 	b.pending++
 	for i := range m.Fields {
 		f := &m.Fields[i]
-		j := findAcc(b.acc, i, f.Key)
+		j := series.Find(b.acc, i, f.Key, keyOf)
 		if j < 0 {
 			b.acc = append(b.acc, accum{key: f.Key})
 			j = len(b.acc) - 1
@@ -232,7 +232,7 @@ func (r *RateLimit) foldIn(b *bucket, m *models.Metric) {
 func (r *RateLimit) mergeInto(b *bucket, m *models.Metric) {
 	for i := range m.Fields {
 		f := &m.Fields[i]
-		j := findAcc(b.acc, i, f.Key)
+		j := series.Find(b.acc, i, f.Key, keyOf)
 		if j < 0 || b.acc[j].n == 0 {
 			continue
 		}
@@ -259,18 +259,7 @@ func (r *RateLimit) mergeInto(b *bucket, m *models.Metric) {
 	r.merged.Incr()
 }
 
-// findAcc returns the index of key in acc, or -1; see series.FindKey.
-func findAcc(acc []accum, hint int, key string) int {
-	if hint < len(acc) && acc[hint].key == key {
-		return hint
-	}
-	for i := range acc {
-		if acc[i].key == key {
-			return i
-		}
-	}
-	return -1
-}
+func keyOf(f *accum) string { return f.key }
 
 // add folds f in. A field whose type changed starts over with f.
 func (a *accum) add(k foldKind, f *models.Field) {

@@ -115,15 +115,16 @@ func (t *Table[T]) Range(f func(key uint64, seen int64, v *T) bool) {
 	}
 }
 
-// FindKey returns the index of key in keys, or -1. It tries index hint first: a series' fields
-// usually arrive in the same order every time, so the first compare nearly always hits (and
-// compares two pointers to the same string).
-func FindKey(keys []string, hint int, key string) int {
-	if hint < len(keys) && keys[hint] == key {
+// Find returns the index of the element of s whose key (as keyOf tells) is key, or -1. It tries
+// index hint first: a series' fields usually arrive in the same order every time, so the first
+// compare nearly always hits (and compares two pointers to the same string). Pass a top-level
+// func as keyOf: Find is inlined and so is the call.
+func Find[E any](s []E, hint int, key string, keyOf func(*E) string) int {
+	if hint < len(s) && keyOf(&s[hint]) == key {
 		return hint
 	}
-	for i, k := range keys {
-		if k == key {
+	for i := range s {
+		if keyOf(&s[i]) == key {
 			return i
 		}
 	}
