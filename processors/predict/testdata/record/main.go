@@ -194,7 +194,7 @@ func (p *proxy) delay(since time.Duration) (time.Duration, bool) {
 	case since < flat+climb:
 		x := float64(since-flat) / float64(climb)
 		base := 5 + 400*x*x
-		return ms(base * (1 + (rand.Float64()-0.5))), true // ± 50 %
+		return ms(base * (1 + (rand.Float64() - 0.5))), true // ± 50 %
 	}
 	return 0, false
 }
