@@ -44,6 +44,7 @@ type Predict struct {
 	Log                *slog.Logger    `toml:"-"`
 
 	table  *series.Table[seriesState]
+	health map[string]bool     // measurement name → one of health_measurements (a cache)
 	names  map[string]*derived // FIELD_forecast and FIELD_anomaly, built once per field name
 	add    []models.Field      // fields to add to the metric at hand
 	fields series.Fields
@@ -162,6 +163,7 @@ func (p *Predict) Init() error {
 	}
 	p.table = series.NewTable[seriesState](p.SeriesTTL.D())
 	p.names = map[string]*derived{}
+	p.health = map[string]bool{}
 	p.now = time.Now
 	p.bindStats(series.NewStats("predict", p.Alias, false))
 	return nil
@@ -187,9 +189,13 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 	now := p.now().UnixNano()
 	var forecasts, anomalies, predictions int64
 	for _, m := range in {
+		health := p.isHealth(m.Name)
+		if !health && len(p.ForecastFields) == 0 {
+			continue // nothing to do, and no state to keep
+		}
 		s, isNew := p.table.Get(m.SeriesHash(), now)
 		if isNew {
-			s.reset(p, m.Name)
+			s.reset(p.Window, health)
 		}
 		p.add = p.add[:0]
 		var rtt, errs float64
@@ -243,10 +249,27 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 }
 
 // reset readies the state of a new series (or of a forgotten one, reusing its buffers).
-func (s *seriesState) reset(p *Predict, name string) {
-	s.health = matchAny(p.HealthMeasurements, name)
+func (s *seriesState) reset(window int, health bool) {
+	s.health = health
 	s.fields = s.fields[:0]
-	s.link.reset(p.Window)
+	if health {
+		s.link.reset(window)
+	}
+}
+
+// maxNames bounds the cache of measurement names (a name that is not kept is matched again).
+const maxNames = 10000
+
+// isHealth reports whether measurement name is one of health_measurements.
+func (p *Predict) isHealth(name string) bool {
+	if v, ok := p.health[name]; ok {
+		return v
+	}
+	v := matchAny(p.HealthMeasurements, name)
+	if len(p.health) < maxNames {
+		p.health[name] = v
+	}
+	return v
 }
 
 // newField adds the state of field key to s and returns its index. Patterns are matched here,

@@ -131,17 +131,6 @@ func Find[E any](s []E, hint int, key string, keyOf func(*E) string) int {
 	return -1
 }
 
-// HashField returns the hash of a field of a series (series hash and field key), in the same
-// FNV-1a family as models.Metric.SeriesHash.
-func HashField(series uint64, key string) uint64 {
-	const prime = 1099511628211
-	h := (series ^ 0xff) * prime // a separator no tag byte sequence ends with
-	for i := 0; i < len(key); i++ {
-		h = (h ^ uint64(key[i])) * prime
-	}
-	return h
-}
-
 // blockFields is the size of the blocks Grow carves field slices from: 1,024 fields (48 KiB),
 // enough for about 80 metrics of 10 fields.
 const blockFields = 1024
