@@ -1,67 +1,12 @@
 package predict
 
 import (
-	"os"
 	"testing"
 	"time"
-
-	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
-
-// readLP reads a line protocol file (millisecond times) into metrics.
-func readLP(t *testing.T, path string) []*models.Metric {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dec := lineprotocol.NewDecoderWithBytes(data)
-	var ms []*models.Metric
-	for dec.Next() {
-		name, err := dec.Measurement()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tags []models.Tag
-		for {
-			k, v, err := dec.NextTag()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k == nil {
-				break
-			}
-			tags = append(tags, models.Tag{Key: string(k), Value: string(v)})
-		}
-		var fields []models.Field
-		for {
-			k, v, err := dec.NextField()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k == nil {
-				break
-			}
-			f, ok := models.FieldOf(string(k), v.Interface())
-			if !ok {
-				t.Fatalf("field %s: %v", k, v)
-			}
-			fields = append(fields, f)
-		}
-		ts, err := dec.Time(lineprotocol.Millisecond, time.Time{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, models.New(string(name), tags, fields, ts))
-	}
-	if len(ms) == 0 {
-		t.Fatalf("%s holds no metrics", path)
-	}
-	return ms
-}
 
 // errorSum is the sum of a health metric's cumulative error counters.
 func errorSum(m *models.Metric) (n uint64) {
@@ -80,7 +25,7 @@ func errorSum(m *models.Metric) (n uint64) {
 // before the first failed request, and by a margin worth an alarm; and not once while the link
 // is healthy.
 func TestRecordedDegradation(t *testing.T) {
-	ms := readLP(t, "testdata/degradation.lp")
+	ms := seriestest.ReadLP(t, "testdata/degradation.lp")
 	p := seriestest.Load[*Predict](t, "[[processors.predict]]\n")
 	start := ms[0].Time
 	var firstPrediction, firstFailure time.Time

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
+
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
 )
@@ -105,4 +107,56 @@ func CheckSample(t *testing.T, sample string) {
 	if !strings.Contains(string(readme), sample) {
 		t.Error("README.md does not contain sample.conf verbatim")
 	}
+}
+
+// ReadLP reads a line protocol file (millisecond times, # comments) into metrics.
+func ReadLP(t testing.TB, path string) []*models.Metric {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := lineprotocol.NewDecoderWithBytes(data)
+	var ms []*models.Metric
+	for dec.Next() {
+		name, err := dec.Measurement()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tags []models.Tag
+		for {
+			k, v, err := dec.NextTag()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k == nil {
+				break
+			}
+			tags = append(tags, models.Tag{Key: string(k), Value: string(v)})
+		}
+		var fields []models.Field
+		for {
+			k, v, err := dec.NextField()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k == nil {
+				break
+			}
+			f, ok := models.FieldOf(string(k), v.Interface())
+			if !ok {
+				t.Fatalf("field %s: %v", k, v)
+			}
+			fields = append(fields, f)
+		}
+		ts, err := dec.Time(lineprotocol.Millisecond, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, models.New(string(name), tags, fields, ts))
+	}
+	if len(ms) == 0 {
+		t.Fatalf("%s holds no metrics", path)
+	}
+	return ms
 }
