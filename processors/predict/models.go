@@ -7,7 +7,11 @@ import (
 )
 
 // link is the window of a device's (or session's) last round-trip times: two fixed-size rings
-// filled in step, allocated once per series.
+// filled in step, allocated once per series, and the sums the statistics need, kept as samples
+// come and go so that a health metric costs the same whatever the window. The sums are of
+// x = seconds and y = ms from an origin (a sample of the window), which moves to the newest
+// sample each time the ring wraps and the sums are recomputed from the ring: no drift, and no
+// large numbers to cancel.
 type link struct {
 	rtt  []float64 // ms
 	at   []int64   // metric time, unix ns
@@ -15,48 +19,69 @@ type link struct {
 	n    int       // samples held (≤ window)
 	errs float64   // sum of the error counters at the last health metric
 	seen bool      // errs holds a value
+
+	x0                    int64   // origin of x, unix ns
+	y0                    float64 // origin of y, ms
+	sx, sy, sxx, sxy, syy float64
 }
 
 func (l *link) reset(window int) {
 	if cap(l.rtt) < window {
 		l.rtt, l.at = make([]float64, window), make([]int64, window)
 	}
-	l.rtt, l.at = l.rtt[:window], l.at[:window]
-	l.head, l.n, l.errs, l.seen = 0, 0, 0, false
+	*l = link{rtt: l.rtt[:window], at: l.at[:window]}
+}
+
+func (l *link) xy(i int) (x, y float64) {
+	return float64(l.at[i]-l.x0) / 1e9, l.rtt[i] - l.y0
+}
+
+func (l *link) sum(i int, sign float64) {
+	x, y := l.xy(i)
+	l.sx += sign * x
+	l.sy += sign * y
+	l.sxx += sign * x * x
+	l.sxy += sign * x * y
+	l.syy += sign * y * y
 }
 
 func (l *link) push(t int64, rtt float64) {
+	if l.n == len(l.rtt) {
+		l.sum(l.head, -1) // the oldest sample leaves
+	} else {
+		if l.n == 0 {
+			l.x0, l.y0 = t, rtt
+		}
+		l.n++
+	}
 	l.rtt[l.head], l.at[l.head] = rtt, t
+	l.sum(l.head, 1)
 	if l.head++; l.head == len(l.rtt) {
 		l.head = 0
+		l.x0, l.y0 = t, rtt
+		l.sx, l.sy, l.sxx, l.sxy, l.syy = 0, 0, 0, 0, 0
+		for i := range l.n {
+			l.sum(i, 1)
+		}
 	}
-	l.n = min(l.n+1, len(l.rtt))
 }
 
 // stats returns the population standard deviation of the RTTs held (ms) and the slope of the
 // least-squares line through (time in s, RTT in ms): how fast the round trips grow, in ms per
-// second (0 when all samples share one time). Two passes over the window, for accuracy: it runs
-// once per health metric, not per value.
+// second (0 when all samples share one time):
+//
+//	stddev = √(Σ(y−ȳ)²/n)      slope = Σ(x−x̄)(y−ȳ) / Σ(x−x̄)²
 func (l *link) stats() (stddev, slope float64) {
 	n := float64(l.n)
-	newest := l.at[(l.head+len(l.at)-1)%len(l.at)]
-	var sx, sy float64
-	for i := range l.n {
-		sx += float64(l.at[i]-newest) / 1e9
-		sy += l.rtt[i]
-	}
-	mx, my := sx/n, sy/n
-	var sxx, sxy, syy float64
-	for i := range l.n {
-		dx, dy := float64(l.at[i]-newest)/1e9-mx, l.rtt[i]-my
-		sxx += dx * dx
-		sxy += dx * dy
-		syy += dy * dy
-	}
-	if sxx > 0 {
+	mx, my := l.sx/n, l.sy/n
+	sxx := l.sxx - n*mx*mx
+	sxy := l.sxy - n*mx*my
+	syy := l.syy - n*my*my
+	// Samples 1 ms apart over a window give Σ(x−x̄)² ≥ 1e-6; below that the times are one.
+	if sxx > 1e-9 {
 		slope = sxy / sxx
 	}
-	return math.Sqrt(syy / n), slope
+	return math.Sqrt(max(syy, 0) / n), slope
 }
 
 // linkStep feeds one health metric (time t) to the link model and adds its fields to p.add.

@@ -274,3 +274,34 @@ func TestInitErrors(t *testing.T) {
 func TestSampleAndReadme(t *testing.T) {
 	seriestest.CheckSample(t, sampleConfig)
 }
+
+// The link's running sums agree with a direct two-pass computation over the window after many
+// samples (the ring wrapped hundreds of times), with times of today and RTTs around 500 ms.
+func TestLinkSumsNoDrift(t *testing.T) {
+	var l link
+	l.reset(20)
+	tm := t0.UnixNano()
+	rnd := uint64(1)
+	for i := range 10007 {
+		rnd = rnd*6364136223846793005 + 1442695040888963407
+		tm += int64(200*time.Millisecond) + int64(rnd>>40)%int64(50*time.Millisecond)
+		l.push(tm, 500+float64(rnd>>50)/100+float64(i%7))
+	}
+	sd, slope := l.stats()
+	// direct: means, then sums of squares about them
+	var mx, my float64
+	for i := range l.n {
+		mx += float64(l.at[i]-tm) / 1e9
+		my += l.rtt[i]
+	}
+	mx, my = mx/float64(l.n), my/float64(l.n)
+	var sxx, sxy, syy float64
+	for i := range l.n {
+		dx, dy := float64(l.at[i]-tm)/1e9-mx, l.rtt[i]-my
+		sxx, sxy, syy = sxx+dx*dx, sxy+dx*dy, syy+dy*dy
+	}
+	wantSD, wantSlope := math.Sqrt(syy/float64(l.n)), sxy/sxx
+	if math.Abs(sd-wantSD) > 1e-9*wantSD || math.Abs(slope-wantSlope) > 1e-9*math.Abs(wantSlope)+1e-12 {
+		t.Errorf("running sums: stddev %v slope %v; direct: %v %v", sd, slope, wantSD, wantSlope)
+	}
+}
