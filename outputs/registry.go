@@ -2,32 +2,16 @@
 // in init(); outputs/all imports every plugin.
 package outputs
 
-import (
-	"sort"
-
-	"github.com/tagpipe/tagpipe/models"
-)
+import "github.com/tagpipe/tagpipe/models"
 
 // Creator returns a new instance of a plugin with its defaults set.
-type Creator func() models.Output
+type Creator = func() models.Output
 
-// Registry maps plugin names to their creators. Only init functions write it.
-var Registry = map[string]Creator{}
+// Registry maps plugin names to their creators.
+var Registry = models.Registry[models.Output]{}
 
 // Add registers a plugin; a second plugin with the same name panics (a build mistake).
-func Add(name string, c Creator) {
-	if _, dup := Registry[name]; dup {
-		panic("outputs: plugin registered twice: " + name)
-	}
-	Registry[name] = c
-}
+func Add(name string, c Creator) { Registry.Add("outputs", name, c) }
 
 // Names returns the registered plugin names, sorted.
-func Names() []string {
-	names := make([]string, 0, len(Registry))
-	for n := range Registry {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
+func Names() []string { return Registry.Names() }
