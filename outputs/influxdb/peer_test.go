@@ -302,3 +302,34 @@ func fieldString(fields map[string]string) string {
 	}
 	return b.String()
 }
+
+// writeRaw writes line protocol to db with /write (as the admin on a server with auth).
+func (s *server) writeRaw(db, lines string) {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/write?db="+url.QueryEscape(db), strings.NewReader(lines))
+	req.SetBasicAuth("admin", "secret")
+	resp, err := s.client().Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		b, _ := io.ReadAll(resp.Body)
+		s.t.Fatalf("write %q: %s: %s", lines, resp.Status, b)
+	}
+}
+
+// count returns SELECT count(field) FROM measurement (0 when there is nothing).
+func (s *server) count(db, field, measurement string) int64 {
+	s.t.Helper()
+	a := s.query(db, fmt.Sprintf("SELECT count(%s) FROM %s", quoteIdent(field), quoteIdent(measurement)), "", "")
+	for _, r := range a.Results {
+		for _, ser := range r.Series {
+			if len(ser.Values) > 0 && len(ser.Values[0]) > 1 {
+				n, _ := ser.Values[0][1].(json.Number).Int64()
+				return n
+			}
+		}
+	}
+	return 0
+}
