@@ -68,9 +68,9 @@ func (c *Client) Config() (*tls.Config, error) {
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	case c.Cert != "":
-		return nil, &Error{"tls_key", errors.New("tls_cert is set: give its key too")}
+		return nil, &Error{"tls_cert", errors.New("give its key in tls_key too")}
 	case c.Key != "":
-		return nil, &Error{"tls_cert", errors.New("tls_key is set: give its certificate too")}
+		return nil, &Error{"tls_key", errors.New("give its certificate in tls_cert too")}
 	}
 	return cfg, nil
 }

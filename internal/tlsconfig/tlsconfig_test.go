@@ -90,8 +90,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}{
 		{tlsconfig.Client{CA: "/nonexistent/ca.pem"}, "tls_ca"},
 		{tlsconfig.Client{CA: notPEM}, "tls_ca"},
-		{tlsconfig.Client{Cert: f.ClientCert}, "tls_key"},
-		{tlsconfig.Client{Key: f.ClientKey}, "tls_cert"},
+		{tlsconfig.Client{Cert: f.ClientCert}, "tls_cert"},
+		{tlsconfig.Client{Key: f.ClientKey}, "tls_key"},
 		{tlsconfig.Client{Cert: f.ClientCert, Key: f.ServerKey}, "tls_cert"}, // key of another cert
 	} {
 		_, err := tc.c.Config()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,18 +63,22 @@ func fastRetries(w *writer) {
 	w.minWait, w.maxWait = 20*time.Millisecond, 100*time.Millisecond
 }
 
-// newV1 returns a connected outputs.influxdb made by its registry entry (so with its defaults)
-// and changed by mod.
-func newV1(t testing.TB, mod func(*InfluxDB)) (*InfluxDB, *logBuf) {
+// connect returns a connected output made by its registry entry (so with its defaults) and
+// changed by mod, logging into the returned buffer.
+func connect[T interface {
+	models.Output
+	models.Initializer
+}](t testing.TB, name string, mod func(T)) (T, *logBuf) {
 	t.Helper()
-	o := outputs.Registry["influxdb"]().(*InfluxDB)
-	var lb *logBuf
-	o.Log, lb = testLogger(t)
+	o := outputs.Registry[name]().(T)
+	log, lb := testLogger(t)
+	v := reflect.ValueOf(o).Elem()
+	v.FieldByName("Log").Set(reflect.ValueOf(log))
 	mod(o)
 	if err := o.Init(); err != nil {
 		t.Fatalf("Init: %v", err)
 	}
-	fastRetries(&o.w)
+	fastRetries(v.FieldByName("HTTPOptions").Addr().Interface().(*HTTPOptions).w)
 	if err := o.Connect(context.Background()); err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
@@ -81,22 +86,14 @@ func newV1(t testing.TB, mod func(*InfluxDB)) (*InfluxDB, *logBuf) {
 	return o, lb
 }
 
-// newV2 is newV1 for outputs.influxdb_v2.
+func newV1(t testing.TB, mod func(*InfluxDB)) (*InfluxDB, *logBuf) {
+	t.Helper()
+	return connect(t, "influxdb", mod)
+}
+
 func newV2(t testing.TB, mod func(*InfluxDBv2)) (*InfluxDBv2, *logBuf) {
 	t.Helper()
-	o := outputs.Registry["influxdb_v2"]().(*InfluxDBv2)
-	var lb *logBuf
-	o.Log, lb = testLogger(t)
-	mod(o)
-	if err := o.Init(); err != nil {
-		t.Fatalf("Init: %v", err)
-	}
-	fastRetries(&o.w)
-	if err := o.Connect(context.Background()); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	t.Cleanup(func() { o.Close() })
-	return o, lb
+	return connect(t, "influxdb_v2", mod)
 }
 
 // plcMetrics returns n metrics of measurement name, one per millisecond from base, with every

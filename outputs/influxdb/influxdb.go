@@ -7,7 +7,6 @@ package influxdb
 
 import (
 	"context"
-	"crypto/tls"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
@@ -40,10 +39,7 @@ type InfluxDB struct {
 	Password             config.Secret `toml:"password"`
 	Log                  *slog.Logger  `toml:"-"`
 
-	tls   *tls.Config
 	query string
-	auth  string
-	w     writer
 }
 
 func init() {
@@ -65,11 +61,9 @@ func (*InfluxDB) SampleConfig() string { return sampleConfig }
 
 // Init implements models.Initializer.
 func (o *InfluxDB) Init() error {
-	tls, err := o.check()
-	if err != nil {
+	if err := o.check(); err != nil {
 		return err
 	}
-	o.tls = tls
 	if o.Database == "" {
 		return config.KeyErrorf("database", "give the database to write to")
 	}
@@ -79,7 +73,7 @@ func (o *InfluxDB) Init() error {
 		return config.KeyErrorf("write_consistency", "%q: must be \"any\", \"one\", \"quorum\" or \"all\"", o.WriteConsistency)
 	}
 	if o.Password != "" && o.Username == "" {
-		return config.KeyErrorf("username", "password is set: give the user name too")
+		return config.KeyErrorf("password", "give the user name in username too")
 	}
 	q := url.Values{"db": {o.Database}}
 	if o.RetentionPolicy != "" {
@@ -90,10 +84,6 @@ func (o *InfluxDB) Init() error {
 	}
 	q.Set("precision", precisions[o.Precision.D()][0])
 	o.query = q.Encode()
-	o.auth = ""
-	if o.Username != "" {
-		o.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(o.Username+":"+o.Password.Reveal()))
-	}
 	return nil
 }
 
@@ -101,7 +91,11 @@ func (o *InfluxDB) Init() error {
 // on every URL. A database that cannot be created is logged, not fatal: the server may be
 // down now, or the user may lack the right; a write answered "database not found" tries again.
 func (o *InfluxDB) Connect(ctx context.Context) error {
-	if err := o.w.setup(o.transport("influxdb", "write", o.auth, o.tls), o.Log); err != nil {
+	auth := "" // not kept in the plugin: an unexported field would print unredacted
+	if o.Username != "" {
+		auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(o.Username+":"+o.Password.Reveal()))
+	}
+	if err := o.w.setup(o.transport("influxdb", "write", auth), o.Log); err != nil {
 		return err
 	}
 	if o.SkipDatabaseCreation {

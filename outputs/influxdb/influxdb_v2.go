@@ -2,7 +2,6 @@ package influxdb
 
 import (
 	"context"
-	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -31,9 +30,7 @@ type InfluxDBv2 struct {
 	ExcludeBucketTag bool         `toml:"exclude_bucket_tag"`
 	Log              *slog.Logger `toml:"-"`
 
-	tls     *tls.Config
 	query   string
-	w       writer
 	groups  []bucketGroup
 	groupOf map[string]int    // bucket → index in groups, for the write in progress
 	queries map[string]string // bucket → query
@@ -60,11 +57,9 @@ func (*InfluxDBv2) SampleConfig() string { return sampleConfigV2 }
 
 // Init implements models.Initializer.
 func (o *InfluxDBv2) Init() error {
-	tls, err := o.check()
-	if err != nil {
+	if err := o.check(); err != nil {
 		return err
 	}
-	o.tls = tls
 	if o.Bucket == "" {
 		return config.KeyErrorf("bucket", "give the bucket to write to (with bucket_tag: for metrics without that tag)")
 	}
@@ -89,7 +84,7 @@ func (o *InfluxDBv2) Connect(context.Context) error {
 	if o.Token != "" {
 		auth = "Token " + o.Token.Reveal()
 	}
-	opts := o.transport("influxdb_v2", "api/v2/write", auth, o.tls)
+	opts := o.transport("influxdb_v2", "api/v2/write", auth)
 	if o.ExcludeBucketTag {
 		opts.dropTag = o.BucketTag
 	}
@@ -99,7 +94,7 @@ func (o *InfluxDBv2) Connect(context.Context) error {
 // Write implements models.Output. With bucket_tag, the batch is written in one request (or
 // more) per bucket; a bucket that fails keeps its metrics without holding back the others.
 func (o *InfluxDBv2) Write(ctx context.Context, batch []*models.Metric) error {
-	w := &o.w
+	w := o.w
 	w.begin()
 	if o.BucketTag == "" {
 		return w.finish(w.writeGroup(ctx, batch, w.indices(len(batch)), o.query))

@@ -26,6 +26,9 @@ type HTTPOptions struct {
 	// integers, clamped at 2^63-1 (InfluxDB 1.x has no unsigned type).
 	UintSupport bool `toml:"influx_uint_support"`
 	tlsconfig.Client
+
+	tls *tls.Config // from the TLS keys, by check
+	w   *writer     // a pointer: printing a plugin shows no header with credentials
 }
 
 // precisions maps the precision key's values to the v1 and v2 query parameters.
@@ -34,8 +37,18 @@ var precisions = map[time.Duration][2]string{
 	time.Millisecond: {"ms", "ms"}, time.Second: {"s", "s"},
 }
 
-// check validates the options and returns the TLS config (nil without https URLs).
-func (h *HTTPOptions) check() (*tls.Config, error) {
+// check validates the options, reads the TLS files and makes the writer.
+func (h *HTTPOptions) check() error {
+	if h.w == nil {
+		h.w = &writer{}
+	}
+	cfg, err := h.checkKeys()
+	h.tls = cfg
+	return err
+}
+
+// checkKeys validates the options and returns the TLS config (nil without https URLs).
+func (h *HTTPOptions) checkKeys() (*tls.Config, error) {
 	if len(h.URLs) == 0 {
 		return nil, config.KeyErrorf("urls", "give at least one URL, e.g. \"http://127.0.0.1:8086\"")
 	}
@@ -81,10 +94,10 @@ func (h *HTTPOptions) check() (*tls.Config, error) {
 }
 
 // transport returns the writer's options for these HTTP options.
-func (h *HTTPOptions) transport(name, path, auth string, tls *tls.Config) transportOptions {
+func (h *HTTPOptions) transport(name, path, auth string) transportOptions {
 	return transportOptions{
 		name: name, urls: h.URLs, path: path, timeout: h.Timeout.D(),
-		gzip: h.ContentEncoding == "gzip", headers: h.HTTPHeaders, auth: auth, tls: tls,
+		gzip: h.ContentEncoding == "gzip", headers: h.HTTPHeaders, auth: auth, tls: h.tls,
 		precision: h.Precision.D(), uints: h.UintSupport,
 	}
 }
