@@ -362,3 +362,33 @@ func TestUnserializable(t *testing.T) {
 		t.Errorf("sent %q", got)
 	}
 }
+
+// TestNoAllocationPerMetric: a Write allocates the same for 100 metrics as for 5,000 (per
+// request: the HTTP client's request and response), nothing per metric or field.
+func TestNoAllocationPerMetric(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	for _, enc := range []string{"gzip", "identity"} {
+		o, _ := newV2(t, func(o *InfluxDBv2) {
+			o.URLs, o.Bucket, o.ContentEncoding, o.UintSupport = []string{srv.URL}, "b", enc, false // uints converted: the scratch path
+			o.BucketTag = "line"                                                                    // three groups: the grouping path
+		})
+		ms := plcMetrics("alloc", 5000, recentBase(), true)
+		allocs := func(n int) float64 {
+			return testing.AllocsPerRun(20, func() {
+				if err := o.Write(context.Background(), ms[:n]); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+		allocs(5000) // grow the reused buffers
+		small, large := allocs(100), allocs(5000)
+		t.Logf("%s: %.0f allocations for 100 metrics, %.0f for 5000", enc, small, large)
+		if large > small+10 {
+			t.Errorf("%s: %.0f allocations for 100 metrics, %.0f for 5000: something allocates per metric", enc, small, large)
+		}
+	}
+}
