@@ -7,6 +7,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -123,7 +124,7 @@ func init() {
 			MaxMessageBytes: 1_000_000,
 			BatchSize:       1000,
 			BatchBytes:      1 << 20,
-			BatchTimeout:    config.Duration(10 * time.Millisecond),
+			BatchTimeout:    config.Duration(time.Millisecond),
 			MaxRetry:        3,
 			Timeout:         config.Duration(10 * time.Second),
 			ClientID:        "tagpipe",
@@ -190,7 +191,7 @@ func (k *Kafka) Init() error {
 	switch strings.ToUpper(k.SASLMechanism) {
 	case "":
 		if k.SASLUsername != "" {
-			return config.KeyErrorf("sasl_mechanism", "sasl_username is set: give the mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
+			return config.KeyErrorf("sasl_username", "give sasl_mechanism too (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
 		}
 	case "PLAIN":
 		mech = plain.Mechanism{Username: k.SASLUsername, Password: k.SASLPassword.Reveal()}
@@ -206,7 +207,7 @@ func (k *Kafka) Init() error {
 		return config.KeyErrorf("sasl_mechanism", "%q: must be \"PLAIN\", \"SCRAM-SHA-256\" or \"SCRAM-SHA-512\"", k.SASLMechanism)
 	}
 	if mech != nil && k.SASLUsername == "" {
-		return config.KeyErrorf("sasl_username", "sasl_mechanism is set: give the user name")
+		return config.KeyErrorf("sasl_mechanism", "give the user name in sasl_username too")
 	}
 	tr := &kafka.Transport{SASL: mech, ClientID: k.ClientID, DialTimeout: k.Timeout.D()}
 	if k.TLSEnable || k.Client.Set() {
@@ -279,6 +280,10 @@ func (k *Kafka) Connect(ctx context.Context) error {
 	defer cancel()
 	client := &kafka.Client{Addr: w.Addr, Transport: p.transport, Timeout: k.Timeout.D()}
 	if _, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{k.Topic}}); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// What a broker that refuses the SASL login (or speaks TLS to a plain client) does.
+			err = fmt.Errorf("%w (the brokers closed the connection: check the SASL credentials and TLS)", err)
+		}
 		return fmt.Errorf("brokers %s: %w", strings.Join(k.Brokers, ","), err)
 	}
 	return nil
@@ -416,7 +421,11 @@ func (p *producer) write(ctx context.Context, batch []*models.Metric) error {
 	p.accepted, p.rejected = p.accepted[:0], p.rejected[:0]
 	p.plan(batch)
 	n := len(p.order)
-	p.results = append(p.results[:0], make([]error, n)...)
+	if cap(p.results) < n {
+		p.results = make([]error, n)
+	}
+	p.results = p.results[:n]
+	clear(p.results)
 	if n == 1 {
 		g := p.order[0]
 		p.results[0] = p.w.WriteMessages(ctx, p.msgs[g.from:g.to]...)

@@ -83,8 +83,8 @@ func TestTopicsAndKeys(t *testing.T) {
 	ms := []*models.Metric{
 		mk("plc", "site", "north", "device", "d1", "line", "L1"), // north, key L1/d1
 		mk("plc", "site", "south", "device", "d2"),               // south, key d2
-		mk("plc"),                           // metrics, key "fixed"
-		mk("plc", "site", "bad topic!"),     // invalid: dropped
+		mk("plc"),                            // metrics, key "fixed"
+		mk("plc", "site", "bad topic!"),      // invalid: dropped
 		mk("plc", "site", "later", "x", "1"), // unknown topic: kept
 	}
 	err := k.Write(context.Background(), ms)
@@ -342,3 +342,28 @@ func TestCancelled(t *testing.T) {
 }
 
 var _ = kgo.Record{}
+
+// TestPlanAllocatesNothing: building the messages of a batch (topics, keys, values) allocates
+// nothing once the buffers have grown, in every format.
+func TestPlanAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful with -race")
+	}
+	c := newCluster(t)
+	for _, format := range []string{"influx", "json"} {
+		for _, batched := range []bool{false, true} {
+			k, _ := newKafka(t, c, func(k *Kafka) {
+				k.DataFormat, k.UseBatchFormat, k.RoutingTags = format, batched, []string{"device", "line"}
+				k.TopicSuffix, k.TopicTag, k.ExcludeTopicTag = TopicSuffix{Method: "tags", Keys: []string{"line"}, Separator: "-"}, "device", true
+			})
+			ms := plcMetrics("plan", 5000, time.Now())
+			k.p.plan(ms)
+			if len(k.p.msgs) == 0 || len(k.p.rejected) != 0 {
+				t.Fatalf("%d messages, %d rejected", len(k.p.msgs), len(k.p.rejected))
+			}
+			if n := testing.AllocsPerRun(20, func() { k.p.plan(ms) }); n != 0 {
+				t.Errorf("%s batch=%v: %.1f allocations per batch of %d", format, batched, n, len(ms))
+			}
+		}
+	}
+}
