@@ -96,7 +96,7 @@ type endpoint struct {
 	base      *url.URL
 	write     string // the write URL without its query
 	notBefore time.Time
-	reason    string // why it is not written to before notBefore
+	reason    string // what it answered last, the reason it waits until notBefore
 	backoff   *resilience.Backoff
 	authCode  int // the 401/403 it answered last, 0 once it accepts
 }
@@ -377,6 +377,11 @@ func (w *writer) sendLines(ctx context.Context, batch []*models.Metric, query st
 // time overwrite) to confirm it, because an answer names only some causes — a field type
 // conflict hides lines that did not parse. An answer that names no line is bisected.
 func (w *writer) refused(ctx context.Context, batch []*models.Metric, query string, lines []line, res response) error {
+	if !pointLevel(res.msg) {
+		// A 400 about the request, not its points ("database is required", "invalid
+		// consistency level"): a setting is wrong, and no line is to blame.
+		return fmt.Errorf("%s: %s", res.url, res.describe())
+	}
 	r := parseRefusal(res.msg)
 	rest := lines[:0]
 	n := 0
@@ -450,8 +455,10 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 	for k := range len(w.eps) {
 		i := (w.cur + k) % len(w.eps)
 		e := w.eps[i]
-		if now := time.Now(); now.Before(e.notBefore) {
-			errs = append(errs, fmt.Errorf("%s: not tried before %s (%s)", e.label, e.notBefore.Format("15:04:05.000"), e.reason))
+		if time.Now().Before(e.notBefore) {
+			// No time in the message: the same outage gives the same message, which the agent
+			// logs once a minute, not once per flush.
+			errs = append(errs, fmt.Errorf("%s: not tried until its backoff passes; last: %s", e.label, e.reason))
 			continue
 		}
 		res, err := w.do(ctx, e, query, payload)
@@ -463,7 +470,7 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 		}
 		if err != nil {
 			w.st.networkErrors.Incr()
-			w.wait(e, 0, "network error")
+			w.wait(e, 0, err.Error())
 			errs = append(errs, fmt.Errorf("%s: %w", e.label, err))
 			continue
 		}
@@ -473,16 +480,16 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 			d, ok := parseRetryAfter(res.retryAfter, time.Now())
 			if ok {
 				d = min(d, w.maxRetryAfter)
-				w.wait(e, d, "Retry-After")
+				w.wait(e, d, res.describe()+", waiting for Retry-After")
 				errs = append(errs, fmt.Errorf("%s: %s, Retry-After %s", e.label, res.describe(), d))
 			} else {
-				w.wait(e, 0, res.statusText)
+				w.wait(e, 0, res.describe())
 				errs = append(errs, fmt.Errorf("%s: %s", e.label, res.describe()))
 			}
 			continue
 		case res.status >= 500:
 			w.st.serverErrors.Incr()
-			w.wait(e, 0, res.statusText)
+			w.wait(e, 0, res.describe())
 			errs = append(errs, fmt.Errorf("%s: %s", e.label, res.describe()))
 			continue
 		case res.status == http.StatusUnauthorized || res.status == http.StatusForbidden:
@@ -492,7 +499,7 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 				w.log.Error("the server refused the credentials; metrics are kept until it accepts them",
 					"url", e.label, "status", res.statusText, "message", res.msg)
 			}
-			w.wait(e, 0, res.statusText)
+			w.wait(e, 0, res.describe())
 			errs = append(errs, fmt.Errorf("%s: %s", e.label, res.describe()))
 			continue
 		}
@@ -598,6 +605,13 @@ func parseRetryAfter(h string, now time.Time) (time.Duration, bool) {
 		return max(t.Sub(now), 0), true
 	}
 	return 0, false
+}
+
+// pointLevel reports whether a 400/422 message is about points (InfluxDB wrote the others):
+// a partial write, lines it could not parse, or a refused field.
+func pointLevel(msg string) bool {
+	return strings.Contains(msg, "partial write") || strings.Contains(msg, "unable to parse") ||
+		fieldRefused.MatchString(msg)
 }
 
 // refusal is what a 400/422 answer says about which lines InfluxDB dropped.

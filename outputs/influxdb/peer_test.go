@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -33,14 +35,17 @@ const (
 
 // server is a database started for one test.
 type server struct {
-	t     testing.TB
-	kind  string
-	URL   string // http(s)://127.0.0.1:port
-	bin   string
-	args  []string
-	ready string // path answering 2xx once it serves
-	https bool
-	proc  *testpeer.Process
+	t       testing.TB
+	kind    string
+	URL     string // http(s)://127.0.0.1:port
+	bin     string
+	args    []string
+	ready   string // path answering 2xx once it serves
+	https   bool
+	started bool // ports are fixed once it served: a restart must reuse them
+	proc    *testpeer.Process
+	// configure picks ports and writes the config (again, when a port was taken meanwhile).
+	configure func()
 }
 
 type serverOptions struct {
@@ -50,12 +55,32 @@ type serverOptions struct {
 	maxBody int
 }
 
+// freeAddr returns a loopback address with a free port below Linux's ephemeral range
+// (32768-60999): ports from there are also handed to outgoing connections, and a port that was
+// free a moment ago could be some client's by the time the server binds it.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			l.Close()
+			return l.Addr().String()
+		}
+	}
+	t.Fatal("no free port in 20000-31999")
+	return ""
+}
+
 // startServer starts a database of kind on loopback.
 func startServer(t testing.TB, kind string, o serverOptions) *server {
 	t.Helper()
 	dir := t.TempDir()
-	s := &server{t: t, kind: kind}
-	httpAddr := testpeer.FreeAddr(t)
+	s := &server{t: t, kind: kind, https: o.tls != nil}
+	scheme := "http"
+	if s.https {
+		scheme = "https"
+	}
 	switch kind {
 	case influx167, influx183:
 		s.bin = "/usr/bin/influxd"
@@ -66,36 +91,39 @@ func startServer(t testing.TB, kind string, o serverOptions) *server {
 			testpeer.Missing(t, kind, "scripts/peers.sh installs it", err)
 		}
 		conf := filepath.Join(dir, "influxdb.conf")
-		var b strings.Builder
-		fmt.Fprintf(&b, "reporting-enabled = false\nreporting-disabled = true\nbind-address = %q\n", testpeer.FreeAddr(t))
-		fmt.Fprintf(&b, "[meta]\n  dir = %q\n", filepath.Join(dir, "meta"))
-		fmt.Fprintf(&b, "[data]\n  dir = %q\n  wal-dir = %q\n  query-log-enabled = false\n", filepath.Join(dir, "data"), filepath.Join(dir, "wal"))
-		b.WriteString("[monitor]\n  store-enabled = false\n[subscriber]\n  enabled = false\n")
-		fmt.Fprintf(&b, "[http]\n  bind-address = %q\n  log-enabled = false\n  auth-enabled = %v\n", httpAddr, o.auth)
-		if o.maxBody > 0 {
-			fmt.Fprintf(&b, "  max-body-size = %d\n", o.maxBody)
-		}
-		if o.tls != nil {
-			fmt.Fprintf(&b, "  https-enabled = true\n  https-certificate = %q\n  https-private-key = %q\n", o.tls.ServerCert, o.tls.ServerKey)
-		}
-		if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
-			t.Fatal(err)
-		}
 		s.args, s.ready = []string{"run", "-config", conf}, "/ping"
+		s.configure = func() {
+			httpAddr := freeAddr(t)
+			s.URL = scheme + "://" + httpAddr
+			var b strings.Builder
+			fmt.Fprintf(&b, "reporting-enabled = false\nreporting-disabled = true\nbind-address = %q\n", freeAddr(t))
+			fmt.Fprintf(&b, "[meta]\n  dir = %q\n", filepath.Join(dir, "meta"))
+			fmt.Fprintf(&b, "[data]\n  dir = %q\n  wal-dir = %q\n  query-log-enabled = false\n", filepath.Join(dir, "data"), filepath.Join(dir, "wal"))
+			b.WriteString("[monitor]\n  store-enabled = false\n[subscriber]\n  enabled = false\n")
+			fmt.Fprintf(&b, "[http]\n  bind-address = %q\n  log-enabled = false\n  auth-enabled = %v\n", httpAddr, o.auth)
+			if o.maxBody > 0 {
+				fmt.Fprintf(&b, "  max-body-size = %d\n", o.maxBody)
+			}
+			if o.tls != nil {
+				fmt.Fprintf(&b, "  https-enabled = true\n  https-certificate = %q\n  https-private-key = %q\n", o.tls.ServerCert, o.tls.ServerKey)
+			}
+			if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 	case victoria:
 		s.bin = testpeer.LookPath(t, "victoria-metrics", "apt-get install victoria-metrics")
-		s.args = []string{"-httpListenAddr=" + httpAddr, "-storageDataPath=" + filepath.Join(dir, "vm"),
-			"-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=WARN"}
 		s.ready = "/health"
+		s.configure = func() {
+			httpAddr := freeAddr(t)
+			s.URL = scheme + "://" + httpAddr
+			s.args = []string{"-httpListenAddr=" + httpAddr, "-storageDataPath=" + filepath.Join(dir, "vm"),
+				"-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=WARN"}
+		}
 	default:
 		t.Fatalf("unknown server %q", kind)
 	}
-	s.https = o.tls != nil
-	scheme := "http"
-	if s.https {
-		scheme = "https"
-	}
-	s.URL = scheme + "://" + httpAddr
+	s.configure()
 	s.Start()
 	if o.auth {
 		s.query("", "CREATE USER admin WITH PASSWORD 'secret' WITH ALL PRIVILEGES", "", "")
@@ -103,9 +131,28 @@ func startServer(t testing.TB, kind string, o serverOptions) *server {
 	return s
 }
 
-// Start (re)starts the server with the same config, ports and folders.
+// Start (re)starts the server with the same config and folders. A port taken meanwhile (by
+// another test's server or client) is replaced before the first start and waited for after.
 func (s *server) Start() {
 	s.t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := s.start()
+		if err == nil {
+			s.started = true
+			return
+		}
+		if !strings.Contains(err.Error(), "address already in use") || attempt == 20 {
+			s.t.Fatal(err)
+		}
+		if s.started {
+			time.Sleep(250 * time.Millisecond)
+		} else {
+			s.configure()
+		}
+	}
+}
+
+func (s *server) start() error {
 	args := append([]string{"-c", `echo READY; exec "$0" "$@"`, s.bin}, s.args...)
 	s.proc = testpeer.Start(s.t, testpeer.Options{}, "/bin/sh", args...)
 	deadline := time.Now().Add(30 * time.Second)
@@ -114,16 +161,16 @@ func (s *server) Start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
-				return
+				return nil
 			}
 		}
 		select {
 		case <-s.proc.Done():
-			s.t.Fatalf("%s exited:\n%s", s.kind, s.proc.Log())
+			return fmt.Errorf("%s exited:\n%s", s.kind, s.proc.Log())
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("%s does not answer %s after 30s: %v\n%s", s.kind, s.ready, err, s.proc.Log())
+			return fmt.Errorf("%s does not answer %s after 30s: %v\n%s", s.kind, s.ready, err, s.proc.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
