@@ -3,38 +3,12 @@ package influxdb
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 )
-
-// cpuTime returns the CPU time (user + system) this process used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procCPU returns the CPU time of another process from /proc (clock ticks of 10 ms).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 on
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
 
 const benchBatch = 5000
 
@@ -89,32 +63,24 @@ func benchWrite(b *testing.B, out models.Output, serverPID int, withString bool)
 	round := 1
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0, srv0, t0 := cpuTime(), procCPU(serverPID), time.Now()
+	cpu0, srv0, t0 := outputtest.CPU(), outputtest.ProcessCPU(serverPID), time.Now()
 	for b.Loop() {
 		write(round)
 		round++
 	}
-	elapsed := time.Since(t0)
-	n := float64(benchBatch * (round - 1))
-	b.ReportMetric(n/elapsed.Seconds(), "metrics/s")
-	b.ReportMetric(float64(cpuTime()-cpu0)/n, "cpu-ns/metric")
-	b.ReportMetric(float64(procCPU(serverPID)-srv0)/n, "server-cpu-ns/metric")
+	outputtest.Throughput(b, benchBatch*(round-1), time.Since(t0), outputtest.CPU()-cpu0, outputtest.ProcessCPU(serverPID)-srv0)
 }
 
 // BenchmarkWriteDiscard writes to a server that reads and drops the body: the output's own cost
 // without a database's.
 func BenchmarkWriteDiscard(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer srv.Close()
+	srv := discardServer(b)
 	for _, enc := range []string{"gzip", "identity"} {
 		b.Run(enc, func(b *testing.B) {
 			out, _ := connect(b, "influxdb", func(o *InfluxDB) {
 				o.URLs, o.ContentEncoding, o.SkipDatabaseCreation = []string{srv.URL}, enc, true
 			})
-			benchWrite(b, out, os.Getpid(), true)
+			benchWrite(b, out, 0, true)
 		})
 	}
 }

@@ -9,17 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/outputtest"
 	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
 	"github.com/tagpipe/tagpipe/models"
 )
 
-// runningOutput wraps o as the agent does, with a memory buffer.
 func runningOutput(t testing.TB, o models.Output, batch int) *models.RunningOutput {
-	log, _ := testLogger(t)
-	ro := models.NewRunningOutput(o, &models.PluginConfig{Name: "influxdb"},
-		models.OutputSettings{BatchSize: batch, BufferLimit: 1_000_000, FlushInterval: time.Second}, nil, log)
-	t.Cleanup(func() { ro.Close() })
-	return ro
+	return outputtest.RunningOutput(t, o, "influxdb", batch)
 }
 
 // mixBatch makes metrics of measurement "mix" that InfluxDB 1.6.7 partly refuses, once field
@@ -87,7 +83,7 @@ func TestPartialWrite400(t *testing.T) {
 	want[pointKey("mix", map[string]string{"device": "seed"}, base.Add(-time.Minute).UnixNano())] = "value=1"
 	compare(t, "InfluxDB after the partial write", s.points("plant", "mix"), want)
 
-	if n := logs.count("refused lines", "count=7", "field type conflict", `mix,device=plc1 value=1.5`); n != 1 {
+	if n := logs.Count("refused lines", "count=7", "field type conflict", `mix,device=plc1 value=1.5`); n != 1 {
 		t.Errorf("%d log lines naming the refusal, the first line and the reason, want 1:\n%s", n, logs)
 	}
 	if got := o.w.st.linesRejected.Get(); got != 7 {
@@ -145,7 +141,7 @@ func TestPartialWriteBisect(t *testing.T) {
 	if got := fmt.Sprint(a.Results[0].Series[0].Values[0][1]); got != fmt.Sprint(len(ms)-len(old)) {
 		t.Errorf("count(v) = %s, want %d", got, len(ms)-len(old))
 	}
-	if logs.count("refused lines", "count=3", "beyond retention policy") != 1 {
+	if logs.Count("refused lines", "count=3", "beyond retention policy") != 1 {
 		t.Errorf("no log line with the reason:\n%s", logs)
 	}
 	t.Logf("%d requests for %d lines with %d refused", o.w.requests, len(ms), len(old))
@@ -186,7 +182,7 @@ func TestTooLarge413(t *testing.T) {
 	if !ok || !slices.Equal(p.Rejected, []int{1}) || !slices.Equal(p.Accepted, []int{0}) {
 		t.Fatalf("Write with a line above the limit: %v", err)
 	}
-	if logs.count("refused lines", "413") != 1 {
+	if logs.Count("refused lines", "413") != 1 {
 		t.Errorf("the oversized line is not logged:\n%s", logs)
 	}
 }
@@ -302,7 +298,7 @@ func TestAuthV1(t *testing.T) {
 		}
 		time.Sleep(120 * time.Millisecond) // past the backoff: each flush asks the server
 	}
-	if n := logs.count("refused the credentials"); n != 1 {
+	if n := logs.Count("refused the credentials"); n != 1 {
 		t.Errorf("%d log lines about the credentials after 4 refused writes, want 1", n)
 	}
 	if ro.Buffer.Len() != len(ms) || o.w.st.authErrors.Get() < 4 {
@@ -315,7 +311,7 @@ func TestAuthV1(t *testing.T) {
 		t.Fatalf("Flush once the user exists: %v", err)
 	}
 	compare(t, "after auth", s.points("plant", "auth"), influxExpect(ms))
-	if logs.count("accepts the credentials again") != 1 {
+	if logs.Count("accepts the credentials again") != 1 {
 		t.Errorf("recovery not logged:\n%s", logs)
 	}
 }

@@ -1,7 +1,6 @@
 package influxdb
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,54 +8,18 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )
 
-// logBuf collects an output's log lines for a test to check.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-	t  testing.TB
-}
+// logBuf is the log an output writes in a test.
+type logBuf = outputtest.Log
 
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.t.Logf("log: %s", bytes.TrimSpace(p))
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// count returns how many log lines contain all of subs.
-func (l *logBuf) count(subs ...string) int {
-	n := 0
-	for _, line := range strings.Split(l.String(), "\n") {
-		all := line != ""
-		for _, s := range subs {
-			all = all && strings.Contains(line, s)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
-
-func testLogger(t testing.TB) (*slog.Logger, *logBuf) {
-	lb := &logBuf{t: t}
-	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})), lb
-}
+func testLogger(t testing.TB) (*slog.Logger, *logBuf) { return outputtest.NewLogger(t) }
 
 // fastRetries makes a writer's backoff short enough for tests.
 func fastRetries(w *writer) {

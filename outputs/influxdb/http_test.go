@@ -354,7 +354,7 @@ func TestUnserializable(t *testing.T) {
 	if !ok || !slices.Equal(p.Rejected, []int{1}) || !slices.Equal(p.Accepted, []int{0, 2}) {
 		t.Fatalf("got %+v", p)
 	}
-	if logs.count("refused lines", "no field") != 1 {
+	if logs.Count("refused lines", "no field") != 1 {
 		t.Errorf("not logged:\n%s", logs)
 	}
 	if got := f.requests()[0].lines; len(got) != 2 || !bytes.HasPrefix([]byte(got[0]), []byte("u,")) {
@@ -365,11 +365,7 @@ func TestUnserializable(t *testing.T) {
 // TestNoAllocationPerMetric: a Write allocates the same for 100 metrics as for 5,000 (per
 // request: the HTTP client's request and response), nothing per metric or field.
 func TestNoAllocationPerMetric(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer srv.Close()
+	srv := discardServer(t)
 	for _, enc := range []string{"gzip", "identity"} {
 		o, _ := newV2(t, func(o *InfluxDBv2) {
 			o.URLs, o.Bucket, o.ContentEncoding, o.UintSupport = []string{srv.URL}, "b", enc, false // uints converted: the scratch path
@@ -404,4 +400,14 @@ func TestBadRequestNotAboutPoints(t *testing.T) {
 	if !strings.Contains(err.Error(), "invalid consistency level") || len(f.requests()) != 1 {
 		t.Errorf("%v after %d requests", err, len(f.requests()))
 	}
+}
+
+// discardServer reads and drops every body and answers 204.
+func discardServer(t testing.TB) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
 }

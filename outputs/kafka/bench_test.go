@@ -3,38 +3,18 @@ package kafka
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/outputtest"
 	"github.com/tagpipe/tagpipe/internal/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procCPU returns the CPU time of another process from /proc (clock ticks of 10 ms).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
 
 // startKfakeProcess builds testdata/kfakepeer and runs it: kfake in its own process, so that
 // this process's CPU is the output's alone.
@@ -82,7 +62,7 @@ func benchWrite(b *testing.B, out models.Output, brokerPID int) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu0, srv0, t0 := cpuTime(), procCPU(brokerPID), time.Now()
+	cpu0, srv0, t0 := outputtest.CPU(), outputtest.ProcessCPU(brokerPID), time.Now()
 	n := 0
 	for b.Loop() {
 		if err := out.Write(ctx, ms); err != nil {
@@ -90,10 +70,7 @@ func benchWrite(b *testing.B, out models.Output, brokerPID int) {
 		}
 		n += benchBatch
 	}
-	elapsed := time.Since(t0)
-	b.ReportMetric(float64(n)/elapsed.Seconds(), "metrics/s")
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/metric")
-	b.ReportMetric(float64(procCPU(brokerPID)-srv0)/float64(n), "broker-cpu-ns/metric")
+	outputtest.Throughput(b, n, time.Since(t0), outputtest.CPU()-cpu0, outputtest.ProcessCPU(brokerPID)-srv0)
 }
 
 // BenchmarkPlan is the output's own work on a batch: topics, keys and values of 5,000 metrics,

@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/tagpipe/tagpipe/internal/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )
@@ -41,42 +40,15 @@ func newCluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-	t  testing.TB
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.t.Logf("log: %s", bytes.TrimSpace(p))
-	return l.b.Write(p)
-}
-
-func (l *logBuf) count(subs ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		all := line != ""
-		for _, s := range subs {
-			all = all && strings.Contains(line, s)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
+type logBuf = outputtest.Log
 
 // newKafka returns a connected outputs.kafka made by its registry entry (its defaults) for the
 // cluster's brokers, changed by mod.
 func newKafka(t testing.TB, c *kfake.Cluster, mod func(*Kafka)) (*Kafka, *logBuf) {
 	t.Helper()
 	k := outputs.Registry["kafka"]().(*Kafka)
-	lb := &logBuf{t: t}
-	k.Log = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var lb *logBuf
+	k.Log, lb = outputtest.NewLogger(t)
 	k.Brokers, k.Topic, k.MaxRetry = c.ListenAddrs(), topic, 1
 	mod(k)
 	if err := k.Init(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/tagpipe/tagpipe/internal/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -93,7 +94,7 @@ func TestTopicsAndKeys(t *testing.T) {
 		!strings.Contains(err.Error(), "topic later") {
 		t.Fatalf("Write: %v (%+v)", err, p)
 	}
-	if logs.count("dropped", "bad topic!", "not a valid topic") != 1 {
+	if logs.Count("dropped", "bad topic!", "not a valid topic") != 1 {
 		t.Error("the invalid topic is not logged")
 	}
 	got := consume(t, c.ListenAddrs(), []string{"north", "south", topic}, 3, false)
@@ -193,7 +194,7 @@ func TestMaxMessageBytes(t *testing.T) {
 		if ro.MetricsRejected.Get() != 1 || ro.MetricsWritten.Get() != 4 || ro.Buffer.Len() != 0 {
 			t.Errorf("batch=%v: rejected %d, written %d, buffered %d", batched, ro.MetricsRejected.Get(), ro.MetricsWritten.Get(), ro.Buffer.Len())
 		}
-		if logs.count("dropped", "over max_message_bytes") != 1 || k.p.st.tooLarge.Get() != 1 {
+		if logs.Count("dropped", "over max_message_bytes") != 1 || k.p.st.tooLarge.Get() != 1 {
 			t.Errorf("batch=%v: the oversized metric is not logged or counted", batched)
 		}
 	}
@@ -206,7 +207,7 @@ func TestMaxMessageBytes(t *testing.T) {
 	if p, partial := models.AsPartialWrite(err); !partial || !slices.Equal(p.Rejected, []int{0}) {
 		t.Fatalf("a message over the broker's limit: %v", err)
 	}
-	if logs.count("dropped", "the broker refused it as too large") != 1 {
+	if logs.Count("dropped", "the broker refused it as too large") != 1 {
 		t.Error("the broker's refusal is not logged")
 	}
 	if err := k.Write(context.Background(), []*models.Metric{ok}); err != nil {
@@ -214,12 +215,8 @@ func TestMaxMessageBytes(t *testing.T) {
 	}
 }
 
-// runningOutput wraps o as the agent does, with a memory buffer.
 func runningOutput(t testing.TB, o models.Output) *models.RunningOutput {
-	ro := models.NewRunningOutput(o, &models.PluginConfig{Name: "kafka"},
-		models.OutputSettings{BatchSize: 1000, BufferLimit: 1_000_000}, nil, o.(*Kafka).Log)
-	t.Cleanup(func() { ro.Close() })
-	return ro
+	return outputtest.RunningOutput(t, o, "kafka", 1000)
 }
 
 // TestInjectedFaults makes kfake fail chosen produce requests: a retriable error on one

@@ -95,7 +95,7 @@ func TestSASL(t *testing.T) {
 				t.Errorf("write with a wrong password: %v, want the batch kept", err)
 			}
 			bad.Close()
-			if logs.count("wrong-pw")+logs.count("s3cret") != 0 {
+			if logs.Count("wrong-pw")+logs.Count("s3cret") != 0 {
 				t.Error("a password is in the log")
 			}
 		})
