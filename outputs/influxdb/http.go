@@ -42,7 +42,6 @@ import (
 //
 // A writer is not safe for concurrent use (the agent never calls Write concurrently).
 type writer struct {
-	name    string // plugin name, for messages and stats
 	log     *slog.Logger
 	client  *http.Client
 	eps     []*endpoint
@@ -129,7 +128,7 @@ type transportOptions struct {
 // setup (re)builds the writer for Connect: HTTP client, URLs, headers, serializer, stats.
 func (w *writer) setup(o transportOptions, log *slog.Logger) error {
 	w.close()
-	w.name, w.log, w.timeout, w.gzip, w.uints, w.dropTag = o.name, log, o.timeout, o.gzip, o.uints, o.dropTag
+	w.log, w.timeout, w.gzip, w.uints, w.dropTag = log, o.timeout, o.gzip, o.uints, o.dropTag
 	if w.log == nil {
 		w.log = slog.Default()
 	}

@@ -268,7 +268,9 @@ func (k *Kafka) Connect(ctx context.Context) error {
 	}
 	w := p.newWriter()
 	w.ErrorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
-		p.log.Debug("kafka-go: " + fmt.Sprintf(msg, args...))
+		if p.log.Enabled(context.Background(), slog.LevelDebug) { // its errors reach Write's result
+			p.log.Debug("kafka-go: " + fmt.Sprintf(msg, args...))
+		}
 	})
 	p.w = w
 	p.stats = models.RegisterStats("internal_kafka", map[string]string{"output": "kafka", "topic": k.Topic})
