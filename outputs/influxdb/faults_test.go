@@ -280,9 +280,9 @@ func TestRestartExactlyOnce(t *testing.T) {
 	}
 }
 
-// TestAuthV1 runs InfluxDB 1.6.7 with authentication: a user it does not know gets 401, which
-// keeps the batch and is logged once, not once per write; once the user exists the kept batch
-// is written and the recovery is logged.
+// TestAuthV1 runs InfluxDB 1.6.7 with authentication: a user it does not know gets 401, a user
+// without the write privilege 403; each keeps the batch and is logged once when it starts, not
+// once per write; once the user may write, the kept batch is written and the recovery logged.
 func TestAuthV1(t *testing.T) {
 	s := startServer(t, influx167, serverOptions{auth: true})
 	s.query("", "CREATE DATABASE plant", "", "")
@@ -304,11 +304,21 @@ func TestAuthV1(t *testing.T) {
 	if ro.Buffer.Len() != len(ms) || o.w.st.authErrors.Get() < 4 {
 		t.Fatalf("buffered %d, auth errors %d", ro.Buffer.Len(), o.w.st.authErrors.Get())
 	}
+	// The user exists but may not write: 403, logged once more (a change), still kept.
 	s.query("", "CREATE USER writer WITH PASSWORD 'pw'", "", "")
+	for range 3 {
+		time.Sleep(120 * time.Millisecond)
+		if err := ro.Flush(context.Background(), true); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Fatalf("Flush without the write privilege: %v, want a 403", err)
+		}
+	}
+	if n, m := logs.Count("refused the credentials", "401"), logs.Count("refused the credentials", "403"); n != 1 || m != 1 {
+		t.Errorf("logged the 401 %d times and the 403 %d times, want once each", n, m)
+	}
 	s.query("", "GRANT WRITE ON plant TO writer", "", "")
 	time.Sleep(120 * time.Millisecond)
 	if err := ro.Flush(context.Background(), true); err != nil {
-		t.Fatalf("Flush once the user exists: %v", err)
+		t.Fatalf("Flush once the user may write: %v", err)
 	}
 	compare(t, "after auth", s.points("plant", "auth"), influxExpect(ms))
 	if logs.Count("accepts the credentials again") != 1 {

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -410,4 +411,42 @@ func discardServer(t testing.TB) *httptest.Server {
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// TestConnectionReset: a server that drops the connection in the middle of the request keeps
+// the batch; it is written at the next try.
+func TestConnectionReset(t *testing.T) {
+	f := newFake(t, ok204)
+	var mu sync.Mutex
+	resets := 0
+	inner := f.srv.Config.Handler
+	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		reset := resets == 0
+		resets++
+		mu.Unlock()
+		if reset {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				io.ReadFull(r.Body, make([]byte, 100)) // part of the body, then gone
+				conn.(*net.TCPConn).SetLinger(0)       // RST, not FIN
+				conn.Close()
+			}
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	f.start(t, nil)
+	o, _ := newV1(t, func(o *InfluxDB) { o.URLs, o.SkipDatabaseCreation = []string{f.srv.URL}, true })
+	ms := plcMetrics("reset", 100, recentBase(), true)
+	err := o.Write(context.Background(), ms)
+	keptWhole(t, "connection reset", err)
+	t.Logf("reset: %v", err)
+	time.Sleep(150 * time.Millisecond)
+	if err := o.Write(context.Background(), ms); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := f.requests(); len(reqs) != 1 || len(reqs[0].lines) != len(ms) {
+		t.Errorf("%d requests reached the handler", len(reqs))
+	}
 }

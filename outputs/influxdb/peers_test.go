@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -69,5 +71,36 @@ func TestReadBackV2(t *testing.T) {
 	}
 }
 
-var _ = fmt.Sprint
-var _ models.Metric
+// TestPrecision writes with precision 1s and 1ms to InfluxDB 1.6.7 (/write) and 1.8.3
+// (/api/v2/write): the stored times are the metrics' times truncated to that unit.
+func TestPrecision(t *testing.T) {
+	for _, p := range []time.Duration{time.Second, time.Millisecond, time.Microsecond} {
+		for _, kind := range []string{influx167, influx183} {
+			t.Run(fmt.Sprintf("%s/%s", kind, p), func(t *testing.T) {
+				t.Parallel()
+				s := startServer(t, kind, serverOptions{})
+				s.query("", "CREATE DATABASE plant", "", "")
+				base := time.Date(2026, 11, 25, 12, 0, 0, 123456789, time.UTC)
+				var ms []*models.Metric
+				for i := range 10 { // a second apart: truncation keeps them distinct
+					ms = append(ms, models.New("prec", nil, []models.Field{models.Int("v", int64(i))},
+						base.Add(time.Duration(i)*time.Second+time.Duration(i)*777)))
+				}
+				var out models.Output
+				if kind == influx183 {
+					out, _ = newV2(t, func(o *InfluxDBv2) { o.URLs, o.Bucket, o.Precision = []string{s.URL}, "plant", config.Duration(p) })
+				} else {
+					out, _ = newV1(t, func(o *InfluxDB) { o.URLs, o.Database, o.Precision = []string{s.URL}, "plant", config.Duration(p) })
+				}
+				if err := out.Write(context.Background(), ms); err != nil {
+					t.Fatal(err)
+				}
+				want := map[string]string{}
+				for i, m := range ms {
+					want[pointKey("prec", nil, m.Time.Truncate(p).UnixNano())] = fmt.Sprintf("v=%d", i)
+				}
+				compare(t, "precision "+p.String(), s.points("plant", "prec"), want)
+			})
+		}
+	}
+}
