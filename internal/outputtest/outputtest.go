@@ -1,0 +1,99 @@
+// Package outputtest holds what the tests and benchmarks of several outputs share: a log that a
+// test can search, the agent's RunningOutput around an output, and CPU time of this and other
+// processes.
+package outputtest
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// Log collects log lines (and repeats them in the test's log). Safe for concurrent use.
+type Log struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+	t  testing.TB
+}
+
+// NewLogger returns a debug-level text logger writing into a Log.
+func NewLogger(t testing.TB) (*slog.Logger, *Log) {
+	l := &Log{t: t}
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug})), l
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.t.Logf("log: %s", bytes.TrimSpace(p))
+	return l.b.Write(p)
+}
+
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Count returns how many lines contain every one of subs.
+func (l *Log) Count(subs ...string) int {
+	n := 0
+	for _, line := range strings.Split(l.String(), "\n") {
+		all := line != ""
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// RunningOutput wraps o as the agent does, with a memory buffer of a million metrics, and
+// closes it when the test ends.
+func RunningOutput(t testing.TB, o models.Output, name string, batch int) *models.RunningOutput {
+	log, _ := NewLogger(t)
+	ro := models.NewRunningOutput(o, &models.PluginConfig{Name: name},
+		models.OutputSettings{BatchSize: batch, BufferLimit: 1_000_000, FlushInterval: time.Second}, nil, log)
+	t.Cleanup(func() { ro.Close() })
+	return ro
+}
+
+// CPU returns the CPU time (user + system) this process has used.
+func CPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ProcessCPU returns the CPU time of process pid from /proc, in clock ticks of 10 ms (0 when it
+// cannot be read).
+func ProcessCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // from field 3, the state
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// Throughput reports, for n metrics written in elapsed with cpu of this process and peerCPU of
+// the peer's, metrics/s and the CPU per metric of both.
+func Throughput(b *testing.B, n int, elapsed, cpu, peerCPU time.Duration) {
+	b.ReportMetric(float64(n)/elapsed.Seconds(), "metrics/s")
+	b.ReportMetric(float64(cpu)/float64(n), "cpu-ns/metric")
+	b.ReportMetric(float64(peerCPU)/float64(n), "peer-cpu-ns/metric")
+}
