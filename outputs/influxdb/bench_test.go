@@ -3,6 +3,7 @@ package influxdb
 import (
 	"context"
 	"fmt"
+	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
 	"testing"
 	"time"
 
@@ -20,18 +21,18 @@ func BenchmarkWrite(b *testing.B) {
 	for _, tc := range []struct {
 		kind string
 		v2   bool
-	}{{influx167, false}, {influx183, false}, {influx183, true}, {victoria, false}, {victoria, true}} {
+	}{{tsdb.Influx167, false}, {tsdb.Influx183, false}, {tsdb.Influx183, true}, {tsdb.Victoria, false}, {tsdb.Victoria, true}} {
 		for _, enc := range []string{"gzip", "identity"} {
 			path := "v1"
 			if tc.v2 {
 				path = "v2"
 			}
 			b.Run(fmt.Sprintf("%s/%s/%s", tc.kind, path, enc), func(b *testing.B) {
-				s := startServer(b, tc.kind, serverOptions{})
+				s := tsdb.Start(b, tc.kind, tsdb.Options{})
 				var out models.Output
 				if tc.v2 {
-					if tc.kind != victoria {
-						s.query("", "CREATE DATABASE bench", "", "")
+					if tc.kind != tsdb.Victoria {
+						s.Query("", "CREATE DATABASE bench", "", "")
 					}
 					out, _ = connect(b, "influxdb_v2", func(o *InfluxDBv2) {
 						o.URLs, o.Bucket, o.ContentEncoding, o.UintSupport, o.Log = []string{s.URL}, "bench", enc, false, nil
@@ -41,7 +42,7 @@ func BenchmarkWrite(b *testing.B) {
 						o.URLs, o.Database, o.ContentEncoding = []string{s.URL}, "bench", enc
 					})
 				}
-				benchWrite(b, out, s.proc.Cmd.Process.Pid, tc.kind != victoria)
+				benchWrite(b, out, s.PID(), tc.kind != tsdb.Victoria)
 			})
 		}
 	}

@@ -3,6 +3,7 @@ package influxdb
 import (
 	"context"
 	"fmt"
+	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
 	"os"
 	"regexp"
 	"strings"
@@ -121,9 +122,9 @@ func TestSecretsStayHidden(t *testing.T) {
 // gets its metrics (without the tag, with exclude_bucket_tag); a bucket that does not exist keeps
 // its metrics (404) without holding back the others.
 func TestBucketTag(t *testing.T) {
-	s := startServer(t, influx183, serverOptions{})
+	s := tsdb.Start(t, tsdb.Influx183, tsdb.Options{})
 	for _, db := range []string{"north", "south", "fallback"} {
-		s.query("", "CREATE DATABASE "+db, "", "")
+		s.Query("", "CREATE DATABASE "+db, "", "")
 	}
 	o, _ := newV2(t, func(o *InfluxDBv2) {
 		o.URLs, o.Bucket, o.BucketTag, o.ExcludeBucketTag, o.UintSupport = []string{s.URL}, "fallback", "site", true, false
@@ -154,6 +155,6 @@ func TestBucketTag(t *testing.T) {
 		t.Fatalf("Write: %v", err)
 	}
 	for bucket, ms := range want {
-		compare(t, "bucket "+bucket, s.points(bucket, "bt"), influxExpect(ms))
+		compare(t, "bucket "+bucket, s.Points(bucket, "bt"), influxExpect(ms))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
 	"slices"
 	"strings"
 	"testing"
@@ -50,12 +51,12 @@ func mixBatch(base time.Time) ([]*models.Metric, []int) {
 // which its first answer does not even mention), everything else is accepted and stored, the
 // first refusal is logged once with the server's reason, and the rejects are counted.
 func TestPartialWrite400(t *testing.T) {
-	s := startServer(t, influx167, serverOptions{})
+	s := tsdb.Start(t, tsdb.Influx167, tsdb.Options{})
 	o, logs := newV1(t, func(o *InfluxDB) {
 		o.URLs, o.Database, o.UintSupport = []string{s.URL}, "plant", true
 	})
 	base := recentBase()
-	s.writeRaw("plant", fmt.Sprintf("mix,device=seed value=1i %d", base.Add(-time.Minute).UnixNano()))
+	s.WriteRaw("plant", fmt.Sprintf("mix,device=seed value=1i %d", base.Add(-time.Minute).UnixNano()))
 	ms, bad := mixBatch(base)
 
 	err := o.Write(context.Background(), ms)
@@ -80,8 +81,8 @@ func TestPartialWrite400(t *testing.T) {
 		}
 	}
 	want := influxExpect(good)
-	want[pointKey("mix", map[string]string{"device": "seed"}, base.Add(-time.Minute).UnixNano())] = "value=1"
-	compare(t, "InfluxDB after the partial write", s.points("plant", "mix"), want)
+	want[tsdb.PointKey("mix", map[string]string{"device": "seed"}, base.Add(-time.Minute).UnixNano())] = "value=1"
+	compare(t, "InfluxDB after the partial write", s.Points("plant", "mix"), want)
 
 	if n := logs.Count("refused lines", "count=7", "field type conflict", `mix,device=plc1 value=1.5`); n != 1 {
 		t.Errorf("%d log lines naming the refusal, the first line and the reason, want 1:\n%s", n, logs)
@@ -100,7 +101,7 @@ func TestPartialWrite400(t *testing.T) {
 	if r, w, l := ro.MetricsRejected.Get(), ro.MetricsWritten.Get(), ro.Buffer.Len(); r != int64(len(bad2)) || w != int64(len(ms2)-len(bad2)) || l != 0 {
 		t.Errorf("rejected %d, written %d, buffered %d; want %d, %d, 0", r, w, l, len(bad2), len(ms2)-len(bad2))
 	}
-	if got, want := s.count("plant", "value", "mix"), int64(1+2*(len(ms)-len(bad))); got != want {
+	if got, want := s.Count("plant", "value", "mix"), int64(1+2*(len(ms)-len(bad))); got != want {
 		t.Errorf("count(value) = %d, want %d", got, want)
 	}
 }
@@ -109,9 +110,9 @@ func TestPartialWrite400(t *testing.T) {
 // 400 that names no line ("points beyond retention policy dropped=N"); the writer finds them by
 // bisecting and drops only them.
 func TestPartialWriteBisect(t *testing.T) {
-	s := startServer(t, influx167, serverOptions{})
-	s.query("", "CREATE DATABASE plant", "", "")
-	s.query("", "CREATE RETENTION POLICY short ON plant DURATION 1h REPLICATION 1", "", "")
+	s := tsdb.Start(t, tsdb.Influx167, tsdb.Options{})
+	s.Query("", "CREATE DATABASE plant", "", "")
+	s.Query("", "CREATE RETENTION POLICY short ON plant DURATION 1h REPLICATION 1", "", "")
 	o, logs := newV1(t, func(o *InfluxDB) {
 		o.URLs, o.Database, o.RetentionPolicy = []string{s.URL}, "plant", "short"
 	})
@@ -137,7 +138,7 @@ func TestPartialWriteBisect(t *testing.T) {
 	if len(p.Accepted) != len(ms)-len(old) {
 		t.Errorf("%d accepted, want %d", len(p.Accepted), len(ms)-len(old))
 	}
-	a := s.query("plant", `SELECT count(v) FROM "short"."ret"`, "", "")
+	a := s.Query("plant", `SELECT count(v) FROM "short"."ret"`, "", "")
 	if got := fmt.Sprint(a.Results[0].Series[0].Values[0][1]); got != fmt.Sprint(len(ms)-len(old)) {
 		t.Errorf("count(v) = %s, want %d", got, len(ms)-len(old))
 	}
@@ -152,7 +153,7 @@ func TestPartialWriteBisect(t *testing.T) {
 // rejected instead of being retried forever. (InfluxDB 1.6.7 checks the size of the body as
 // sent: identity encoding makes the limit easy to pass.)
 func TestTooLarge413(t *testing.T) {
-	s := startServer(t, influx167, serverOptions{maxBody: 20_000})
+	s := tsdb.Start(t, tsdb.Influx167, tsdb.Options{MaxBody: 20_000})
 	o, logs := newV1(t, func(o *InfluxDB) {
 		o.URLs, o.Database, o.ContentEncoding = []string{s.URL}, "plant", "identity"
 	})
@@ -160,7 +161,7 @@ func TestTooLarge413(t *testing.T) {
 	if err := o.Write(context.Background(), ms); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	compare(t, "after 413 splits", s.points("plant", "big"), influxExpect(ms))
+	compare(t, "after 413 splits", s.Points("plant", "big"), influxExpect(ms))
 	if o.w.st.tooLarge.Get() == 0 || o.w.maxBody == 0 || o.w.maxBody > 20_000 {
 		t.Errorf("413s %d, learned max body %d", o.w.st.tooLarge.Get(), o.w.maxBody)
 	}
@@ -197,21 +198,21 @@ func TestRestartExactlyOnce(t *testing.T) {
 		v2   bool
 		kill bool
 	}{
-		{influx167, false, true},
-		{influx183, true, false},
-		{victoria, false, false},
+		{tsdb.Influx167, false, true},
+		{tsdb.Influx183, true, false},
+		{tsdb.Victoria, false, false},
 		// Not killed: VictoriaMetrics keeps the newest samples in memory for a second or so, and
 		// a SIGKILL loses what it had acknowledged (seen here: the first third went missing).
-		{victoria, true, false},
+		{tsdb.Victoria, true, false},
 	} {
 		name := fmt.Sprintf("%s/v2=%v/kill=%v", tc.kind, tc.v2, tc.kill)
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, tc.kind, serverOptions{})
+			s := tsdb.Start(t, tc.kind, tsdb.Options{})
 			var out models.Output
 			if tc.v2 {
-				if tc.kind != victoria {
-					s.query("", "CREATE DATABASE plant", "", "")
+				if tc.kind != tsdb.Victoria {
+					s.Query("", "CREATE DATABASE plant", "", "")
 				}
 				o, _ := newV2(t, func(o *InfluxDBv2) {
 					o.URLs, o.Bucket, o.UintSupport, o.Timeout = []string{s.URL}, "plant", false, 2e9
@@ -223,7 +224,7 @@ func TestRestartExactlyOnce(t *testing.T) {
 			}
 			ro := runningOutput(t, out, 500)
 			const total = 15_000
-			ms := plcMetrics("run", total, recentBase(), tc.kind != victoria)
+			ms := plcMetrics("run", total, recentBase(), tc.kind != tsdb.Victoria)
 			ctx := context.Background()
 			failed := 0
 			stopped := make(chan struct{})
@@ -263,17 +264,17 @@ func TestRestartExactlyOnce(t *testing.T) {
 			if d, r := ro.MetricsDropped.Get(), ro.MetricsRejected.Get(); d != 0 || r != 0 {
 				t.Errorf("dropped %d, rejected %d", d, r)
 			}
-			if tc.kind == victoria {
+			if tc.kind == tsdb.Victoria {
 				want := vmExpect(ms, map[string]string{"db": "plant"})
 				if tc.v2 {
 					want = vmExpect(ms, nil)
 				}
-				compare(t, name, s.waitVM("run_.*", len(want)), want)
+				compare(t, name, s.WaitVM("run_.*", len(want)), want)
 			} else {
-				if n := s.count("plant", "temp", "run"); n != total {
+				if n := s.Count("plant", "temp", "run"); n != total {
 					t.Errorf("count(temp) = %d, want %d", n, total)
 				}
-				compare(t, name, s.points("plant", "run"), influxExpect(ms))
+				compare(t, name, s.Points("plant", "run"), influxExpect(ms))
 			}
 			t.Logf("%d flushes failed while the database was down; %d metrics written (resent included)", failed, ro.MetricsWritten.Get())
 		})
@@ -284,8 +285,8 @@ func TestRestartExactlyOnce(t *testing.T) {
 // without the write privilege 403; each keeps the batch and is logged once when it starts, not
 // once per write; once the user may write, the kept batch is written and the recovery logged.
 func TestAuthV1(t *testing.T) {
-	s := startServer(t, influx167, serverOptions{auth: true})
-	s.query("", "CREATE DATABASE plant", "", "")
+	s := tsdb.Start(t, tsdb.Influx167, tsdb.Options{Auth: true})
+	s.Query("", "CREATE DATABASE plant", "", "")
 	o, logs := newV1(t, func(o *InfluxDB) {
 		o.URLs, o.Database, o.Username, o.Password = []string{s.URL}, "plant", "writer", "pw"
 	})
@@ -305,7 +306,7 @@ func TestAuthV1(t *testing.T) {
 		t.Fatalf("buffered %d, auth errors %d", ro.Buffer.Len(), o.w.st.authErrors.Get())
 	}
 	// The user exists but may not write: 403, logged once more (a change), still kept.
-	s.query("", "CREATE USER writer WITH PASSWORD 'pw'", "", "")
+	s.Query("", "CREATE USER writer WITH PASSWORD 'pw'", "", "")
 	for range 3 {
 		time.Sleep(120 * time.Millisecond)
 		if err := ro.Flush(context.Background(), true); err == nil || !strings.Contains(err.Error(), "403") {
@@ -315,12 +316,12 @@ func TestAuthV1(t *testing.T) {
 	if n, m := logs.Count("refused the credentials", "401"), logs.Count("refused the credentials", "403"); n != 1 || m != 1 {
 		t.Errorf("logged the 401 %d times and the 403 %d times, want once each", n, m)
 	}
-	s.query("", "GRANT WRITE ON plant TO writer", "", "")
+	s.Query("", "GRANT WRITE ON plant TO writer", "", "")
 	time.Sleep(120 * time.Millisecond)
 	if err := ro.Flush(context.Background(), true); err != nil {
 		t.Fatalf("Flush once the user may write: %v", err)
 	}
-	compare(t, "after auth", s.points("plant", "auth"), influxExpect(ms))
+	compare(t, "after auth", s.Points("plant", "auth"), influxExpect(ms))
 	if logs.Count("accepts the credentials again") != 1 {
 		t.Errorf("recovery not logged:\n%s", logs)
 	}
@@ -329,8 +330,8 @@ func TestAuthV1(t *testing.T) {
 // TestAuthV2 writes to InfluxDB 1.8.3's /api/v2/write with a wrong token (401, kept) and a
 // right one.
 func TestAuthV2(t *testing.T) {
-	s := startServer(t, influx183, serverOptions{auth: true})
-	s.query("", "CREATE DATABASE plant", "", "")
+	s := tsdb.Start(t, tsdb.Influx183, tsdb.Options{Auth: true})
+	s.Query("", "CREATE DATABASE plant", "", "")
 	ms := plcMetrics("auth", 10, recentBase(), true)
 	bad, logs := newV2(t, func(o *InfluxDBv2) {
 		o.URLs, o.Bucket, o.Token, o.UintSupport = []string{s.URL}, "plant", "admin:wrong", false
@@ -347,16 +348,16 @@ func TestAuthV2(t *testing.T) {
 	if err := good.Write(context.Background(), ms); err != nil {
 		t.Fatal(err)
 	}
-	compare(t, "v2 with a token", s.points("plant", "auth"), influxExpect(ms))
+	compare(t, "v2 with a token", s.Points("plant", "auth"), influxExpect(ms))
 }
 
 // TestDatabaseCreation: Connect creates the database; skip_database_creation does not, and a
 // write to a missing database keeps the batch; a database dropped while running is created
 // again by the next write.
 func TestDatabaseCreation(t *testing.T) {
-	s := startServer(t, influx167, serverOptions{})
+	s := tsdb.Start(t, tsdb.Influx167, tsdb.Options{})
 	hasDB := func(name string) bool {
-		for _, r := range s.query("", "SHOW DATABASES", "", "").Results {
+		for _, r := range s.Query("", "SHOW DATABASES", "", "").Results {
 			for _, ser := range r.Series {
 				for _, v := range ser.Values {
 					if v[0] == name {
@@ -384,17 +385,17 @@ func TestDatabaseCreation(t *testing.T) {
 	if !hasDB(`we"ird db`) {
 		t.Fatal("Connect did not create the database")
 	}
-	s.query("", `DROP DATABASE "we\"ird db"`, "", "")
+	s.Query("", `DROP DATABASE "we\"ird db"`, "", "")
 	if err := o.Write(context.Background(), ms); err != nil {
 		t.Fatalf("write after the database was dropped: %v", err)
 	}
-	compare(t, "recreated database", s.points(`we"ird db`, "db"), influxExpect(ms))
+	compare(t, "recreated database", s.Points(`we"ird db`, "db"), influxExpect(ms))
 }
 
 // TestTLS writes to InfluxDB 1.6.7 serving https with a certificate from a test CA.
 func TestTLS(t *testing.T) {
 	f := tlstest.New(t)
-	s := startServer(t, influx167, serverOptions{tls: f})
+	s := tsdb.Start(t, tsdb.Influx167, tsdb.Options{TLS: f})
 	ms := plcMetrics("tls", 20, recentBase(), true)
 
 	o, _ := newV1(t, func(o *InfluxDB) { o.URLs, o.Database, o.CA = []string{s.URL}, "plant", f.CA })
@@ -407,7 +408,7 @@ func TestTLS(t *testing.T) {
 	if err := named.Write(context.Background(), ms[10:]); err != nil {
 		t.Fatalf("tls_server_name: %v", err)
 	}
-	compare(t, "over TLS", s.points("plant", "tls"), influxExpect(ms))
+	compare(t, "over TLS", s.Points("plant", "tls"), influxExpect(ms))
 
 	for what, mod := range map[string]func(*InfluxDB){
 		"untrusted CA": func(o *InfluxDB) { o.CA = f.OtherCA },

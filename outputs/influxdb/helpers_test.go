@@ -3,6 +3,7 @@ package influxdb
 import (
 	"context"
 	"fmt"
+	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
 	"log/slog"
 	"maps"
 	"reflect"
@@ -92,7 +93,7 @@ func influxExpect(ms []*models.Metric) map[string]string {
 		for _, f := range m.Fields {
 			fields[f.Key] = valueString(f, false)
 		}
-		out[pointKey(m.Name, tags, m.Time.UnixNano())] = fieldString(fields)
+		out[tsdb.PointKey(m.Name, tags, m.Time.UnixNano())] = tsdb.FieldString(fields)
 	}
 	return out
 }
@@ -113,7 +114,7 @@ func vmExpect(ms []*models.Metric, extra map[string]string) map[string]string {
 			if f.Type() == models.TypeString {
 				continue
 			}
-			out[pointKey(m.Name+"_"+f.Key, tags, m.Time.UnixMilli())] = valueString(f, true)
+			out[tsdb.PointKey(m.Name+"_"+f.Key, tags, m.Time.UnixMilli())] = valueString(f, true)
 		}
 	}
 	return out

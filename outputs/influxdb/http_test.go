@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
 	"io"
 	"net"
 	"net/http"
@@ -193,7 +194,7 @@ func TestFailover(t *testing.T) {
 		return http.StatusInternalServerError, nil, `{"error":"engine: disk full"}`
 	}).start(t, nil)
 	good := newFake(t, ok204).start(t, nil)
-	dead := "http://" + freeAddr(t) // nothing listens
+	dead := "http://" + tsdb.FreeAddr(t) // nothing listens
 	o, _ := newV1(t, func(o *InfluxDB) {
 		o.URLs, o.SkipDatabaseCreation = []string{dead, bad.srv.URL, good.srv.URL}, true
 	})

@@ -1,6 +1,9 @@
-package influxdb
+// Package tsdb starts the time-series databases tests write to: InfluxDB 1.6.7 (Debian),
+// InfluxDB 1.8.3 (built by scripts/peers.d/30-influxdb.sh) and VictoriaMetrics (Debian), each on
+// free loopback ports with its own folders, and reads their data back.
+package tsdb
 
-// Real databases for the tests, each started on free loopback ports with its own folders and
+// Each database is started on free loopback ports with its own folders and
 // config file, stopped by its PID when the test ends (internal/testpeer). InfluxDB and
 // VictoriaMetrics print no READY line: the command line is wrapped as
 // `sh -c 'echo READY; exec …'` (the server keeps the shell's PID) and the test then waits for
@@ -28,13 +31,13 @@ import (
 )
 
 const (
-	influx167 = "influxdb-1.6.7" // Debian's influxd: v1 /write only
-	influx183 = "influxdb-1.8.3" // built by scripts/peers.d/30-influxdb.sh: /api/v2/write too
-	victoria  = "victoria-metrics"
+	Influx167 = "influxdb-1.6.7" // Debian's influxd: v1 /write only
+	Influx183 = "influxdb-1.8.3" // built by scripts/peers.d/30-influxdb.sh: /api/v2/write too
+	Victoria  = "victoria-metrics"
 )
 
-// server is a database started for one test.
-type server struct {
+// Server is a database started for one test.
+type Server struct {
 	t       testing.TB
 	kind    string
 	URL     string // http(s)://127.0.0.1:port
@@ -48,17 +51,17 @@ type server struct {
 	configure func()
 }
 
-type serverOptions struct {
-	auth bool           // InfluxDB: auth-enabled (an admin "admin"/"secret" is created)
-	tls  *tlstest.Files // InfluxDB: serve https with tls.ServerCert
+type Options struct {
+	Auth bool           // InfluxDB: auth-enabled (an admin "admin"/"secret" is created)
+	TLS  *tlstest.Files // InfluxDB: serve https with tls.ServerCert
 	// maxBody is InfluxDB's max-body-size in bytes (0: its default, 25 MB).
-	maxBody int
+	MaxBody int
 }
 
-// freeAddr returns a loopback address with a free port below Linux's ephemeral range
+// FreeAddr returns a loopback address with a free port below Linux's ephemeral range
 // (32768-60999): ports from there are also handed to outgoing connections, and a port that was
 // free a moment ago could be some client's by the time the server binds it.
-func freeAddr(t testing.TB) string {
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	for range 100 {
 		port := 20000 + rand.IntN(12000)
@@ -72,19 +75,20 @@ func freeAddr(t testing.TB) string {
 	return ""
 }
 
-// startServer starts a database of kind on loopback.
-func startServer(t testing.TB, kind string, o serverOptions) *server {
+// Start starts a database of kind (Influx167, Influx183, Victoria) on loopback; it is stopped
+// when the test ends.
+func Start(t testing.TB, kind string, o Options) *Server {
 	t.Helper()
 	dir := t.TempDir()
-	s := &server{t: t, kind: kind, https: o.tls != nil}
+	s := &Server{t: t, kind: kind, https: o.TLS != nil}
 	scheme := "http"
 	if s.https {
 		scheme = "https"
 	}
 	switch kind {
-	case influx167, influx183:
+	case Influx167, Influx183:
 		s.bin = "/usr/bin/influxd"
-		if kind == influx183 {
+		if kind == Influx183 {
 			s.bin = filepath.Join(testpeer.PeersDir(t), "bin", "influxd-1.8.3")
 		}
 		if _, err := os.Stat(s.bin); err != nil {
@@ -93,29 +97,29 @@ func startServer(t testing.TB, kind string, o serverOptions) *server {
 		conf := filepath.Join(dir, "influxdb.conf")
 		s.args, s.ready = []string{"run", "-config", conf}, "/ping"
 		s.configure = func() {
-			httpAddr := freeAddr(t)
+			httpAddr := FreeAddr(t)
 			s.URL = scheme + "://" + httpAddr
 			var b strings.Builder
-			fmt.Fprintf(&b, "reporting-enabled = false\nreporting-disabled = true\nbind-address = %q\n", freeAddr(t))
+			fmt.Fprintf(&b, "reporting-enabled = false\nreporting-disabled = true\nbind-address = %q\n", FreeAddr(t))
 			fmt.Fprintf(&b, "[meta]\n  dir = %q\n", filepath.Join(dir, "meta"))
 			fmt.Fprintf(&b, "[data]\n  dir = %q\n  wal-dir = %q\n  query-log-enabled = false\n", filepath.Join(dir, "data"), filepath.Join(dir, "wal"))
 			b.WriteString("[monitor]\n  store-enabled = false\n[subscriber]\n  enabled = false\n")
-			fmt.Fprintf(&b, "[http]\n  bind-address = %q\n  log-enabled = false\n  auth-enabled = %v\n", httpAddr, o.auth)
-			if o.maxBody > 0 {
-				fmt.Fprintf(&b, "  max-body-size = %d\n", o.maxBody)
+			fmt.Fprintf(&b, "[http]\n  bind-address = %q\n  log-enabled = false\n  auth-enabled = %v\n", httpAddr, o.Auth)
+			if o.MaxBody > 0 {
+				fmt.Fprintf(&b, "  max-body-size = %d\n", o.MaxBody)
 			}
-			if o.tls != nil {
-				fmt.Fprintf(&b, "  https-enabled = true\n  https-certificate = %q\n  https-private-key = %q\n", o.tls.ServerCert, o.tls.ServerKey)
+			if o.TLS != nil {
+				fmt.Fprintf(&b, "  https-enabled = true\n  https-certificate = %q\n  https-private-key = %q\n", o.TLS.ServerCert, o.TLS.ServerKey)
 			}
 			if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
-	case victoria:
+	case Victoria:
 		s.bin = testpeer.LookPath(t, "victoria-metrics", "apt-get install victoria-metrics")
 		s.ready = "/health"
 		s.configure = func() {
-			httpAddr := freeAddr(t)
+			httpAddr := FreeAddr(t)
 			s.URL = scheme + "://" + httpAddr
 			s.args = []string{"-httpListenAddr=" + httpAddr, "-storageDataPath=" + filepath.Join(dir, "vm"),
 				"-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=WARN"}
@@ -125,15 +129,15 @@ func startServer(t testing.TB, kind string, o serverOptions) *server {
 	}
 	s.configure()
 	s.Start()
-	if o.auth {
-		s.query("", "CREATE USER admin WITH PASSWORD 'secret' WITH ALL PRIVILEGES", "", "")
+	if o.Auth {
+		s.Query("", "CREATE USER admin WITH PASSWORD 'secret' WITH ALL PRIVILEGES", "", "")
 	}
 	return s
 }
 
 // Start (re)starts the server with the same config and folders. A port taken meanwhile (by
 // another test's server or client) is replaced before the first start and waited for after.
-func (s *server) Start() {
+func (s *Server) Start() {
 	s.t.Helper()
 	for attempt := 1; ; attempt++ {
 		err := s.start()
@@ -152,12 +156,12 @@ func (s *server) Start() {
 	}
 }
 
-func (s *server) start() error {
+func (s *Server) start() error {
 	args := append([]string{"-c", `echo READY; exec "$0" "$@"`, s.bin}, s.args...)
 	s.proc = testpeer.Start(s.t, testpeer.Options{}, "/bin/sh", args...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := s.client().Get(s.URL + s.ready)
+		resp, err := s.Client().Get(s.URL + s.ready)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
@@ -177,17 +181,17 @@ func (s *server) start() error {
 }
 
 // Stop ends the server with SIGTERM; Kill with SIGKILL (a crash).
-func (s *server) Stop() { s.proc.Stop() }
-func (s *server) Kill() { s.proc.Kill() }
+func (s *Server) Stop() { s.proc.Stop() }
+func (s *Server) Kill() { s.proc.Kill() }
 
-func (s *server) client() *http.Client {
+func (s *Server) Client() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // the test's own server
 	}}
 }
 
-// query runs an InfluxQL statement (as user/password if given) and returns the decoded answer.
-func (s *server) query(db, q, user, pass string) influxAnswer {
+// Query runs an InfluxQL statement (as user/password if given) and returns the decoded answer.
+func (s *Server) Query(db, q, user, pass string) Answer {
 	s.t.Helper()
 	v := url.Values{"q": {q}, "epoch": {"ns"}}
 	if db != "" {
@@ -195,7 +199,7 @@ func (s *server) query(db, q, user, pass string) influxAnswer {
 	}
 	if user == "" && strings.Contains(q, "CREATE USER admin") {
 		// the first admin is created without credentials
-	} else if user == "" && s.kind != victoria {
+	} else if user == "" && s.kind != Victoria {
 		user, pass = "admin", "secret" // ignored by a server without auth
 	}
 	req, _ := http.NewRequest(http.MethodPost, s.URL+"/query", strings.NewReader(v.Encode()))
@@ -203,7 +207,7 @@ func (s *server) query(db, q, user, pass string) influxAnswer {
 	if user != "" {
 		req.SetBasicAuth(user, pass)
 	}
-	resp, err := s.client().Do(req)
+	resp, err := s.Client().Do(req)
 	if err != nil {
 		s.t.Fatalf("query %q: %v", q, err)
 	}
@@ -212,7 +216,7 @@ func (s *server) query(db, q, user, pass string) influxAnswer {
 	if resp.StatusCode != http.StatusOK {
 		s.t.Fatalf("query %q: %s: %s", q, resp.Status, body)
 	}
-	var a influxAnswer
+	var a Answer
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.UseNumber()
 	if err := dec.Decode(&a); err != nil {
@@ -226,7 +230,7 @@ func (s *server) query(db, q, user, pass string) influxAnswer {
 	return a
 }
 
-type influxAnswer struct {
+type Answer struct {
 	Results []struct {
 		Error  string `json:"error"`
 		Series []struct {
@@ -238,11 +242,11 @@ type influxAnswer struct {
 	} `json:"results"`
 }
 
-// points reads every point of measurement back from InfluxDB, keyed by series and time:
-// "name,k=v,k=v time" → "field=value,field=value" with fields sorted (see pointKey).
-func (s *server) points(db, measurement string) map[string]string {
+// Points reads every point of measurement back from InfluxDB, keyed by series and time:
+// "name,k=v,k=v time" → "field=value,field=value" with fields sorted (see PointKey).
+func (s *Server) Points(db, measurement string) map[string]string {
 	s.t.Helper()
-	a := s.query(db, fmt.Sprintf("SELECT * FROM %s GROUP BY *", quoteIdent(measurement)), "", "")
+	a := s.Query(db, fmt.Sprintf("SELECT * FROM %s GROUP BY *", QuoteIdent(measurement)), "", "")
 	out := map[string]string{}
 	for _, r := range a.Results {
 		for _, ser := range r.Series {
@@ -260,18 +264,18 @@ func (s *server) points(db, measurement string) map[string]string {
 					}
 					fields[c] = fmt.Sprint(row[i])
 				}
-				out[pointKey(ser.Name, ser.Tags, tm)] = fieldString(fields)
+				out[PointKey(ser.Name, ser.Tags, tm)] = FieldString(fields)
 			}
 		}
 	}
 	return out
 }
 
-// vmSeries reads every sample of series named like match from VictoriaMetrics, keyed like
+// VMSamples reads every sample of series named like match from VictoriaMetrics, keyed like
 // points but one entry per sample: "name_field,k=v time_ms" → value.
-func (s *server) vmSamples(match string) map[string]string {
+func (s *Server) VMSamples(match string) map[string]string {
 	s.t.Helper()
-	c := s.client()
+	c := s.Client()
 	out := map[string]string{}
 	if resp, err := c.Get(s.URL + "/internal/force_flush"); err == nil {
 		resp.Body.Close()
@@ -297,19 +301,19 @@ func (s *server) vmSamples(match string) map[string]string {
 		name := row.Metric["__name__"]
 		delete(row.Metric, "__name__")
 		for i, v := range row.Values {
-			out[pointKey(name, row.Metric, row.Timestamps[i])] = v.String()
+			out[PointKey(name, row.Metric, row.Timestamps[i])] = v.String()
 		}
 	}
 	return out
 }
 
-// waitVM polls VictoriaMetrics until want samples of match are readable (it makes data readable
+// WaitVM polls VictoriaMetrics until want samples of match are readable (it makes data readable
 // a moment after a flush).
-func (s *server) waitVM(match string, want int) map[string]string {
+func (s *Server) WaitVM(match string, want int) map[string]string {
 	s.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got := s.vmSamples(match)
+		got := s.VMSamples(match)
 		if len(got) >= want || time.Now().After(deadline) {
 			return got
 		}
@@ -317,7 +321,7 @@ func (s *server) waitVM(match string, want int) map[string]string {
 	}
 }
 
-func pointKey(name string, tags map[string]string, t int64) string {
+func PointKey(name string, tags map[string]string, t int64) string {
 	keys := make([]string, 0, len(tags))
 	for k, v := range tags {
 		if v != "" {
@@ -334,7 +338,7 @@ func pointKey(name string, tags map[string]string, t int64) string {
 	return b.String()
 }
 
-func fieldString(fields map[string]string) string {
+func FieldString(fields map[string]string) string {
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
 		keys = append(keys, k)
@@ -350,12 +354,12 @@ func fieldString(fields map[string]string) string {
 	return b.String()
 }
 
-// writeRaw writes line protocol to db with /write (as the admin on a server with auth).
-func (s *server) writeRaw(db, lines string) {
+// WriteRaw writes line protocol to db with /write (as the admin on a server with auth).
+func (s *Server) WriteRaw(db, lines string) {
 	s.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, s.URL+"/write?db="+url.QueryEscape(db), strings.NewReader(lines))
 	req.SetBasicAuth("admin", "secret")
-	resp, err := s.client().Do(req)
+	resp, err := s.Client().Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -366,10 +370,10 @@ func (s *server) writeRaw(db, lines string) {
 	}
 }
 
-// count returns SELECT count(field) FROM measurement (0 when there is nothing).
-func (s *server) count(db, field, measurement string) int64 {
+// Count returns SELECT count(field) FROM measurement (0 when there is nothing).
+func (s *Server) Count(db, field, measurement string) int64 {
 	s.t.Helper()
-	a := s.query(db, fmt.Sprintf("SELECT count(%s) FROM %s", quoteIdent(field), quoteIdent(measurement)), "", "")
+	a := s.Query(db, fmt.Sprintf("SELECT count(%s) FROM %s", QuoteIdent(field), QuoteIdent(measurement)), "", "")
 	for _, r := range a.Results {
 		for _, ser := range r.Series {
 			if len(ser.Values) > 0 && len(ser.Values[0]) > 1 {
@@ -380,3 +384,11 @@ func (s *server) count(db, field, measurement string) int64 {
 	}
 	return 0
 }
+
+// QuoteIdent quotes an InfluxQL identifier.
+func QuoteIdent(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// PID is the server's process id (for CPU measurements).
+func (s *Server) PID() int { return s.proc.Cmd.Process.Pid }
