@@ -19,6 +19,7 @@ import (
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
 	_ "github.com/tagpipe/tagpipe/outputs/file"
+	_ "github.com/tagpipe/tagpipe/outputs/influxdb"
 )
 
 // seqInput emits metric n = start, start+1, ... every period, stamped start+n milliseconds after
@@ -44,14 +45,19 @@ func (s *seqInput) Start(_ context.Context, acc models.Accumulator) error {
 				return
 			case <-t.C:
 			}
-			acc.AddMetric(models.New("seq", []models.Tag{{Key: "run", Value: "crash"}},
-				[]models.Field{models.Int("n", n)}, time.Unix(1700000000, 0).Add(time.Duration(n)*time.Millisecond)))
+			acc.AddMetric(models.New("seq", seqTags[n%3], []models.Field{models.Int("n", n)}, seqTime(n)))
 			fmt.Fprintf(os.Stdout, "N %d\n", n) // unbuffered: printed means handed over
 		}
 	}()
 	return nil
 }
 func (s *seqInput) Stop() { close(s.stop); <-s.done }
+
+var seqTags = [3][]models.Tag{{{Key: "dev", Value: "d0"}}, {{Key: "dev", Value: "d1"}}, {{Key: "dev", Value: "d2"}}}
+
+func seqTime(n int64) time.Time {
+	return time.Unix(1700000000, 0).Add(time.Duration(n) * time.Millisecond)
+}
 
 // TestMain turns the test binary into an agent when TAGPIPE_CRASH_CHILD is set.
 func TestMain(m *testing.M) {
@@ -63,6 +69,10 @@ func TestMain(m *testing.M) {
 
 func crashChild() int {
 	start, _ := strconv.ParseInt(os.Getenv("SEQ_START"), 10, 64)
+	output := fmt.Sprintf("[[outputs.file]]\n  alias = \"sink\"\n  files = [%q]\n", os.Getenv("OUT_FILE"))
+	if u := os.Getenv("INFLUX_URL"); u != "" {
+		output = fmt.Sprintf("[[outputs.influxdb]]\n  alias = \"sink\"\n  urls = [%q]\n  database = \"crash\"\n  timeout = \"2s\"\n", u)
+	}
 	text := fmt.Sprintf(`
 [agent]
   omit_hostname = true
@@ -71,10 +81,7 @@ func crashChild() int {
   buffer_strategy = "disk"
   buffer_directory = %q
   buffer_fsync = "batch"
-[[outputs.file]]
-  alias = "sink"
-  files = [%q]
-`, os.Getenv("BUFFER_DIR"), os.Getenv("OUT_FILE"))
+`, os.Getenv("BUFFER_DIR")) + output
 	cfg, err := config.LoadText("crash.conf", text, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -137,12 +144,12 @@ func delivered(t *testing.T, file string) map[int64]int {
 		if !strings.HasPrefix(line, "seq,") {
 			continue
 		}
-		var n, ts int64
-		if _, err := fmt.Sscanf(line, "seq,run=crash n=%di %d", &n, &ts); err != nil {
+		var dev, n, ts int64
+		if _, err := fmt.Sscanf(line, "seq,dev=d%d n=%di %d", &dev, &n, &ts); err != nil {
 			t.Fatalf("bad line %q: %v", line, err)
 		}
-		if want := time.Unix(1700000000, 0).Add(time.Duration(n) * time.Millisecond).UnixNano(); ts != want {
-			t.Fatalf("metric %d arrived stamped %d, produced %d", n, ts, want)
+		if ts != seqTime(n).UnixNano() || dev != n%3 {
+			t.Fatalf("metric %d arrived as %q", n, line)
 		}
 		got[n]++
 	}
