@@ -5,7 +5,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -365,5 +368,35 @@ func TestTestAndOnce(t *testing.T) {
 	a, _ = New(setup{inputs: []models.Input{c}, outputs: []*memOut{bad}}.config(), nil)
 	if err := a.Once(context.Background()); err == nil {
 		t.Fatal("--once must fail when an output could not take its metrics")
+	}
+}
+
+func TestOrphanedDiskBufferIsReportedNotDeleted(t *testing.T) {
+	dir := t.TempDir()
+	orphan := filepath.Join(dir, "outputs.influxdb_old")
+	os.MkdirAll(orphan, 0o755)
+	os.WriteFile(filepath.Join(orphan, "0000000000000000.seg"), make([]byte, 100), 0o640)
+	cfg := setup{outputs: []*memOut{{}}}.config()
+	for _, o := range cfg.Outputs {
+		o.Settings.BufferStrategy, o.Settings.BufferDirectory, o.Settings.BufferBytes = "disk", dir, 1<<20
+	}
+	var logged strings.Builder
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	defer slog.SetDefault(prev)
+	a, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.closeAll()
+	if !strings.Contains(logged.String(), "orphaned disk buffer") || !strings.Contains(logged.String(), "outputs.influxdb_old") ||
+		!strings.Contains(logged.String(), "bytes=100") {
+		t.Fatalf("log:\n%s", logged.String())
+	}
+	if _, err := os.Stat(filepath.Join(orphan, "0000000000000000.seg")); err != nil {
+		t.Fatal("an orphaned buffer must not be deleted")
+	}
+	if _, err := os.Stat(filepath.Join(dir, bufferDirName(cfg.Outputs[0].Identity), "lock")); err != nil {
+		t.Fatalf("the output's own buffer folder: %v", err)
 	}
 }
