@@ -87,13 +87,13 @@ type RS485 struct {
 
 // Built-in defaults of Options.
 const (
-	defaultTimeout   = 2 * time.Second
-	defaultRetries   = 1
-	defaultBusyWait  = 100 * time.Millisecond
-	defaultMeasure   = "modbus"
-	defaultBaudRate  = 19200
-	defaultCoolDown  = 30 * time.Second
-	defaultFailures  = 5
+	defaultTimeout  = 2 * time.Second
+	defaultRetries  = 1
+	defaultBusyWait = 100 * time.Millisecond
+	defaultMeasure  = "modbus"
+	defaultBaudRate = 19200
+	defaultCoolDown = 30 * time.Second
+	defaultFailures = 5
 )
 
 // deviceOptions are a device's Options resolved against the defaults.
@@ -139,7 +139,7 @@ type deviceSpec struct {
 	name  string
 	unit  byte
 	prof  *profile
-	plan  []request     // shared with devices of the same profile and plan options
+	plan  []request      // shared with devices of the same profile and plan options
 	tags  [][]models.Tag // per group: sorted, with the device tag; handed to every metric
 	opts  deviceOptions
 }

@@ -52,6 +52,7 @@ type link struct {
 	buf       *[readBufSize]byte // pooled; kept between polls only while it holds bytes
 	r, w      int                // unread bytes are buf[r:w]
 	silent    int                // timeouts in a row with no byte received
+	fresh     bool               // connected, nothing answered yet
 	flushNext bool               // serial: discard stray bytes before the next request
 	lastSend  time.Time
 	lastRecv  time.Time
@@ -107,7 +108,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 		return &errBackoff{until: l.retryAt, err: fmt.Errorf("connect %s: %w", l.target, err)}
 	}
 	l.backoff.Reset()
-	l.c, l.silent, l.flushNext = c, 0, false
+	l.c, l.silent, l.flushNext, l.fresh = c, 0, false, true
 	l.stopConn = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) }) // unblock on Stop
 	if l.connects > 0 {
 		l.st.reconnects.Incr()
@@ -236,10 +237,15 @@ func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Tim
 	data, err := l.answer(d, r)
 	at := time.Now()
 	if err != nil {
+		if l.fresh && l.target.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
+			// TLS 1.3 servers refuse a client certificate after the handshake, often by
+			// just closing the connection.
+			err = fmt.Errorf("%w (the server closed the connection right after the TLS handshake: does it accept the client certificate?)", err)
+		}
 		l.failed(err)
 		return nil, at, err
 	}
-	l.silent, l.lastRecv = 0, at
+	l.silent, l.lastRecv, l.fresh = 0, at, false
 	rtt := at.Sub(sent)
 	d.timeout.Observe(rtt)
 	d.health.Answered(rtt)
