@@ -300,9 +300,13 @@ func (l *link) mbapRequest(tid uint16, unit byte, r *request) []byte {
 // earlier requests and answers of other units.
 func (l *link) answer(d *device, r *request) ([]byte, error) {
 	fc := byte(r.kind)
+	stray := 0
 	for {
 		frame, err := l.next()
 		if err != nil {
+			if stray > 0 {
+				err = fmt.Errorf("%w (meanwhile %d %s of other requests dropped)", err, stray, plural(stray, "answer"))
+			}
 			return nil, err
 		}
 		var unit byte
@@ -311,6 +315,7 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 		case frameMBAP:
 			if tid := binary.BigEndian.Uint16(frame); tid != l.tid {
 				l.st.wrongTID.Incr()
+				stray++
 				if l.debug {
 					l.log.Debug("late answer dropped", "device", d.name, "tid", tid, "want", l.tid)
 				}
@@ -334,6 +339,7 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 		}
 		if unit != d.unit { // RTU, ASCII: an answer of another unit, late
 			l.st.wrongUnit.Incr()
+			stray++
 			continue
 		}
 		data, err := readData(pdu, fc, r.dataBytes())

@@ -183,7 +183,7 @@ func (l *link) pollOnce(ctx context.Context, d *device, acc models.Accumulator) 
 			if !errors.As(err, &exc) && !errors.As(err, new(*frameError)) {
 				// timeout or no connection: the rest would wait just as long
 				if n := len(d.plan) - i - 1; n > 0 {
-					errs = append(errs, fmt.Errorf("device %q: %d more requests skipped in this poll", d.name, n))
+					errs = append(errs, fmt.Errorf("device %q: %d more %s skipped in this poll", d.name, n, plural(n, "request")))
 				}
 				break
 			}
@@ -314,4 +314,11 @@ func (l *link) run(ctx context.Context, acc models.Accumulator, start time.Time,
 			l.st.overruns.Add(int64(missed))
 		}
 	}
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

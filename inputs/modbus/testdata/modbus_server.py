@@ -253,7 +253,7 @@ def corrupt(framer, response, kind):
             struct.pack_into(">H", pkt, 0, (pkt[0] << 8 | pkt[1]) + 1 & 0xFFFF)
         elif kind == "unit":
             pkt[6] = pkt[6] + 1 & 0xFF
-        elif kind == "short" and len(pkt) > 11:
+        elif kind == "short" and len(pkt) >= 11:
             del pkt[-2:]
             struct.pack_into(">H", pkt, 4, len(pkt) - 6)
         return bytes(pkt)
