@@ -236,11 +236,13 @@ func (m *Modbus) resolve(d *Device, prefix string) (deviceOptions, error) {
 	mode := strings.ToLower(orStr(dev.TransmissionMode, top.TransmissionMode))
 	t, err := parseController(d.Controller, mode)
 	if err != nil {
-		key := "controller"
+		key := keyOf(prefix, "controller")
 		if strings.HasPrefix(err.Error(), "transmission_mode") {
-			key = "transmission_mode"
+			if key = "transmission_mode"; dev.TransmissionMode != "" {
+				key = keyOf(prefix, key)
+			}
 		}
-		return o, config.KeyErrorf(keyOf(prefix, key), "%v", err)
+		return o, config.KeyErrorf(key, "%v", err)
 	}
 	o.target = t
 	return o, nil
@@ -380,7 +382,7 @@ func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
 	dt := strings.ToUpper(f.DataType)
 	if dt == "" {
 		if !kind.isBits() {
-			return spec, config.KeyErrorf(key("data_type"), "missing for a %s register: one of %s", kind, typeList)
+			return spec, config.KeyErrorf(key("data_type"), "missing for %s register: one of %s", article(kind), typeList)
 		}
 		dt = "BIT"
 	}
@@ -425,7 +427,7 @@ func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
 	switch {
 	case typ == typeBit && !kind.isBits():
 		if f.Bit == nil || *f.Bit < 0 || *f.Bit > 15 {
-			return spec, config.KeyErrorf(key("bit"), "a BIT of a %s register needs bit = 0..15", kind)
+			return spec, config.KeyErrorf(key("bit"), "a BIT of %s register needs bit = 0..15", article(kind))
 		}
 		spec.bit = uint8(*f.Bit)
 	case f.Bit != nil:
@@ -535,4 +537,12 @@ func deviceTags(prof *profile, d *Device) [][]models.Tag {
 		out[g] = slices.Clip(tags)
 	}
 	return out
+}
+
+// article returns "a holding" or "an input".
+func article(k regKind) string {
+	if k == kindInput {
+		return "an input"
+	}
+	return "a " + k.String()
 }

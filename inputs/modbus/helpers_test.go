@@ -185,3 +185,5 @@ func startPymodbus(t testing.TB, args ...string) *peer {
 func runQuiet(name string, args ...string) ([]byte, error) {
 	return exec.Command(name, args...).CombinedOutput()
 }
+
+func loadText(text string) (*config.Config, error) { return config.LoadText("test.conf", text, nil) }

@@ -170,14 +170,15 @@ func (m *Modbus) Init() error {
 		prof := compiled[pi]
 		for fi := range prof.fields {
 			f := &prof.fields[fi]
-			limit, what := opts.plan.maxRegisters, "max_request_registers"
-			if f.kind.isBits() {
-				limit, what = opts.plan.maxBits, "max_request_bits"
+			if f.kind.isBits() || int(f.regs) <= opts.plan.maxRegisters {
+				continue // a bit always fits
 			}
-			if int(f.regs) > limit {
-				return config.KeyErrorf(prefix+".profile", "field %q of profile %q spans %d registers, more than %s = %d",
-					f.name, prof.name, f.regs, what, limit)
+			key := "max_request_registers"
+			if d.MaxRequestRegisters != nil {
+				key = prefix + "." + key
 			}
+			return config.KeyErrorf(key, "%d: field %q of profile %q spans %d registers (device %q)",
+				opts.plan.maxRegisters, f.name, prof.name, f.regs, d.Name)
 		}
 		pk := planKey{pi, opts.plan}
 		reqs, ok := plans[pk]

@@ -1,0 +1,105 @@
+package modbus
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// TestServiceLifecycle: Start polls every device on its own schedule, reusing one tag slice per
+// device; Stop ends every goroutine and closes every connection.
+func TestServiceLifecycle(t *testing.T) {
+	p := startPymodbus(t, "--units", "1,2,3")
+	m := load(t, simpleConfig("tcp://"+p.addr, "tcp", "  max_gap = 20", 1, 2, 3))
+	m.SetInterval(200 * time.Millisecond)
+	a := newAcc()
+	before := time.Now()
+	if err := m.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background(), a); err == nil {
+		t.Error("a second Start must fail")
+	}
+	ms := a.waitFor(t, 10*time.Second, "three polls of each", func(ms []*models.Metric) bool {
+		return len(byDevice(ms, "unit-1")) >= 3 && len(byDevice(ms, "unit-2")) >= 3 && len(byDevice(ms, "unit-3")) >= 3
+	})
+	m.Stop()
+	if stack := goroutines(); strings.Contains(stack, "inputs/modbus.(*link).run") {
+		t.Fatalf("goroutines outlive Stop:\n%s", stack)
+	}
+	n := len(ms)
+	time.Sleep(300 * time.Millisecond)
+	if ms2, _ := a.snapshot(); len(ms2) != n {
+		t.Errorf("%d metrics after Stop", len(ms2)-n)
+	}
+	for _, dev := range []string{"unit-1", "unit-2", "unit-3"} {
+		d := byDevice(ms, dev)
+		checkSimple(t, d, dev)
+		for i, x := range d {
+			if unsafe.SliceData(x.Tags) != unsafe.SliceData(d[0].Tags) {
+				t.Errorf("%s: poll %d has a new tag slice", dev, i)
+			}
+			if x.Time.Before(before) || x.Time.After(time.Now()) {
+				t.Errorf("%s: time %s outside the test", dev, x.Time)
+			}
+			if i > 0 && x.Time.Sub(d[i-1].Time) < 100*time.Millisecond {
+				t.Errorf("%s: polls %s apart with a 200ms interval", dev, x.Time.Sub(d[i-1].Time))
+			}
+		}
+	}
+	// the first polls follow the phases: unit-1 at 0, unit-2 at 1/3, unit-3 at 2/3 of the interval
+	t1, t2, t3 := byDevice(ms, "unit-1")[0].Time, byDevice(ms, "unit-2")[0].Time, byDevice(ms, "unit-3")[0].Time
+	if !t1.Before(t2) || !t2.Before(t3) {
+		t.Errorf("first polls at %s, %s, %s: not in phase order", t1, t2, t3)
+	}
+}
+
+func goroutines() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
+}
+
+// TestStopDuringRequest: Stop does not wait for a device's timeout.
+func TestStopDuringRequest(t *testing.T) {
+	p := startPymodbus(t, "--units", "1")
+	m := load(t, simpleConfig("tcp://"+p.addr, "tcp", "  timeout = \"30s\"", 9))
+	a := newAcc()
+	if err := m.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	st := m.st
+	deadline := time.Now().Add(5 * time.Second)
+	for st.requests.Get() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	m.Stop()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Stop took %s while a request waited on a 30s timeout", took)
+	}
+	if _, errs := a.snapshot(); len(errs) != 0 {
+		t.Errorf("stopping is not the device's error: %v", errs)
+	}
+}
+
+func TestPhase(t *testing.T) {
+	for _, c := range []struct {
+		i, n     int
+		interval time.Duration
+		want     time.Duration
+	}{
+		{0, 4, time.Second, 0}, {1, 4, time.Second, 250 * time.Millisecond}, {3, 4, time.Second, 750 * time.Millisecond},
+		{1, 3, time.Second, 330 * time.Millisecond}, // 10 ms slots
+		{1, 3, 30 * time.Millisecond, 10 * time.Millisecond},
+		{9999, 10000, time.Second, 990 * time.Millisecond},
+	} {
+		if got := phase(c.i, c.n, c.interval); got != c.want {
+			t.Errorf("phase(%d, %d, %s) = %s, want %s", c.i, c.n, c.interval, got, c.want)
+		}
+	}
+}
