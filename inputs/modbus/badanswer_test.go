@@ -122,6 +122,7 @@ func TestLateAnswerNextPollSucceeds(t *testing.T) {
 		})
 	}
 }
+
 // TestExceptions: every exception pymodbus answers names device, function, address range and
 // exception, is counted, and the fields of the other requests are still reported.
 func TestExceptions(t *testing.T) {
@@ -271,4 +272,3 @@ func TestUnitNotAnswering(t *testing.T) {
 		t.Errorf("requests to unit-9: %d, want 2 (then the breaker opened)", got)
 	}
 }
-
