@@ -14,7 +14,10 @@ type stats struct {
 }
 
 func newStats(instance string) *stats {
-	s := models.RegisterStats("internal_modbus", map[string]string{"instance": instance})
+	return statsOf(models.RegisterStats("internal_modbus", map[string]string{"instance": instance}))
+}
+
+func statsOf(s *models.Stats) *stats {
 	return &stats{
 		set:           s,
 		polls:         s.Get("polls"),
