@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"strconv"
@@ -171,6 +172,31 @@ func (f *fieldSpec) end() int { return int(f.address) + int(f.regs) }
 // decodeRaw assembles n register bytes (wire order) into an integer, most significant byte
 // first, according to the byte order.
 func decodeRaw(b []byte, n int, o byteOrder) uint64 {
+	switch n {
+	case 2:
+		if o.byteSwap {
+			return uint64(b[1])<<8 | uint64(b[0])
+		}
+		return uint64(b[0])<<8 | uint64(b[1])
+	case 4:
+		v := binary.BigEndian.Uint32(b)
+		if o.byteSwap {
+			v = v&0x00FF00FF<<8 | v>>8&0x00FF00FF
+		}
+		if o.wordSwap {
+			v = v<<16 | v>>16
+		}
+		return uint64(v)
+	case 8:
+		v := binary.BigEndian.Uint64(b)
+		if o.byteSwap {
+			v = v&0x00FF00FF00FF00FF<<8 | v>>8&0x00FF00FF00FF00FF
+		}
+		if o.wordSwap {
+			v = v<<48 | v<<16&0x0000FFFF00000000 | v>>16&0x00000000FFFF0000 | v>>48
+		}
+		return v
+	}
 	var v uint64
 	words := n / 2
 	for i := range n {
