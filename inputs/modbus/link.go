@@ -58,6 +58,8 @@ type link struct {
 	lastRecv  time.Time
 	frameGap  time.Duration // serial: the silence between frames (3.5 characters)
 
+	overrunLogged time.Time
+
 	wbuf    [mbapHeader + 5]byte
 	ascii   [maxASCIIFrame / 2]byte // decoded ASCII frames
 	scratch [2 * maxRegisters]byte  // byte-swapped strings

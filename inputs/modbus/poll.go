@@ -312,6 +312,11 @@ func (l *link) run(ctx context.Context, acc models.Accumulator, start time.Time,
 			missed := now.Sub(d.next)/interval + 1
 			d.next = d.next.Add(missed * interval)
 			l.st.overruns.Add(int64(missed))
+			if now.Sub(l.overrunLogged) >= errorRepeat {
+				l.overrunLogged = now
+				l.log.Warn("polls skipped: the devices of this connection take longer than the interval",
+					"controller", l.target.String(), "device", d.name, "skipped", int64(missed), "interval", interval)
+			}
 		}
 	}
 }

@@ -2,12 +2,14 @@ package modbus
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/tagpipe/tagpipe/internal/modbussim"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -103,3 +105,40 @@ func TestPhase(t *testing.T) {
 		}
 	}
 }
+
+// TestPollAllocations: a scheduled poll (breaker, requests, decoding, the metric) allocates the
+// metric and its fields and nothing else, also with an unchanged STRING field.
+func TestPollAllocations(t *testing.T) {
+	s, err := modbussim.Listen("127.0.0.1:0", modbussim.Config{Now: func() time.Time { return time.Unix(1_800_000_000, 0) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := load(t, fmt.Sprintf("[[inputs.modbus]]\n%s  [[inputs.modbus.device]]\n    name = \"m\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n    tags = { line = \"A\" }\n",
+		strings.ReplaceAll(meterProfile, `name = "alarm"`, "name = \"alarm\"\n      measurement = \"alarms\""), s.Addr()))
+	links := m.buildLinks(m.stats())
+	l, d := links[0], links[0].devices[0]
+	defer l.close()
+	var metrics int
+	counter := countAcc{n: &metrics}
+	d.poll = func() error { return l.pollOnce(context.Background(), d, counter) }
+	if err := d.breaker.Do(d.poll); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(200, func() {
+		if err := d.breaker.Do(d.poll); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if metrics != 2*202 { // one poll before, one warm-up run, 200 measured
+		t.Fatalf("%d metrics", metrics)
+	}
+	if allocs != 4 { // two metrics (power, alarms), each a Metric and its fields
+		t.Errorf("%v allocations per poll, want 4", allocs)
+	}
+}
+
+type countAcc struct{ n *int }
+
+func (c countAcc) AddMetric(*models.Metric) { *c.n++ }
+func (c countAcc) AddError(error)           {}
