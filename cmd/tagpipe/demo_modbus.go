@@ -12,53 +12,6 @@ func init() {
 	demoParts = append(demoParts, demoPart{name: "modbus", start: startModbusDemo})
 }
 
-// demoMeterProfile reads modbussim's layout.
-const demoMeterProfile = `  [[inputs.modbus.profile]]
-    name = "meter"
-    measurement = "power"
-    [[inputs.modbus.profile.field]]
-      name = "voltage"
-      address = 0
-      data_type = "FLOAT32"
-    [[inputs.modbus.profile.field]]
-      name = "current"
-      address = 2
-      data_type = "FLOAT32"
-    [[inputs.modbus.profile.field]]
-      name = "power_kw"
-      address = 4
-      data_type = "FLOAT32"
-    [[inputs.modbus.profile.field]]
-      name = "energy_kwh"
-      address = 6
-      data_type = "UINT32"
-      scale = 0.001
-    [[inputs.modbus.profile.field]]
-      name = "frequency"
-      address = 8
-      data_type = "UFIXED"
-      decimals = 2
-    [[inputs.modbus.profile.field]]
-      name = "temperature"
-      address = 9
-      data_type = "FIXED"
-      decimals = 1
-    [[inputs.modbus.profile.field]]
-      name = "serial_number"
-      address = 10
-      data_type = "STRING"
-      length = 8
-    [[inputs.modbus.profile.field]]
-      name = "alarm"
-      address = 18
-      data_type = "BIT"
-      bit = 1
-    [[inputs.modbus.profile.field]]
-      name = "breaker_closed"
-      register = "coil"
-      address = 0
-`
-
 // startModbusDemo serves simulated meters on loopback: three on ports of their own (Modbus TCP),
 // two behind a gateway (units 11 and 12 on one port) and one behind an RTU-over-TCP converter.
 func startModbusDemo(ctx context.Context) (string, func(), error) {
@@ -66,7 +19,7 @@ func startModbusDemo(ctx context.Context) (string, func(), error) {
 	rtu := modbussim.New(modbussim.Config{Framing: modbussim.RTU, Units: []byte{5}})
 	stop := func() { tcp.Close(); rtu.Close() }
 	var b strings.Builder
-	b.WriteString("[[inputs.modbus]]\n  timeout = \"500ms\"\n" + demoMeterProfile)
+	b.WriteString("[[inputs.modbus]]\n  timeout = \"500ms\"\n" + modbussim.Profile)
 	device := func(name, controller string, unit int, extra string) {
 		fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = %q\n    controller = %q\n    slave_id = %d\n    profile = \"meter\"\n%s",
 			name, controller, unit, extra)

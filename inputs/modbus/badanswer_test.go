@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -97,18 +96,10 @@ func TestLateAnswerNextPollSucceeds(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			p := startPymodbus(t, "--transport", c.transport, "--fault", "1:delay1:0.4")
 			m := load(t, simpleConfig("tcp://"+p.addr, c.mode, "  retries = 0\n  timeout = \"200ms\"\n  max_gap = 20", 1))
-			m.SetInterval(300 * time.Millisecond)
-			a := newAcc()
-			if err := m.Start(context.Background(), a); err != nil {
-				t.Fatal(err)
-			}
-			st := m.st
-			ms := a.waitFor(t, 10*time.Second, "three good polls", func(ms []*models.Metric) bool { return len(ms) >= 3 })
-			m.Stop()
+			ms, errs, st := serve(t, m, 300*time.Millisecond, "three good polls", func(ms []*models.Metric) bool { return len(ms) >= 3 })
 			for _, x := range ms {
 				checkSimple(t, []*models.Metric{x}, "unit-1")
 			}
-			_, errs := a.snapshot()
 			if len(errs) != 1 || !strings.Contains(errs[0].Error(), "timeout") {
 				t.Errorf("want exactly the first poll's timeout, got %v", errs)
 			}
@@ -250,17 +241,9 @@ func TestBadFrames(t *testing.T) {
 func TestUnitNotAnswering(t *testing.T) {
 	p := startPymodbus(t, "--units", "1")
 	m := load(t, simpleConfig("tcp://"+p.addr, "tcp", "  timeout = \"100ms\"\n  retries = 0\n  breaker_failures = 2\n  breaker_cool_down = \"1h\"", 9, 1))
-	m.SetInterval(150 * time.Millisecond)
-	a := newAcc()
-	if err := m.Start(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
-	st := m.st
-	a.waitFor(t, 10*time.Second, "breaker open and unit-1 polled on", func(ms []*models.Metric) bool {
-		return st.breakerSkips.Get() >= 2 && len(byDevice(ms, "unit-1")) >= 6
+	ms, errs, st := serve(t, m, 150*time.Millisecond, "breaker open and unit-1 polled on", func(ms []*models.Metric) bool {
+		return m.st.breakerSkips.Get() >= 2 && len(byDevice(ms, "unit-1")) >= 6
 	})
-	m.Stop()
-	ms, errs := a.snapshot()
 	checkSimple(t, ms, "unit-1")
 	if len(byDevice(ms, "unit-9")) != 0 {
 		t.Error("metrics of a unit that never answers")

@@ -187,3 +187,19 @@ func runQuiet(name string, args ...string) ([]byte, error) {
 }
 
 func loadText(text string) (*config.Config, error) { return config.LoadText("test.conf", text, nil) }
+
+// serve runs m as a service input at interval until cond holds, stops it, and returns what it
+// gathered and its stats.
+func serve(t testing.TB, m *Modbus, interval time.Duration, what string, cond func([]*models.Metric) bool) ([]*models.Metric, []error, *stats) {
+	t.Helper()
+	m.SetInterval(interval)
+	a := newAcc()
+	if err := m.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	st := m.st
+	a.waitFor(t, 10*time.Second, what, cond)
+	m.Stop()
+	ms, errs := a.snapshot()
+	return ms, errs, st
+}

@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -106,14 +105,7 @@ func TestOneRequestPerFieldAndCoilsFromZero(t *testing.T) {
 func TestCloseAfterGather(t *testing.T) {
 	p := startPymodbus(t)
 	m := load(t, simpleConfig("tcp://"+p.addr, "tcp", "  close_connection_after_gather = true", 1))
-	m.SetInterval(100 * time.Millisecond)
-	a := newAcc()
-	if err := m.Start(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
-	st := m.st
-	ms := a.waitFor(t, 10*time.Second, "three polls", func(ms []*models.Metric) bool { return len(ms) >= 3 })
-	m.Stop()
+	ms, _, st := serve(t, m, 100*time.Millisecond, "three polls", func(ms []*models.Metric) bool { return len(ms) >= 3 })
 	checkSimple(t, ms, "unit-1")
 	if got, polls := st.connects.Get(), st.polls.Get(); got != polls {
 		t.Errorf("connects %d, polls %d: want one connection per poll", got, polls)

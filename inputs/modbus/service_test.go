@@ -115,7 +115,7 @@ func TestPollAllocations(t *testing.T) {
 	}
 	defer s.Close()
 	m := load(t, fmt.Sprintf("[[inputs.modbus]]\n%s  [[inputs.modbus.device]]\n    name = \"m\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n    tags = { line = \"A\" }\n",
-		strings.ReplaceAll(meterProfile, `name = "alarm"`, "name = \"alarm\"\n      measurement = \"alarms\""), s.Addr()))
+		strings.ReplaceAll(modbussim.Profile, `name = "alarm"`, "name = \"alarm\"\n      measurement = \"alarms\""), s.Addr()))
 	links := m.buildLinks(m.stats())
 	l, d := links[0], links[0].devices[0]
 	defer l.close()

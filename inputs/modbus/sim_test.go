@@ -9,63 +9,6 @@ import (
 	"github.com/tagpipe/tagpipe/internal/modbussim"
 )
 
-// meterProfile reads internal/modbussim's layout.
-const meterProfile = `
-  [[inputs.modbus.profile]]
-    name = "meter"
-    measurement = "power"
-    [[inputs.modbus.profile.field]]
-      name = "voltage"
-      address = 0
-      data_type = "FLOAT32"
-    [[inputs.modbus.profile.field]]
-      name = "current"
-      address = 2
-      data_type = "FLOAT32"
-    [[inputs.modbus.profile.field]]
-      name = "power_kw"
-      address = 4
-      data_type = "FLOAT32"
-    [[inputs.modbus.profile.field]]
-      name = "energy_wh"
-      address = 6
-      data_type = "UINT32"
-    [[inputs.modbus.profile.field]]
-      name = "frequency"
-      address = 8
-      data_type = "UFIXED"
-      decimals = 2
-    [[inputs.modbus.profile.field]]
-      name = "temperature"
-      address = 9
-      data_type = "FIXED"
-      decimals = 1
-    [[inputs.modbus.profile.field]]
-      name = "serial"
-      address = 10
-      data_type = "STRING"
-      length = 8
-    [[inputs.modbus.profile.field]]
-      name = "running"
-      address = 18
-      data_type = "BIT"
-      bit = 0
-    [[inputs.modbus.profile.field]]
-      name = "alarm"
-      address = 18
-      data_type = "BIT"
-      bit = 1
-    [[inputs.modbus.profile.field]]
-      name = "breaker_closed"
-      register = "coil"
-      address = 0
-    [[inputs.modbus.profile.field]]
-      name = "uptime"
-      register = "input"
-      address = 0
-      data_type = "UINT16"
-`
-
 // TestSimulator reads modbussim over each framing (ASCII over TCP too: pymodbus serves it, and
 // so does our simulator) and checks the values its documentation says.
 func TestSimulator(t *testing.T) {
@@ -93,7 +36,7 @@ func TestSimulator(t *testing.T) {
     controller = "tcp://%s"
     slave_id = 5
     profile = "meter"
-`, c.mode, meterProfile, s.Addr(), s.Addr()))
+`, c.mode, modbussim.Profile, s.Addr(), s.Addr()))
 			ms, err := gather(t, m)
 			if err != nil {
 				t.Fatal(err)
@@ -108,7 +51,7 @@ func TestSimulator(t *testing.T) {
 				"energy_wh":      uint64(uint32(uint64(at.Unix()) * 105)),
 				"frequency":      (5000 + math.Round(5*math.Sin(2*math.Pi*sec/30))) / 100,
 				"temperature":    (215 + math.Round(30*math.Sin(2*math.Pi*sec/300+5))) / 10,
-				"serial":         "SIM-0005",
+				"serial_number":  "SIM-0005",
 				"running":        true,
 				"alarm":          true, // second 5 of the minute
 				"breaker_closed": (at.Unix()/10+5)%2 == 0,

@@ -209,20 +209,7 @@ func typedConfig(controller, mode, extra string, layout []layoutEntry) string {
 
 // TestDataTypesTCP reads every data type and byte order from pymodbus over Modbus TCP, in the
 // fewest requests.
-func TestDataTypesTCP(t *testing.T) {
-	layout := typedLayout(t)
-	p := startPymodbus(t, "--typed")
-	m := load(t, typedConfig("tcp://"+p.addr, "auto", "", layout))
-	ms, err := gather(t, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkTyped(t, ms, layout)
-	// holding 100..244 in two requests of ≤ 125, one each for coils, discrete and input.
-	if got := m.st.requests.Get(); got != 5 {
-		t.Errorf("requests: got %d, want 5", got)
-	}
-}
+func TestDataTypesTCP(t *testing.T) { testTransport(t, "auto", "tcp://", nil, "") }
 
 // TestScaleOffsetOutput checks scale, offset and output types on values pymodbus holds.
 func TestScaleOffsetOutput(t *testing.T) {

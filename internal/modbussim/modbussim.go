@@ -40,6 +40,64 @@ import (
 	"time"
 )
 
+// Profile is the [[inputs.modbus.profile]] table named "meter" that reads this layout (as
+// `tagpipe demo` does), to paste into a config after the [[inputs.modbus]] line.
+const Profile = `
+  [[inputs.modbus.profile]]
+    name = "meter"
+    measurement = "power"
+    [[inputs.modbus.profile.field]]
+      name = "voltage"
+      address = 0
+      data_type = "FLOAT32"
+    [[inputs.modbus.profile.field]]
+      name = "current"
+      address = 2
+      data_type = "FLOAT32"
+    [[inputs.modbus.profile.field]]
+      name = "power_kw"
+      address = 4
+      data_type = "FLOAT32"
+    [[inputs.modbus.profile.field]]
+      name = "energy_wh"
+      address = 6
+      data_type = "UINT32"
+    [[inputs.modbus.profile.field]]
+      name = "frequency"
+      address = 8
+      data_type = "UFIXED"
+      decimals = 2
+    [[inputs.modbus.profile.field]]
+      name = "temperature"
+      address = 9
+      data_type = "FIXED"
+      decimals = 1
+    [[inputs.modbus.profile.field]]
+      name = "serial_number"
+      address = 10
+      data_type = "STRING"
+      length = 8
+    [[inputs.modbus.profile.field]]
+      name = "running"
+      address = 18
+      data_type = "BIT"
+      bit = 0
+    [[inputs.modbus.profile.field]]
+      name = "alarm"
+      address = 18
+      data_type = "BIT"
+      bit = 1
+    [[inputs.modbus.profile.field]]
+      name = "breaker_closed"
+      register = "coil"
+      address = 0
+    [[inputs.modbus.profile.field]]
+      name = "uptime"
+      register = "input"
+      address = 0
+      data_type = "UINT16"
+`
+
 // Framing is how frames are delimited on the connection.
 type Framing int
 
