@@ -186,14 +186,21 @@ func TestCaptureSeeds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		layout := typedLayout(t)
+		last := layout[len(layout)-1]
+		end := last.Address + last.Length
 		var regs []byte
-		for _, r := range []request{{kind: kindHolding, addr: 100, count: 125}, {kind: kindHolding, addr: 225, count: 20}} {
+		for addr := 100; addr < end; addr += maxRegisters {
+			r := request{kind: kindHolding, addr: uint16(addr), count: uint16(min(maxRegisters, end-addr))}
 			conn.Write(l.mbapRequest(7, 1, &r))
 			a := readQuiet(conn)
+			if len(a) != 9+r.dataBytes() {
+				t.Fatalf("answer of %d bytes to %d registers", len(a), r.count)
+			}
 			regs = append(regs, a[9:]...)
 		}
 		conn.Close()
-		for _, e := range typedLayout(t) {
+		for _, e := range layout {
 			typ := typeNames[e.DataType]
 			o, _ := parseByteOrder(e.ByteOrder, false)
 			order := map[byteOrder]byte{{}: 0, {byteSwap: true}: 1, {wordSwap: true}: 2, {byteSwap: true, wordSwap: true}: 3}[o]
