@@ -111,3 +111,21 @@ func TestCloseAfterGather(t *testing.T) {
 		t.Errorf("connects %d, polls %d: want one connection per poll", got, polls)
 	}
 }
+
+// TestRequestBudget: max_requests_per_second spaces the requests on one connection.
+func TestRequestBudget(t *testing.T) {
+	p := startPymodbus(t, "--units", "1,2,3")
+	m := load(t, simpleConfig("tcp://"+p.addr, "tcp", "  max_requests_per_second = 10.0", 1, 2, 3))
+	start := time.Now()
+	ms, err := gather(t, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"unit-1", "unit-2", "unit-3"} {
+		checkSimple(t, ms, d)
+	}
+	// six requests, the first at once, then one every 100 ms
+	if took := time.Since(start); took < 450*time.Millisecond {
+		t.Errorf("six requests at 10/s took %s", took)
+	}
+}
