@@ -242,11 +242,20 @@ func (s *Server) Close() error {
 
 func (s *Server) accept(l net.Listener) {
 	defer s.wg.Done()
+	wait := 5 * time.Millisecond
 	for {
 		c, err := l.Accept()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+			// out of file descriptors, say: wait and try again, as net/http does
+			time.Sleep(wait)
+			wait = min(2*wait, time.Second)
+			continue
+		}
 		if err != nil {
 			return
 		}
+		wait = 5 * time.Millisecond
 		if !s.track(c) {
 			c.Close()
 			return
@@ -256,6 +265,11 @@ func (s *Server) accept(l net.Listener) {
 			s.serve(c)
 		}()
 	}
+}
+
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary() && !errors.Is(err, net.ErrClosed)
 }
 
 func (s *Server) track(c net.Conn) bool {
@@ -283,10 +297,10 @@ func (s *Server) Serve(c net.Conn) {
 type session struct {
 	s     *Server
 	c     net.Conn
-	in    [2048]byte
+	in    [1024]byte // requests: at most 513 bytes (ASCII)
 	r, w  int
-	frame [260]byte // decoded request: unit, PDU
-	out   [600]byte
+	frame [260]byte // decoded ASCII request: unit, PDU
+	out   [264]byte // answer: room for the MBAP header, PDU ≤ 253, CRC
 }
 
 func (s *Server) serve(c net.Conn) {
@@ -459,7 +473,7 @@ func (ss *session) handle(frame []byte) error {
 		if f.BadChecksum {
 			l++
 		}
-		var asc [600]byte
+		var asc [520]byte // ':', 2·(unit, PDU, LRC), CR LF
 		a := append(asc[:0], ':')
 		a = hex.AppendEncode(a, raw)
 		a = hex.AppendEncode(a, []byte{l})
