@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/goburrow/modbus"
@@ -261,18 +262,56 @@ func (d *device) emit(acc models.Accumulator) {
 	}
 }
 
-// report hands a poll's error to acc, once per errorRepeat while the same error lasts.
+// report hands a poll's error to acc, once per errorRepeat while the same error lasts. Errors
+// are the same when the same requests failed in the same way (the text may differ: a new
+// connection has a new local port).
 func (d *device) report(acc models.Accumulator, err error, now time.Time) {
-	msg := err.Error()
-	if msg == d.lastErr && now.Sub(d.lastErrAt) < errorRepeat {
+	key := errorKey(err)
+	if key == d.lastErr && now.Sub(d.lastErrAt) < errorRepeat {
 		d.repeats++
 		return
 	}
-	if msg == d.lastErr && d.repeats > 0 {
+	if key == d.lastErr && d.repeats > 0 {
 		err = fmt.Errorf("%w (%d times in %s)", err, d.repeats+1, now.Sub(d.lastErrAt).Round(time.Second))
 	}
 	acc.AddError(err)
-	d.lastErr, d.lastErrAt, d.repeats = msg, now, 0
+	d.lastErr, d.lastErrAt, d.repeats = key, now, 0
+}
+
+// errorKey names what failed in a poll: each request and how.
+func errorKey(err error) string {
+	var b strings.Builder
+	var walk func(error)
+	walk = func(err error) {
+		var re *requestError
+		var exc *ExceptionError
+		var fe *frameError
+		switch {
+		case errors.As(err, &exc):
+			fmt.Fprintf(&b, "%d:%d+%d:exception %d;", exc.Function, exc.Address, exc.Count, exc.Code)
+		case errors.As(err, &re):
+			fmt.Fprintf(&b, "%d:%d+%d:", re.r.kind, re.r.addr, re.r.count)
+			switch {
+			case errors.As(err, &fe):
+				b.WriteString(fe.kind.Error())
+			case errors.As(err, new(*errBackoff)):
+				b.WriteString("not connected")
+			default:
+				b.WriteString(resilience.Classify(err).String())
+			}
+			b.WriteByte(';')
+		default:
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				for _, e := range j.Unwrap() {
+					walk(e)
+				}
+				return
+			}
+			b.WriteString(err.Error() + ";")
+		}
+	}
+	walk(err)
+	return b.String()
 }
 
 // run polls the link's devices, each at its phase of every interval, until ctx is done. A poll

@@ -2,7 +2,10 @@ package modbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -142,3 +145,21 @@ type countAcc struct{ n *int }
 
 func (c countAcc) AddMetric(*models.Metric) { *c.n++ }
 func (c countAcc) AddError(error)           {}
+
+func TestErrorKey(t *testing.T) {
+	spec := &deviceSpec{name: "d", unit: 1}
+	r := &request{kind: kindHolding, addr: 4, count: 2}
+	timeout := func(port int) error {
+		return &requestError{d: spec, r: r, err: &net.OpError{Op: "read", Net: "tcp",
+			Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, Err: os.ErrDeadlineExceeded}}
+	}
+	a := &noAnswerError{errors.Join(timeout(1111), errors.New(`device "d": 1 more request skipped in this poll`))}
+	b := &noAnswerError{errors.Join(timeout(2222), errors.New(`device "d": 1 more request skipped in this poll`))}
+	if errorKey(a) != errorKey(b) || a.Error() == b.Error() {
+		t.Errorf("keys %q and %q: a new local port is the same error", errorKey(a), errorKey(b))
+	}
+	c := &ExceptionError{Device: "d", Function: 3, Address: 4, Count: 2, Code: 2}
+	if errorKey(c) == errorKey(a) || errorKey(c) != "3:4+2:exception 2;" {
+		t.Errorf("exception key %q", errorKey(c))
+	}
+}
