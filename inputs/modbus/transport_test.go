@@ -275,3 +275,28 @@ func TestTransportSerialASCII(t *testing.T) {
 	}
 	checkTyped(t, ms, layout)
 }
+
+// TestIPv6Loopback: a controller on ::1.
+func TestIPv6Loopback(t *testing.T) {
+	p := startPymodbus(t, "--host", "::1")
+	if !strings.HasPrefix(p.addr, "[::1]:") {
+		t.Fatalf("peer on %s", p.addr)
+	}
+	m := load(t, simpleConfig("tcp://"+p.addr, "tcp", "", 1))
+	ms, err := gather(t, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSimple(t, ms, "unit-1")
+}
+
+// TestRS485OnPty: a pty has no RS-485 mode; the failure names the device and what was asked.
+func TestRS485OnPty(t *testing.T) {
+	_, client := socatPair(t)
+	m := load(t, simpleConfig("file://"+client, "auto", "  retries = 0\n  [inputs.modbus.rs485]\n    rts_high_during_send = true\n", 1))
+	_, err := gather(t, m)
+	if err == nil || !strings.Contains(err.Error(), `device "unit-1" (file://`+client) || !strings.Contains(err.Error(), "RS485") {
+		t.Fatalf("want an RS-485 error naming the device, got %v", err)
+	}
+	t.Log(err)
+}
