@@ -44,6 +44,7 @@ type link struct {
 	stopConn func() bool // unregisters the context watch of c
 	connects int
 	retryAt  time.Time // after a failed dial: fail fast until then
+	dialErr  error     // of the failed dial
 	backoff  *resilience.Backoff
 	bucket   *resilience.Bucket
 	timer    *time.Timer
@@ -101,13 +102,14 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	}
 	now := time.Now()
 	if now.Before(l.retryAt) {
-		return &errBackoff{until: l.retryAt, err: errors.New("the last connection attempt failed")}
+		return &errBackoff{until: l.retryAt, err: l.dialErr}
 	}
 	c, err := l.dial(ctx, d.opts.timeout)
 	if err != nil {
 		l.st.connectErrors.Incr()
 		l.retryAt = time.Now().Add(l.backoff.Next())
-		return &errBackoff{until: l.retryAt, err: fmt.Errorf("connect %s: %w", l.target, err)}
+		l.dialErr = fmt.Errorf("connect %s: %w", l.target, err)
+		return &errBackoff{until: l.retryAt, err: l.dialErr}
 	}
 	l.backoff.Reset()
 	l.c, l.silent, l.flushNext, l.fresh = c, 0, false, true
@@ -127,19 +129,11 @@ func (l *link) dial(ctx context.Context, timeout time.Duration) (conn, error) {
 	nd := &net.Dialer{Timeout: timeout}
 	switch l.target.scheme {
 	case "tls":
-		c, err := (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)
-		if err != nil {
-			return nil, err
-		}
-		return c.(*tls.Conn), nil
+		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)
 	case "file":
 		return openSerial(l.serial)
 	}
-	c, err := nd.DialContext(ctx, "tcp", l.target.addr)
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
+	return nd.DialContext(ctx, "tcp", l.target.addr)
 }
 
 // close drops the connection (and with it any bytes of half-read frames).
@@ -192,11 +186,11 @@ func (l *link) pace(ctx context.Context, d *device) error {
 }
 
 // flush discards what a serial line still carries after a lost frame: it reads until the line
-// has been quiet for a while.
+// has been quiet for a while (a second at most, should it never be).
 func (l *link) flush(ctx context.Context) {
 	l.flushNext, l.r, l.w = false, 0, 0
 	quiet := max(20*time.Millisecond, 4*l.frameGap)
-	for ctx.Err() == nil {
+	for end := time.Now().Add(time.Second); ctx.Err() == nil && time.Now().Before(end); {
 		l.c.SetDeadline(time.Now().Add(quiet))
 		if _, err := l.c.Read(l.buf[:]); err != nil {
 			return

@@ -289,6 +289,13 @@ func (m *Modbus) buildLinks(st *stats) []*link {
 		interval = time.Second
 	}
 	debug := m.Log.Enabled(context.Background(), slog.LevelDebug)
+	// Reconnects back off to at most half the breaker's cool-down, so that the probe of a
+	// half-open breaker always dials instead of failing on the backoff.
+	coolDown := time.Duration(m.BreakerCoolDown)
+	if coolDown <= 0 {
+		coolDown = defaultCoolDown
+	}
+	maxBackoff := max(100*time.Millisecond, min(30*time.Second, coolDown/2))
 	byKey := map[string]*link{}
 	var links []*link
 	for i, spec := range m.devices {
@@ -300,7 +307,7 @@ func (m *Modbus) buildLinks(st *stats) []*link {
 				st:      st,
 				log:     m.Log,
 				debug:   debug,
-				backoff: resilience.NewBackoff(100*time.Millisecond, 30*time.Second),
+				backoff: resilience.NewBackoff(100*time.Millisecond, maxBackoff),
 				bucket:  resilience.NewBucket(m.MaxRequestsPerSecond, 1),
 				timer:   time.NewTimer(time.Hour),
 			}

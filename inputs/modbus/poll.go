@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,8 +52,8 @@ func newDevice(spec *deviceSpec, m *Modbus, log *slog.Logger) *device {
 		strs:  make([]string, spec.prof.strings),
 	}
 	d.breaker = resilience.NewBreaker(spec.name, resilience.BreakerConfig{
-		Failures:     max(m.BreakerFailures, 0),
-		CoolDown:     time.Duration(m.BreakerCoolDown),
+		Failures:     cmp.Or(m.BreakerFailures, defaultFailures),
+		CoolDown:     cmp.Or(time.Duration(m.BreakerCoolDown), defaultCoolDown),
 		IsSuccessful: func(err error) bool { return !errors.Is(err, errNoAnswer) },
 		OnChange: func(from, to string) {
 			log.Warn("circuit breaker "+to, "device", spec.name, "from", from,

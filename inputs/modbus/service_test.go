@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/tagpipe/tagpipe/internal/modbussim"
+	"github.com/tagpipe/tagpipe/internal/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -162,4 +163,36 @@ func TestErrorKey(t *testing.T) {
 	if errorKey(c) == errorKey(a) || errorKey(c) != "3:4+2:exception 2;" {
 		t.Errorf("exception key %q", errorKey(c))
 	}
+}
+
+// TestControllerDownThenUp: while nothing listens, dials back off and the breaker opens; once
+// the device is there, polling resumes on its own.
+func TestControllerDownThenUp(t *testing.T) {
+	addr := testpeer.FreeAddr(t)
+	m := load(t, fmt.Sprintf("[[inputs.modbus]]\n  timeout = \"200ms\"\n  breaker_failures = 3\n  breaker_cool_down = \"300ms\"\n%s  [[inputs.modbus.device]]\n    name = \"late\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n",
+		modbussim.Profile, addr))
+	m.SetInterval(50 * time.Millisecond)
+	a := newAcc()
+	if err := m.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	st := m.st
+	deadline := time.Now().Add(10 * time.Second)
+	for st.breakerSkips.Get() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if polls, dials := st.polls.Get(), st.connectErrors.Get(); dials >= polls || dials == 0 {
+		t.Errorf("%d dials in %d polls: a refused controller is not dialled on every poll", dials, polls)
+	}
+	_, errs := a.snapshot()
+	if len(errs) == 0 || !strings.Contains(errs[0].Error(), `device "late"`) || !strings.Contains(errs[0].Error(), "connection refused") {
+		t.Fatalf("errors: %v", errs)
+	}
+	s, err := modbussim.Listen(addr, modbussim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a.waitFor(t, 10*time.Second, "polls after the device came up", func(ms []*models.Metric) bool { return len(ms) >= 3 })
 }
