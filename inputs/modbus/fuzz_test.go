@@ -55,14 +55,14 @@ func FuzzAnswer(f *testing.F) {
 			target: target{scheme: "tcp", framing: framing(1 + fr%3)},
 			st:     statsOf(&models.Stats{}),
 			c:      &streamConn{bytes.NewReader(stream)},
-			buf:    new([readBufSize]byte),
+			buf:    new(buffers),
 		}
 		d := &device{deviceSpec: &deviceSpec{name: "fuzz", unit: 1}}
 		for i := range 3 * len(fuzzRequests) {
 			r := &fuzzRequests[i%len(fuzzRequests)]
 			l.tid = uint16(i + 1)
 			data, err := l.answer(d, r)
-			if l.r < 0 || l.r > l.w || l.w > len(l.buf) {
+			if l.r < 0 || l.r > l.w || l.w > len(l.buf.read) {
 				t.Fatalf("buffer positions %d..%d", l.r, l.w)
 			}
 			if err == nil && len(data) != r.dataBytes() {
@@ -262,7 +262,7 @@ func TestSeedStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 		l := &link{target: target{scheme: "tcp", framing: framing(1 + fr[0])}, st: statsOf(&models.Stats{}),
-			c: &streamConn{strings.NewReader(stream)}, buf: new([readBufSize]byte)}
+			c: &streamConn{strings.NewReader(stream)}, buf: new(buffers)}
 		d := &device{deviceSpec: &deviceSpec{name: "seed", unit: 1}}
 		for i := range fuzzRequests {
 			l.tid = uint16(i + 1)

@@ -50,32 +50,38 @@ type link struct {
 	timer    *time.Timer
 
 	tid       uint16
-	buf       *[readBufSize]byte // pooled; kept between polls only while it holds bytes
-	r, w      int                // unread bytes are buf[r:w]
-	silent    int                // timeouts in a row with no byte received
-	fresh     bool               // connected, nothing answered yet
-	flushNext bool               // serial: discard stray bytes before the next request
+	buf       *buffers // pooled; kept between polls only while it holds bytes
+	r, w      int      // unread bytes are buf[r:w]
+	silent    int      // timeouts in a row with no byte received
+	fresh     bool     // connected, nothing answered yet
+	flushNext bool     // serial: discard stray bytes before the next request
 	lastSend  time.Time
 	lastRecv  time.Time
 	frameGap  time.Duration // serial: the silence between frames (3.5 characters)
 
 	overrunLogged time.Time
 
-	wbuf    [mbapHeader + 5]byte
+	wbuf [mbapHeader + 5]byte
+}
+
+// buffers are what a poll needs besides the link's state. They come from a pool: of thousands
+// of links only those polling at the moment hold one.
+type buffers struct {
+	read    [readBufSize]byte
 	ascii   [maxASCIIFrame / 2]byte // decoded ASCII frames
 	scratch [2 * maxRegisters]byte  // byte-swapped strings
 }
 
-var bufPool = sync.Pool{New: func() any { return new([readBufSize]byte) }}
+var bufPool = sync.Pool{New: func() any { return new(buffers) }}
 
-// acquire takes a read buffer for a poll.
+// acquire takes the buffers for a poll.
 func (l *link) acquire() {
 	if l.buf == nil {
-		l.buf = bufPool.Get().(*[readBufSize]byte)
+		l.buf = bufPool.Get().(*buffers)
 	}
 }
 
-// release returns the read buffer unless it holds bytes of a frame still to come.
+// release returns the buffers unless the read buffer it holds bytes of a frame still to come.
 func (l *link) release() {
 	if l.buf != nil && l.r == l.w {
 		bufPool.Put(l.buf)
@@ -192,7 +198,7 @@ func (l *link) flush(ctx context.Context) {
 	quiet := max(20*time.Millisecond, 4*l.frameGap)
 	for end := time.Now().Add(time.Second); ctx.Err() == nil && time.Now().Before(end); {
 		l.c.SetDeadline(time.Now().Add(quiet))
-		if _, err := l.c.Read(l.buf[:]); err != nil {
+		if _, err := l.c.Read(l.buf.read[:]); err != nil {
 			return
 		}
 	}
@@ -328,7 +334,7 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 				return nil, err
 			}
 		case frameASCII:
-			if unit, pdu, err = unpackASCII(frame, l.ascii[:]); err != nil {
+			if unit, pdu, err = unpackASCII(frame, l.buf.ascii[:]); err != nil {
 				l.st.badChecksums.Incr()
 				return nil, err
 			}
@@ -359,7 +365,7 @@ func (l *link) next() ([]byte, error) {
 	for {
 		var n int
 		var err error
-		b := l.buf[l.r:l.w]
+		b := l.buf.read[l.r:l.w]
 		switch l.target.framing {
 		case frameMBAP:
 			n, err = splitMBAP(b)
@@ -379,11 +385,11 @@ func (l *link) next() ([]byte, error) {
 			}
 			return b[:n], nil
 		}
-		if l.w == len(l.buf) { // make room: move the partial frame to the front
-			l.w = copy(l.buf[:], l.buf[l.r:l.w])
+		if l.w == len(l.buf.read) { // make room: move the partial frame to the front
+			l.w = copy(l.buf.read[:], l.buf.read[l.r:l.w])
 			l.r = 0
 		}
-		k, err := l.c.Read(l.buf[l.w:])
+		k, err := l.c.Read(l.buf.read[l.w:])
 		l.w += k
 		if k > 0 {
 			l.silent = 0

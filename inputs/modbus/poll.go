@@ -192,7 +192,7 @@ func (l *link) pollOnce(ctx context.Context, d *device, acc models.Accumulator) 
 			continue
 		}
 		answered++
-		d.decode(r, data, at, l.scratch[:])
+		d.decode(r, data, at, l.buf.scratch[:])
 	}
 	d.emit(acc)
 	if d.opts.closeAfterGather {
