@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Accumulator receives what an input gathers. Implementations are safe for concurrent use: a
@@ -61,6 +62,13 @@ type Output interface {
 // Init must not dial or start goroutines.
 type Initializer interface {
 	Init() error
+}
+
+// IntervalSetter is implemented by service inputs that schedule their own polls (Modbus): the
+// agent calls SetInterval before Start with the input's interval (its own `interval`, else the
+// agent's).
+type IntervalSetter interface {
+	SetInterval(d time.Duration)
 }
 
 // PartialWriteError is returned by Output.Write when only part of a batch was handled. Indices

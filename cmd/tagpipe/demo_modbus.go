@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/tagpipe/tagpipe/internal/modbussim"
+)
+
+func init() {
+	demoParts = append(demoParts, demoPart{name: "modbus", start: startModbusDemo})
+}
+
+// startModbusDemo serves simulated meters on loopback: three on ports of their own (Modbus TCP),
+// two behind a gateway (units 11 and 12 on one port) and one behind an RTU-over-TCP converter.
+func startModbusDemo(ctx context.Context) (string, func(), error) {
+	tcp := modbussim.New(modbussim.Config{})
+	rtu := modbussim.New(modbussim.Config{Framing: modbussim.RTU, Units: []byte{5}})
+	stop := func() { tcp.Close(); rtu.Close() }
+	var b strings.Builder
+	b.WriteString("[[inputs.modbus]]\n  timeout = \"500ms\"\n" + modbussim.Profile)
+	device := func(name, controller string, unit int, extra string) {
+		fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = %q\n    controller = %q\n    slave_id = %d\n    profile = \"meter\"\n%s",
+			name, controller, unit, extra)
+	}
+	for i := 1; i <= 3; i++ {
+		addr, err := tcp.AddListener("127.0.0.1:0")
+		if err != nil {
+			stop()
+			return "", nil, err
+		}
+		device(fmt.Sprintf("meter-%d", i), "tcp://"+addr, i, "    tags = { line = \"A\" }\n")
+	}
+	gw, err := tcp.AddListener("127.0.0.1:0")
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	device("feeder-11", "tcp://"+gw, 11, "    tags = { line = \"B\", gateway = \"gw-1\" }\n")
+	device("feeder-12", "tcp://"+gw, 12, "    tags = { line = \"B\", gateway = \"gw-1\" }\n")
+	conv, err := rtu.AddListener("127.0.0.1:0")
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	device("boiler-5", "tcp://"+conv, 5, "    transmission_mode = \"rtuovertcp\"\n    tags = { line = \"C\" }\n")
+	return b.String(), stop, nil
+}

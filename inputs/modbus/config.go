@@ -1,0 +1,548 @@
+package modbus
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/models"
+)
+
+// Options are the settings a device may have. At the top of [[inputs.modbus]] they are the
+// defaults of every device; in a [[inputs.modbus.device]] they override them for that device.
+// A nil pointer (an empty mode) means "not set here".
+type Options struct {
+	// TransmissionMode: auto (by the controller's scheme: tcp:// and tls:// speak Modbus TCP,
+	// file:// RTU), tcp, rtuovertcp, asciiovertcp, rtu, ascii.
+	TransmissionMode string `toml:"transmission_mode"`
+	// Timeout is the ceiling of the adaptive timeout, and the timeout of the first request and
+	// of connecting.
+	Timeout *config.Duration `toml:"timeout"`
+	// Retries of a request that timed out or came back garbled.
+	Retries *int `toml:"retries"`
+	// MaxGap is how many unread registers (bits) one request may span between two fields.
+	MaxGap              *int `toml:"max_gap"`
+	MaxRequestRegisters *int `toml:"max_request_registers"`
+	MaxRequestBits      *int `toml:"max_request_bits"`
+	// Device quirks.
+	PauseAfterConnect    *config.Duration `toml:"pause_after_connect"`
+	PauseBetweenRequests *config.Duration `toml:"pause_between_requests"`
+	CloseAfterGather     *bool            `toml:"close_connection_after_gather"`
+	OneRequestPerField   *bool            `toml:"one_request_per_field"`
+	ReadCoilsFromZero    *bool            `toml:"read_coils_starting_at_zero"`
+	BusyRetries          *int             `toml:"busy_retries"`
+	BusyRetriesWait      *config.Duration `toml:"busy_retries_wait"`
+}
+
+// Profile is a register map shared by devices.
+type Profile struct {
+	Name        string            `toml:"name"`
+	Measurement string            `toml:"measurement"`
+	ByteOrder   string            `toml:"byte_order"` // default of its fields
+	Tags        map[string]string `toml:"tags"`
+	Fields      []Field           `toml:"field"`
+}
+
+// Field is one value read from a device.
+type Field struct {
+	Name        string            `toml:"name"`
+	Register    string            `toml:"register"`
+	Address     *int              `toml:"address"`
+	DataType    string            `toml:"data_type"`
+	ByteOrder   string            `toml:"byte_order"`
+	Length      int               `toml:"length"`   // registers: STRING (required), FIXED/UFIXED (1, 2 or 4)
+	Decimals    int               `toml:"decimals"` // FIXED/UFIXED: implied decimal places
+	Bit         *int              `toml:"bit"`      // BIT of a holding or input register: 0..15
+	Scale       *float64          `toml:"scale"`
+	Offset      float64           `toml:"offset"`
+	Output      string            `toml:"output"` // native, float, int, uint
+	Measurement string            `toml:"measurement"`
+	Tags        map[string]string `toml:"tags"`
+}
+
+// Device is one unit to poll.
+type Device struct {
+	Name       string            `toml:"name"`
+	Controller string            `toml:"controller"`
+	SlaveID    *int              `toml:"slave_id"`
+	Profile    string            `toml:"profile"`
+	Tags       map[string]string `toml:"tags"`
+	Options
+}
+
+// RS485 sets the RS-485 mode of a serial line (Linux only).
+type RS485 struct {
+	DelayRTSBeforeSend config.Duration `toml:"delay_rts_before_send"`
+	DelayRTSAfterSend  config.Duration `toml:"delay_rts_after_send"`
+	RTSHighDuringSend  bool            `toml:"rts_high_during_send"`
+	RTSHighAfterSend   bool            `toml:"rts_high_after_send"`
+	RxDuringTx         bool            `toml:"rx_during_tx"`
+}
+
+// Built-in defaults of Options.
+const (
+	defaultTimeout  = 2 * time.Second
+	defaultRetries  = 1
+	defaultBusyWait = 100 * time.Millisecond
+	defaultMeasure  = "modbus"
+	defaultBaudRate = 19200
+	defaultCoolDown = 30 * time.Second
+	defaultFailures = 5
+)
+
+// deviceOptions are a device's Options resolved against the defaults.
+type deviceOptions struct {
+	target           target
+	timeout          time.Duration
+	retries          int
+	pauseAfterConn   time.Duration
+	pauseBetween     time.Duration
+	closeAfterGather bool
+	busyRetries      int
+	busyWait         time.Duration
+	plan             planOptions
+}
+
+// target is where a device is reached.
+type target struct {
+	scheme  string // tcp, tls, file
+	addr    string // host:port, or the serial device
+	framing framing
+}
+
+func (t target) String() string { return t.scheme + "://" + t.addr }
+
+// profile is a Profile compiled: fields ready to decode, grouped into metrics.
+type profile struct {
+	name    string
+	fields  []fieldSpec
+	groups  []group
+	strings int // STRING fields (each device caches their last value)
+}
+
+// group is the fields of one metric: same measurement, same field tags.
+type group struct {
+	measurement string
+	tags        []models.Tag // profile and field tags
+	fields      int
+}
+
+// deviceSpec is a Device compiled. It is read-only after Init.
+type deviceSpec struct {
+	index int
+	name  string
+	unit  byte
+	prof  *profile
+	plan  []request      // shared with devices of the same profile and plan options
+	tags  [][]models.Tag // per group: sorted, with the device tag; handed to every metric
+	opts  deviceOptions
+}
+
+func intOr(p *int, def int) int {
+	if p != nil {
+		return *p
+	}
+	return def
+}
+
+func durOr(p *config.Duration, def time.Duration) time.Duration {
+	if p != nil {
+		return time.Duration(*p)
+	}
+	return def
+}
+
+func boolOr(p *bool, def bool) bool {
+	if p != nil {
+		return *p
+	}
+	return def
+}
+
+func keyOf(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+// check validates the values set in o; prefix is "" at the top or "device[N]".
+func (o *Options) check(prefix string) error {
+	if o.TransmissionMode != "" {
+		if _, ok := modes[strings.ToLower(o.TransmissionMode)]; !ok {
+			return config.KeyErrorf(keyOf(prefix, "transmission_mode"), "%q: want auto, tcp, rtuovertcp, asciiovertcp, rtu or ascii", o.TransmissionMode)
+		}
+	}
+	if o.Timeout != nil && time.Duration(*o.Timeout) < time.Millisecond {
+		return config.KeyErrorf(keyOf(prefix, "timeout"), "%s: must be at least 1ms", time.Duration(*o.Timeout))
+	}
+	// Why each bound: the protocol caps a read at 125 registers and 2000 bits; a gap wider than
+	// a whole request cannot be read in one; retries beyond 10 only delay the other devices of a
+	// gateway.
+	for _, c := range []struct {
+		key      string
+		p        *int
+		min, max int
+	}{
+		{"retries", o.Retries, 0, 10},
+		{"max_gap", o.MaxGap, 0, maxBits - 1},
+		{"max_request_registers", o.MaxRequestRegisters, 1, maxRegisters},
+		{"max_request_bits", o.MaxRequestBits, 1, maxBits},
+		{"busy_retries", o.BusyRetries, 0, 100},
+	} {
+		if c.p != nil && (*c.p < c.min || *c.p > c.max) {
+			return config.KeyErrorf(keyOf(prefix, c.key), "%d: must be %d..%d", *c.p, c.min, c.max)
+		}
+	}
+	return nil
+}
+
+// modes maps transmission_mode to a framing; 0 is auto.
+var modes = map[string]framing{
+	"auto": 0, "tcp": frameMBAP, "rtuovertcp": frameRTU, "rtu-over-tcp": frameRTU,
+	"asciiovertcp": frameASCII, "ascii-over-tcp": frameASCII, "rtu": frameRTU, "ascii": frameASCII,
+}
+
+// resolve merges the device's options over the plugin's and the built-in defaults.
+func (m *Modbus) resolve(d *Device, prefix string) (deviceOptions, error) {
+	top, dev := &m.Options, &d.Options
+	pick := func(get func(*Options) *int, def int) int { return intOr(get(dev), intOr(get(top), def)) }
+	pickD := func(get func(*Options) *config.Duration, def time.Duration) time.Duration {
+		return durOr(get(dev), durOr(get(top), def))
+	}
+	pickB := func(get func(*Options) *bool) bool { return boolOr(get(dev), boolOr(get(top), false)) }
+	o := deviceOptions{
+		timeout:          pickD(func(o *Options) *config.Duration { return o.Timeout }, defaultTimeout),
+		retries:          pick(func(o *Options) *int { return o.Retries }, defaultRetries),
+		pauseAfterConn:   pickD(func(o *Options) *config.Duration { return o.PauseAfterConnect }, 0),
+		pauseBetween:     pickD(func(o *Options) *config.Duration { return o.PauseBetweenRequests }, 0),
+		closeAfterGather: pickB(func(o *Options) *bool { return o.CloseAfterGather }),
+		busyRetries:      pick(func(o *Options) *int { return o.BusyRetries }, 0),
+		busyWait:         pickD(func(o *Options) *config.Duration { return o.BusyRetriesWait }, defaultBusyWait),
+		plan: planOptions{
+			maxGap:        pick(func(o *Options) *int { return o.MaxGap }, 0),
+			maxRegisters:  pick(func(o *Options) *int { return o.MaxRequestRegisters }, maxRegisters),
+			maxBits:       pick(func(o *Options) *int { return o.MaxRequestBits }, maxBits),
+			onePerField:   pickB(func(o *Options) *bool { return o.OneRequestPerField }),
+			coilsFromZero: pickB(func(o *Options) *bool { return o.ReadCoilsFromZero }),
+		},
+	}
+	mode := strings.ToLower(orStr(dev.TransmissionMode, top.TransmissionMode))
+	t, err := parseController(d.Controller, mode)
+	if err != nil {
+		key := keyOf(prefix, "controller")
+		if strings.HasPrefix(err.Error(), "transmission_mode") {
+			if key = "transmission_mode"; dev.TransmissionMode != "" {
+				key = keyOf(prefix, key)
+			}
+		}
+		return o, config.KeyErrorf(key, "%v", err)
+	}
+	o.target = t
+	return o, nil
+}
+
+func orStr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// parseController reads tcp://host[:502], tls://host[:802] or file:///dev/ttyX and checks the
+// transmission mode against it.
+func parseController(s, mode string) (target, error) {
+	if s == "" {
+		return target{}, fmt.Errorf("missing: write tcp://HOST:PORT, tls://HOST:PORT or file:///dev/DEVICE")
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return target{}, fmt.Errorf("%q: write tcp://HOST:PORT, tls://HOST:PORT or file:///dev/DEVICE", s)
+	}
+	fr := modes[mode]
+	t := target{scheme: strings.ToLower(u.Scheme), framing: fr}
+	switch t.scheme {
+	case "tcp", "tls":
+		if u.Host == "" || u.Path != "" && u.Path != "/" {
+			return target{}, fmt.Errorf("%q: want %s://HOST:PORT", s, t.scheme)
+		}
+		port := u.Port()
+		if port == "" {
+			port = "502"
+			if t.scheme == "tls" {
+				port = "802" // Modbus/TCP Security's registered port
+			}
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return target{}, fmt.Errorf("%q: port %q is not 1..65535", s, port)
+		}
+		t.addr = net.JoinHostPort(u.Hostname(), port)
+		switch {
+		case fr == 0:
+			t.framing = frameMBAP
+		case mode == "rtu" || mode == "ascii":
+			return target{}, fmt.Errorf("transmission_mode %q is for serial lines (file://); over TCP use %sovertcp", mode, mode)
+		case t.scheme == "tls" && fr != frameMBAP:
+			return target{}, fmt.Errorf("transmission_mode %q: Modbus/TCP Security (tls://) carries Modbus TCP frames only", mode)
+		}
+	case "file":
+		t.addr = u.Path
+		if u.Host != "" || t.addr == "" {
+			return target{}, fmt.Errorf("%q: want file:///dev/DEVICE (three slashes)", s)
+		}
+		switch {
+		case fr == 0:
+			t.framing = frameRTU
+		case mode != "rtu" && mode != "ascii":
+			return target{}, fmt.Errorf("transmission_mode %q is for TCP; a serial line speaks rtu or ascii", mode)
+		}
+	default:
+		return target{}, fmt.Errorf("%q: scheme %q, want tcp, tls or file", s, u.Scheme)
+	}
+	return t, nil
+}
+
+// compileProfile checks a profile and builds its fields and groups.
+func compileProfile(p *Profile, prefix string) (*profile, error) {
+	if p.Name == "" {
+		return nil, config.KeyErrorf(keyOf(prefix, "name"), "missing: devices name their profile")
+	}
+	if _, err := parseByteOrder(p.ByteOrder, false); err != nil {
+		return nil, config.KeyErrorf(keyOf(prefix, "byte_order"), "%v", err)
+	}
+	if len(p.Fields) == 0 {
+		return nil, config.KeyErrorf(keyOf(prefix, "name"), "profile %q has no [[inputs.modbus.profile.field]]", p.Name)
+	}
+	prof := &profile{name: p.Name}
+	groupIdx := map[string]int{}
+	names := map[string]int{} // group/field name → field index
+	for i := range p.Fields {
+		f := &p.Fields[i]
+		fp := fmt.Sprintf("%s.field[%d]", prefix, i)
+		spec, err := compileField(f, fp, p.ByteOrder)
+		if err != nil {
+			return nil, err
+		}
+		meas := orStr(f.Measurement, orStr(p.Measurement, defaultMeasure))
+		tags := models.MergeTags(models.TagsFromMap(f.Tags), nil, models.TagsFromMap(p.Tags))
+		key := meas + "\x00" + tagKey(tags)
+		g, ok := groupIdx[key]
+		if !ok {
+			g = len(prof.groups)
+			groupIdx[key] = g
+			prof.groups = append(prof.groups, group{measurement: meas, tags: tags})
+		}
+		if j, dup := names[key+"\x00"+f.Name]; dup {
+			return nil, config.KeyErrorf(fp+".name", "%q is also field[%d] of the same metric", f.Name, j)
+		}
+		names[key+"\x00"+f.Name] = i
+		spec.group, spec.pos = g, prof.groups[g].fields
+		prof.groups[g].fields++
+		if spec.typ == typeString {
+			spec.strSlot = prof.strings
+			prof.strings++
+		}
+		prof.fields = append(prof.fields, spec)
+	}
+	if err := checkOverlaps(prof.fields, prefix); err != nil {
+		return nil, err
+	}
+	return prof, nil
+}
+
+func tagKey(tags []models.Tag) string {
+	var b strings.Builder
+	for _, t := range tags {
+		b.WriteString(t.Key + "=" + t.Value + "\x00")
+	}
+	return b.String()
+}
+
+// compileField checks one field; defOrder is the profile's byte order.
+func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
+	key := func(k string) string { return prefix + "." + k }
+	spec := fieldSpec{name: f.Name, scale: 1, divisor: 1}
+	if f.Name == "" {
+		return spec, config.KeyErrorf(key("name"), "missing")
+	}
+	kind, ok := parseKind(f.Register)
+	if !ok {
+		return spec, config.KeyErrorf(key("register"), "%q: want coil, discrete, holding or input", f.Register)
+	}
+	spec.kind = kind
+	if f.Address == nil {
+		return spec, config.KeyErrorf(key("name"), "field %q has no address", f.Name)
+	}
+	dt := strings.ToUpper(f.DataType)
+	if dt == "" {
+		if !kind.isBits() {
+			return spec, config.KeyErrorf(key("data_type"), "missing for %s register: one of %s", article(kind), typeList)
+		}
+		dt = "BIT"
+	}
+	typ, ok := typeNames[dt]
+	if !ok {
+		return spec, config.KeyErrorf(key("data_type"), "%q: want one of %s", f.DataType, typeList)
+	}
+	spec.typ = typ
+	if kind.isBits() && typ != typeBit {
+		return spec, config.KeyErrorf(key("data_type"), "%s: a %s holds one bit; its data_type is BIT", dt, kind)
+	}
+	// Size, length and bit.
+	regs := typ.registers()
+	switch typ {
+	case typeString:
+		if f.Length < 1 || f.Length > maxRegisters {
+			return spec, config.KeyErrorf(key("length"), "%d: a STRING needs its length in registers, 1..%d", f.Length, maxRegisters)
+		}
+		regs = f.Length
+	case typeFixed, typeUfixed:
+		switch f.Length {
+		case 0, 1:
+			regs = 1
+		case 2, 4:
+			regs = f.Length
+		default:
+			return spec, config.KeyErrorf(key("length"), "%d: %s spans 1, 2 or 4 registers", f.Length, dt)
+		}
+	default:
+		if f.Length != 0 {
+			return spec, config.KeyErrorf(key("length"), "only STRING, FIXED and UFIXED take a length (%s has %d registers)", dt, regs)
+		}
+	}
+	if typ == typeFixed || typ == typeUfixed {
+		if f.Decimals < 0 || f.Decimals > 18 {
+			return spec, config.KeyErrorf(key("decimals"), "%d: must be 0..18", f.Decimals)
+		}
+		spec.divisor = math.Pow10(f.Decimals)
+	} else if f.Decimals != 0 {
+		return spec, config.KeyErrorf(key("decimals"), "only FIXED and UFIXED have implied decimals")
+	}
+	switch {
+	case typ == typeBit && !kind.isBits():
+		if f.Bit == nil || *f.Bit < 0 || *f.Bit > 15 {
+			return spec, config.KeyErrorf(key("bit"), "a BIT of %s register needs bit = 0..15", article(kind))
+		}
+		spec.bit = uint8(*f.Bit)
+	case f.Bit != nil:
+		return spec, config.KeyErrorf(key("bit"), "only a BIT of a holding or input register has a bit number")
+	}
+	if kind.isBits() {
+		regs = 1
+	}
+	spec.regs = uint16(regs)
+	addr := *f.Address
+	if addr < 0 || addr+regs > 65536 {
+		return spec, config.KeyErrorf(key("address"), "%d: %s %s of %d spans %d..%d; addresses are 0..65535", addr, kind, dt, regs, addr, addr+regs-1)
+	}
+	spec.address = uint16(addr)
+	// Byte order.
+	order := orStr(f.ByteOrder, defOrder)
+	wide := regs > 1 && typ != typeString
+	bo, err := parseByteOrder(order, wide)
+	if err != nil {
+		k := key("byte_order")
+		if f.ByteOrder == "" {
+			err = fmt.Errorf("the profile's byte_order: %w", err)
+		}
+		return spec, config.KeyErrorf(k, "%v", err)
+	}
+	if typ == typeString && bo.wordSwap {
+		return spec, config.KeyErrorf(key("byte_order"), "%q: a STRING is AB (first character in the high byte) or BA", order)
+	}
+	spec.order = bo
+	// Output.
+	out, ok := parseOutput(f.Output)
+	if !ok {
+		return spec, config.KeyErrorf(key("output"), "%q: want native, float, int or uint", f.Output)
+	}
+	spec.out = out
+	if f.Scale != nil {
+		if *f.Scale == 0 || math.IsNaN(*f.Scale) || math.IsInf(*f.Scale, 0) {
+			return spec, config.KeyErrorf(key("scale"), "%v: a scale must be a finite number other than 0", *f.Scale)
+		}
+		spec.scale = *f.Scale
+	}
+	if math.IsNaN(f.Offset) || math.IsInf(f.Offset, 0) {
+		return spec, config.KeyErrorf(key("offset"), "%v: must be a finite number", f.Offset)
+	}
+	spec.offset = f.Offset
+	spec.scaled = spec.scale != 1 || spec.offset != 0
+	if typ == typeString && (spec.scaled || out != outNative) {
+		return spec, config.KeyErrorf(key("output"), "a STRING has no scale, offset or numeric output")
+	}
+	return spec, nil
+}
+
+// partMask is the part of a register a sub-register field reads; 0 for a whole register.
+func partMask(f *fieldSpec) uint16 {
+	switch f.typ {
+	case typeBit:
+		return 1 << f.bit
+	case typeInt8L, typeUint8L:
+		return 0x00FF
+	case typeInt8H, typeUint8H:
+		return 0xFF00
+	}
+	return 0
+}
+
+// checkOverlaps refuses two fields reading the same register or bit, unless both read
+// distinct parts (bits, bytes) of one register.
+func checkOverlaps(fields []fieldSpec, prefix string) error {
+	idx := make([]int, len(fields))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		fa, fb := &fields[a], &fields[b]
+		if fa.kind != fb.kind {
+			return int(fa.kind) - int(fb.kind)
+		}
+		return int(fa.address) - int(fb.address)
+	})
+	for n, i := range idx {
+		a := &fields[i]
+		for _, j := range idx[n+1:] {
+			b := &fields[j]
+			if b.kind != a.kind || int(b.address) >= a.end() {
+				break
+			}
+			ma, mb := partMask(a), partMask(b)
+			if a.regs == 1 && b.regs == 1 && !a.kind.isBits() && ma != 0 && mb != 0 && ma&mb == 0 {
+				continue
+			}
+			later, earlier := max(i, j), min(i, j)
+			l, e := &fields[later], &fields[earlier]
+			return config.KeyErrorf(fmt.Sprintf("%s.field[%d].address", prefix, later),
+				"%s %d..%d of %q overlaps %q (%s %d..%d)", l.kind, l.address, l.end()-1, l.name, e.name, e.kind, e.address, e.end()-1)
+		}
+	}
+	return nil
+}
+
+// deviceTags builds the tag set of each of the profile's metrics for one device: the group's
+// tags, the device's tags over them, and the device tag.
+func deviceTags(prof *profile, d *Device) [][]models.Tag {
+	own := models.TagsFromMap(d.Tags)
+	out := make([][]models.Tag, len(prof.groups))
+	for g := range prof.groups {
+		tags := models.MergeTags(own, []models.Tag{{Key: "device", Value: d.Name}}, prof.groups[g].tags)
+		out[g] = slices.Clip(tags)
+	}
+	return out
+}
+
+// article returns "a holding" or "an input".
+func article(k regKind) string {
+	if k == kindInput {
+		return "an input"
+	}
+	return "a " + k.String()
+}

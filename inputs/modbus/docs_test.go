@@ -1,0 +1,48 @@
+package modbus
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestSampleConfig: the embedded sample loads and checks.
+func TestSampleConfig(t *testing.T) {
+	m := load(t, sampleConfig)
+	if len(m.devices) != 1 || len(m.devices[0].prof.fields) != 6 {
+		t.Fatalf("sample: %d devices", len(m.devices))
+	}
+	// holding 0-1 | 6-8 | 10-18 (max_gap 0 keeps the hole at 9 unread), coil 0
+	if got := describePlan(m.devices[0].plan); got != "coil 0+1/1, holding 0+2/1, holding 6+3/2, holding 10+9/2" {
+		t.Errorf("plan %s", got)
+	}
+}
+
+// TestReadme: the README repeats the sample verbatim, and its worked examples load (the TLS one
+// fails on its certificate files, which do not exist here).
+func TestReadme(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	if !strings.Contains(text, "```toml\n"+sampleConfig+"```") {
+		t.Error("README.md does not repeat sample.conf verbatim")
+	}
+	blocks := strings.Split(text, "```toml\n")[1:]
+	if len(blocks) < 6 {
+		t.Fatalf("%d toml blocks", len(blocks))
+	}
+	for i, b := range blocks {
+		b = b[:strings.Index(b, "```")]
+		_, err := loadText(b)
+		switch {
+		case strings.Contains(b, "\n  tls_ca = "):
+			if err == nil || !strings.Contains(err.Error(), "tls_ca: open /etc/tagpipe/modbus-ca.pem") {
+				t.Errorf("block %d: want the missing CA file, got %v", i, err)
+			}
+		case err != nil:
+			t.Errorf("block %d: %v\n%s", i, err, b)
+		}
+	}
+}

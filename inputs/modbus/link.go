@@ -1,0 +1,403 @@
+package modbus
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/goburrow/serial"
+
+	"github.com/tagpipe/tagpipe/internal/resilience"
+)
+
+// conn is a connection to a controller: a TCP or TLS socket, or a serial line.
+type conn interface {
+	io.ReadWriteCloser
+	SetDeadline(t time.Time) error
+}
+
+// link is one connection to a controller and the devices behind it: a device of its own, a
+// gateway whose units take turns, or a serial line. One goroutine owns a link and everything it
+// touches (run, or one Gather); nothing here is safe for concurrent use.
+//
+// The transport is ours rather than goburrow/modbus's (which has no context, no TLS and
+// allocates per request): deadlines come from each device's adaptive timeout, the read buffer
+// comes from a pool, and answers are framed from a buffered stream, so that a late answer (wrong
+// transaction id) is drained and dropped instead of being taken for the next one.
+type link struct {
+	target  target
+	devices []*device
+	st      *stats
+	log     *slog.Logger
+	debug   bool
+	tlsConf *tls.Config    // tls://
+	serial  *serial.Config // file://
+
+	c        conn
+	stopConn func() bool // unregisters the context watch of c
+	connects int
+	retryAt  time.Time // after a failed dial: fail fast until then
+	dialErr  error     // of the failed dial
+	backoff  *resilience.Backoff
+	bucket   *resilience.Bucket
+	timer    *time.Timer
+
+	tid       uint16
+	buf       *buffers // pooled; kept between polls only while it holds bytes
+	r, w      int      // unread bytes are buf[r:w]
+	silent    int      // timeouts in a row with no byte received
+	fresh     bool     // connected, nothing answered yet
+	flushNext bool     // serial: discard stray bytes before the next request
+	lastSend  time.Time
+	lastRecv  time.Time
+	frameGap  time.Duration // serial: the silence between frames (3.5 characters)
+
+	overrunLogged time.Time
+
+	wbuf [mbapHeader + 5]byte
+}
+
+// buffers are what a poll needs besides the link's state. They come from a pool: of thousands
+// of links only those polling at the moment hold one.
+type buffers struct {
+	read    [readBufSize]byte
+	ascii   [maxASCIIFrame / 2]byte // decoded ASCII frames
+	scratch [2 * maxRegisters]byte  // byte-swapped strings
+}
+
+var bufPool = sync.Pool{New: func() any { return new(buffers) }}
+
+// acquire takes the buffers for a poll.
+func (l *link) acquire() {
+	if l.buf == nil {
+		l.buf = bufPool.Get().(*buffers)
+	}
+}
+
+// release returns the buffers unless the read buffer it holds bytes of a frame still to come.
+func (l *link) release() {
+	if l.buf != nil && l.r == l.w {
+		bufPool.Put(l.buf)
+		l.buf, l.r, l.w = nil, 0, 0
+	}
+}
+
+// errBackoff is returned while a link waits before dialing again.
+type errBackoff struct {
+	until time.Time
+	err   error
+}
+
+func (e *errBackoff) Error() string {
+	return fmt.Sprintf("not connected (next attempt in %s): %v", time.Until(e.until).Round(time.Millisecond), e.err)
+}
+func (e *errBackoff) Unwrap() error { return e.err }
+
+// connect dials the controller unless connected. After a failed dial it fails at once until
+// the backoff has passed, so a dead controller costs no time of the devices behind it.
+func (l *link) connect(ctx context.Context, d *device) error {
+	if l.c != nil {
+		return nil
+	}
+	now := time.Now()
+	if now.Before(l.retryAt) {
+		return &errBackoff{until: l.retryAt, err: l.dialErr}
+	}
+	c, err := l.dial(ctx, d.opts.timeout)
+	if err != nil {
+		l.st.connectErrors.Incr()
+		l.retryAt = time.Now().Add(l.backoff.Next())
+		l.dialErr = fmt.Errorf("connect %s: %w", l.target, err)
+		return &errBackoff{until: l.retryAt, err: l.dialErr}
+	}
+	l.backoff.Reset()
+	l.c, l.silent, l.flushNext, l.fresh = c, 0, false, true
+	l.stopConn = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) }) // unblock on Stop
+	if l.connects > 0 {
+		l.st.reconnects.Incr()
+	}
+	l.connects++
+	l.st.connects.Incr()
+	if l.debug {
+		l.log.Debug("connected", "controller", l.target.String())
+	}
+	return l.sleep(ctx, d.opts.pauseAfterConn)
+}
+
+func (l *link) dial(ctx context.Context, timeout time.Duration) (conn, error) {
+	nd := &net.Dialer{Timeout: timeout}
+	switch l.target.scheme {
+	case "tls":
+		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)
+	case "file":
+		return openSerial(l.serial)
+	}
+	return nd.DialContext(ctx, "tcp", l.target.addr)
+}
+
+// close drops the connection (and with it any bytes of half-read frames).
+func (l *link) close() {
+	if l.c == nil {
+		return
+	}
+	l.stopConn()
+	l.c.Close()
+	l.c, l.r, l.w = nil, 0, 0
+}
+
+// sleep waits d on the link's timer, or until ctx is done.
+func (l *link) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	l.timer.Reset(d)
+	select {
+	case <-ctx.Done():
+		l.timer.Stop()
+		return ctx.Err()
+	case <-l.timer.C:
+		return nil
+	}
+}
+
+// pace waits before a request of d as the device, the serial line and the request budget ask.
+func (l *link) pace(ctx context.Context, d *device) error {
+	now := time.Now()
+	var wait time.Duration
+	if p := d.opts.pauseBetween; p > 0 && !l.lastSend.IsZero() {
+		wait = l.lastSend.Add(p).Sub(now)
+	}
+	if l.frameGap > 0 && !l.lastRecv.IsZero() {
+		wait = max(wait, l.lastRecv.Add(l.frameGap).Sub(now))
+	}
+	if err := l.sleep(ctx, wait); err != nil {
+		return err
+	}
+	for {
+		w := l.bucket.Take(time.Now())
+		if w == 0 {
+			return nil
+		}
+		if err := l.sleep(ctx, w); err != nil {
+			return err
+		}
+	}
+}
+
+// flush discards what a serial line still carries after a lost frame: it reads until the line
+// has been quiet for a while (a second at most, should it never be).
+func (l *link) flush(ctx context.Context) {
+	l.flushNext, l.r, l.w = false, 0, 0
+	quiet := max(20*time.Millisecond, 4*l.frameGap)
+	for end := time.Now().Add(time.Second); ctx.Err() == nil && time.Now().Before(end); {
+		l.c.SetDeadline(time.Now().Add(quiet))
+		if _, err := l.c.Read(l.buf.read[:]); err != nil {
+			return
+		}
+	}
+}
+
+// exchange sends request i of d and returns the answer's data (valid until the next exchange)
+// and when it arrived.
+func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Time, error) {
+	r := &d.plan[i]
+	if err := l.connect(ctx, d); err != nil {
+		return nil, time.Time{}, err
+	}
+	if err := l.pace(ctx, d); err != nil {
+		return nil, time.Time{}, err
+	}
+	if l.flushNext {
+		l.flush(ctx)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, time.Time{}, err
+	}
+	sent := time.Now()
+	l.c.SetDeadline(sent.Add(d.timeout.Current()))
+	var req []byte
+	if l.target.framing == frameMBAP {
+		l.tid++
+		req = l.mbapRequest(l.tid, d.unit, r)
+	} else {
+		req = d.frames[i]
+	}
+	l.st.requests.Incr()
+	d.health.Request()
+	if _, err := l.c.Write(req); err != nil {
+		l.close()
+		return nil, time.Time{}, err
+	}
+	l.lastSend = sent
+	data, err := l.answer(d, r)
+	at := time.Now()
+	if err != nil {
+		if l.fresh && l.target.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
+			// TLS 1.3 servers refuse a client certificate after the handshake, often by
+			// just closing the connection.
+			err = fmt.Errorf("%w (the server closed the connection right after the TLS handshake: does it accept the client certificate?)", err)
+		}
+		l.failed(err)
+		return nil, at, err
+	}
+	l.silent, l.lastRecv, l.fresh = 0, at, false
+	rtt := at.Sub(sent)
+	d.timeout.Observe(rtt)
+	d.health.Answered(rtt)
+	return data, at, nil
+}
+
+// failed decides what a failed exchange means for the connection.
+func (l *link) failed(err error) {
+	switch {
+	case resilience.Classify(err) == resilience.KindTimeout:
+		l.st.timeouts.Incr()
+		l.silent++
+		switch {
+		case l.target.scheme == "file":
+			l.flushNext = true // a late answer may still be on its way
+		case l.target.framing != frameMBAP:
+			// RTU and ASCII carry no transaction id: a late answer could be taken for the
+			// next one. Start over on a fresh connection.
+			l.close()
+		case l.silent >= 3:
+			// MBAP keeps its framing across a timeout (late answers are dropped by their
+			// transaction id), but a link that stays silent is likely half-open.
+			l.close()
+		}
+	case errors.Is(err, errStreamLost), errors.Is(err, errBadChecksum) && l.target.framing == frameRTU:
+		if l.target.scheme == "file" {
+			l.flushNext = true
+		} else {
+			l.close()
+		}
+	case errors.As(err, new(*frameError)), errors.As(err, new(*ExceptionError)):
+		// the stream is still framed: keep it
+	default:
+		l.close() // reset, closed, broken pipe
+	}
+}
+
+// mbapRequest writes a read request ADU into the link's write buffer.
+func (l *link) mbapRequest(tid uint16, unit byte, r *request) []byte {
+	b := l.wbuf[:]
+	binary.BigEndian.PutUint16(b[0:], tid)
+	binary.BigEndian.PutUint16(b[2:], 0) // protocol id
+	binary.BigEndian.PutUint16(b[4:], 6) // unit id + PDU
+	b[6] = unit
+	b[7] = byte(r.kind)
+	binary.BigEndian.PutUint16(b[8:], r.addr)
+	binary.BigEndian.PutUint16(b[10:], r.count)
+	return b
+}
+
+// answer reads frames until the answer to r arrives, dropping (and counting) late answers to
+// earlier requests and answers of other units.
+func (l *link) answer(d *device, r *request) ([]byte, error) {
+	fc := byte(r.kind)
+	stray := 0
+	for {
+		frame, err := l.next()
+		if err != nil {
+			if stray > 0 {
+				err = fmt.Errorf("%w (meanwhile %d %s of other requests dropped)", err, stray, plural(stray, "answer"))
+			}
+			return nil, err
+		}
+		var unit byte
+		var pdu []byte
+		switch l.target.framing {
+		case frameMBAP:
+			if tid := binary.BigEndian.Uint16(frame); tid != l.tid {
+				l.st.wrongTID.Incr()
+				stray++
+				if l.debug {
+					l.log.Debug("late answer dropped", "device", d.name, "tid", tid, "want", l.tid)
+				}
+				continue
+			}
+			unit, pdu = frame[6], frame[mbapHeader:]
+			if unit != d.unit {
+				l.st.wrongUnit.Incr()
+				return nil, frameErr(errWrongUnit, "answer of unit %d to a request to unit %d", unit, d.unit)
+			}
+		case frameRTU:
+			if unit, pdu, err = unpackRTU(frame); err != nil {
+				l.st.badChecksums.Incr()
+				return nil, err
+			}
+		case frameASCII:
+			if unit, pdu, err = unpackASCII(frame, l.buf.ascii[:]); err != nil {
+				l.st.badChecksums.Incr()
+				return nil, err
+			}
+		}
+		if unit != d.unit { // RTU, ASCII: an answer of another unit, late
+			l.st.wrongUnit.Incr()
+			stray++
+			continue
+		}
+		data, err := readData(pdu, fc, r.dataBytes())
+		if err != nil {
+			var exc *ExceptionError
+			switch {
+			case errors.As(err, &exc):
+				l.st.exceptions.Incr()
+			case errors.Is(err, errWrongFunc):
+				l.st.wrongFunc.Incr()
+			default:
+				l.st.shortFrames.Incr()
+			}
+		}
+		return data, err
+	}
+}
+
+// next returns the next whole frame from the connection (valid until the next read).
+func (l *link) next() ([]byte, error) {
+	for {
+		var n int
+		var err error
+		b := l.buf.read[l.r:l.w]
+		switch l.target.framing {
+		case frameMBAP:
+			n, err = splitMBAP(b)
+		case frameRTU:
+			n, err = splitRTU(b)
+		default:
+			n, err = splitASCII(b)
+		}
+		if err != nil {
+			l.st.streamLost.Incr()
+			return nil, err
+		}
+		if n > 0 {
+			l.r += n
+			if l.r == l.w {
+				l.r, l.w = 0, 0 // the frame's bytes stay valid until the next read
+			}
+			return b[:n], nil
+		}
+		if l.w == len(l.buf.read) { // make room: move the partial frame to the front
+			l.w = copy(l.buf.read[:], l.buf.read[l.r:l.w])
+			l.r = 0
+		}
+		k, err := l.c.Read(l.buf.read[l.w:])
+		l.w += k
+		if k > 0 {
+			l.silent = 0
+			continue
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return nil, err
+	}
+}

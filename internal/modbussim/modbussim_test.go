@@ -1,0 +1,209 @@
+package modbussim
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/goburrow/modbus"
+)
+
+// The simulator is checked with goburrow/modbus, a client written by others. goburrow has no RTU
+// or ASCII over TCP transport: streamTransport frames them on a TCP connection (as the peers'
+// goburrow_check.go does).
+type streamTransport struct {
+	conn    net.Conn
+	framing Framing
+}
+
+func (t *streamTransport) Send(req []byte) ([]byte, error) {
+	t.conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := t.conn.Write(req); err != nil {
+		return nil, err
+	}
+	switch t.framing {
+	case RTU:
+		buf := make([]byte, 3, 256)
+		if _, err := io.ReadFull(t.conn, buf); err != nil {
+			return nil, err
+		}
+		n := 8
+		switch fc := buf[1]; {
+		case fc&0x80 != 0:
+			n = 5
+		case fc >= 1 && fc <= 4:
+			n = 5 + int(buf[2])
+		}
+		buf = buf[:n]
+		_, err := io.ReadFull(t.conn, buf[3:])
+		return buf, err
+	default: // ASCII: up to CR LF
+		var out []byte
+		b := make([]byte, 1)
+		for !bytes.HasSuffix(out, []byte("\r\n")) {
+			if _, err := t.conn.Read(b); err != nil {
+				return nil, err
+			}
+			out = append(out, b[0])
+		}
+		return out, nil
+	}
+}
+
+func client(t *testing.T, s *Server, unit byte) modbus.Client {
+	t.Helper()
+	switch s.cfg.Framing {
+	case TCP:
+		h := modbus.NewTCPClientHandler(s.Addr())
+		h.SlaveId, h.Timeout = unit, 2*time.Second
+		t.Cleanup(func() { h.Close() })
+		return modbus.NewClient(h)
+	}
+	c, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if s.cfg.Framing == RTU {
+		p := modbus.NewRTUClientHandler("")
+		p.SlaveId = unit
+		return modbus.NewClient2(p, &streamTransport{c, RTU})
+	}
+	p := modbus.NewASCIIClientHandler("")
+	p.SlaveId = unit
+	return modbus.NewClient2(p, &streamTransport{c, ASCII})
+}
+
+var fixed = time.Unix(1_800_000_000, 250_000_000) // 2027-01-15T08:00:00.25Z
+
+func start(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return fixed }
+	}
+	s, err := Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestValues reads the documented layout with goburrow over every framing.
+func TestValues(t *testing.T) {
+	for _, fr := range []Framing{TCP, RTU, ASCII} {
+		t.Run(fmt.Sprint(fr), func(t *testing.T) {
+			s := start(t, Config{Framing: fr, Units: []byte{1, 7}})
+			c := client(t, s, 7)
+			hr, err := c.ReadHoldingRegisters(0, 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sec := float64(fixed.UnixNano()) / 1e9
+			voltage := 230 + 3*math.Sin(2*math.Pi*sec/60+7)
+			current := 10 + 2*math.Sin(2*math.Pi*sec/17+7)
+			f32 := func(off int) float32 { return math.Float32frombits(binary.BigEndian.Uint32(hr[off:])) }
+			if got := f32(0); got != float32(voltage) {
+				t.Errorf("voltage %v, want %v", got, float32(voltage))
+			}
+			if got := f32(4); got != float32(current) {
+				t.Errorf("current %v, want %v", got, float32(current))
+			}
+			if got := f32(8); got != float32(voltage*current/1000) {
+				t.Errorf("power %v", got)
+			}
+			if got, want := binary.BigEndian.Uint32(hr[12:]), uint32(uint64(fixed.Unix())*107); got != want {
+				t.Errorf("energy %d", got)
+			}
+			if got := binary.BigEndian.Uint16(hr[16:]); got != uint16(5000+math.Round(5*math.Sin(2*math.Pi*sec/30))) {
+				t.Errorf("frequency %d", got)
+			}
+			if got := string(bytes.TrimRight(hr[20:36], "\x00")); got != "SIM-0007" {
+				t.Errorf("name %q", got)
+			}
+			if got := binary.BigEndian.Uint16(hr[36:]); got != 3 { // second 0 of a minute: running, alarm
+				t.Errorf("status %d, want 3", got)
+			}
+			ir, err := c.ReadInputRegisters(0, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counter := uint16(fixed.Unix())
+			if !bytes.Equal(ir, []byte{byte(counter >> 8), byte(counter), 0x03, 0xe9, 0x03, 0xea}) {
+				t.Errorf("input % x", ir)
+			}
+			co, err := c.ReadCoils(0, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// on when ⌊t/10⌋ + a + U is even: ⌊t/10⌋ = 180000000, U = 7 → odd addresses
+			if !bytes.Equal(co, []byte{0xAA, 0x02}) {
+				t.Errorf("coils % x", co)
+			}
+			di, err := c.ReadDiscreteInputs(0, 8)
+			if err != nil || !bytes.Equal(di, []byte{0x49}) {
+				t.Errorf("discrete % x %v", di, err)
+			}
+			if _, err := c.WriteMultipleRegisters(30, 2, []byte{0xAB, 0xCD, 0x00, 0x01}); err != nil {
+				t.Fatal(err)
+			}
+			if hr, err := c.ReadHoldingRegisters(30, 2); err != nil || !bytes.Equal(hr, []byte{0xAB, 0xCD, 0, 1}) {
+				t.Errorf("written % x %v", hr, err)
+			}
+			_, err = c.ReadHoldingRegisters(999, 2)
+			var me *modbus.ModbusError
+			if !errors.As(err, &me) || me.ExceptionCode != 2 {
+				t.Errorf("past the table: %v", err)
+			}
+		})
+	}
+}
+
+// TestFaults: a faulty unit answers as configured.
+func TestFaults(t *testing.T) {
+	s := start(t, Config{Faults: map[byte]Fault{2: {Exception: 6}, 3: {NoAnswer: true}, 4: {WrongTID: true}}})
+	var me *modbus.ModbusError
+	if _, err := client(t, s, 2).ReadHoldingRegisters(0, 1); !errors.As(err, &me) || me.ExceptionCode != 6 {
+		t.Errorf("busy unit: %v", err)
+	}
+	h := modbus.NewTCPClientHandler(s.Addr())
+	h.SlaveId, h.Timeout = 3, 200*time.Millisecond
+	defer h.Close()
+	if _, err := modbus.NewClient(h).ReadHoldingRegisters(0, 1); err == nil {
+		t.Error("a unit that does not answer answered")
+	}
+	if _, err := client(t, s, 4).ReadHoldingRegisters(0, 1); err == nil {
+		t.Error("goburrow took an answer with a wrong transaction id")
+	}
+}
+
+// TestManyListeners: one server stands in for many devices, each on its own port.
+func TestManyListeners(t *testing.T) {
+	s := start(t, Config{})
+	for range 50 {
+		addr, err := s.AddListener("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := modbus.NewTCPClientHandler(addr)
+		h.SlaveId, h.Timeout = 1, 2*time.Second
+		if _, err := modbus.NewClient(h).ReadHoldingRegisters(0, 2); err != nil {
+			t.Fatal(err)
+		}
+		h.Close()
+	}
+	if got := s.Requests(); got != 50 {
+		t.Errorf("requests %d", got)
+	}
+	if _, err := s.AddListener("10.0.0.1:0"); err == nil {
+		t.Error("a non-loopback address was accepted")
+	}
+}
+
+func (f Framing) String() string { return [...]string{"tcp", "rtu", "ascii"}[f] }
