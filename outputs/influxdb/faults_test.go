@@ -240,8 +240,10 @@ func TestRestartExactlyOnce(t *testing.T) {
 							s.Stop()
 						}
 					}()
-				case total * 2 / 3:
+				case total/3 + 250:
+					// The next flushes must find it down: a stop can outlast a few fast flushes.
 					<-stopped
+				case total * 2 / 3:
 					s.Start()
 				}
 				ro.AddBatch(ms[i : i+250])
