@@ -132,6 +132,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, ri := range a.inputs {
 		acc := ri.NewAccumulator(func(m *models.Metric) { pipe.in <- m })
 		if si, ok := ri.Input.(models.ServiceInput); ok {
+			if is, ok := si.(models.IntervalSetter); ok {
+				is.SetInterval(a.interval(ri))
+			}
 			if err := si.Start(inCtx, acc); err != nil {
 				ri.Log.Error("start failed; the input is not running", "error", err)
 				ri.Gathered(0, err)
@@ -215,14 +218,19 @@ func (a *Agent) closeAll() {
 	}
 }
 
+// interval is the input's own interval, else the agent's.
+func (a *Agent) interval(ri *models.RunningInput) time.Duration {
+	if ri.Config.Interval > 0 {
+		return ri.Config.Interval
+	}
+	return time.Duration(a.cfg.Agent.Interval)
+}
+
 // gatherLoop gathers a polled input on its interval: aligned to the interval when round_interval,
 // delayed by a random collection_jitter. A gather that overruns its interval is logged and the
 // missed ticks are skipped, never stacked.
 func (a *Agent) gatherLoop(ctx context.Context, ri *models.RunningInput, acc models.Accumulator) {
-	interval := ri.Config.Interval
-	if interval <= 0 {
-		interval = time.Duration(a.cfg.Agent.Interval)
-	}
+	interval := a.interval(ri)
 	jitter := time.Duration(a.cfg.Agent.CollectionJitter)
 	next := time.Now()
 	if a.cfg.Agent.RoundInterval {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Accumulator receives what an input gathers. Implementations are safe for concurrent use: a
@@ -30,6 +31,13 @@ type ServiceInput interface {
 	Start(ctx context.Context, acc Accumulator) error
 	// Stop returns once every goroutine the input started has ended.
 	Stop()
+}
+
+// IntervalSetter is implemented by service inputs that poll or report on their own schedule
+// (OPC UA read mode and health): before Start, the agent passes the interval the input would be
+// gathered on — its own `interval`, else the agent's.
+type IntervalSetter interface {
+	SetInterval(d time.Duration)
 }
 
 // Processor sees every metric once and returns what goes on: the same metrics (changed or not),
