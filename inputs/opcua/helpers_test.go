@@ -148,22 +148,35 @@ func nodeOPCUADir(t testing.TB) string {
 	return dir
 }
 
-// sharedPKI is one server PKI folder for all tests: making the server certificate costs a
-// second or two per new folder.
-var sharedPKI struct {
+// templatePKI holds node-opcua's server key and certificate, made once per test run (that
+// costs a second or two); each server gets a copy in a folder of its own, so that no two
+// servers share node-opcua's PKI lock files.
+var templatePKI struct {
 	once sync.Once
 	dir  string
+	err  error
 }
 
 func pkiDir(t testing.TB) string {
-	sharedPKI.once.Do(func() {
+	t.Helper()
+	templatePKI.once.Do(func() {
 		d, err := os.MkdirTemp("", "tagpipe-opcua-pki-")
 		if err != nil {
-			t.Fatal(err)
+			templatePKI.err = err
+			return
 		}
-		sharedPKI.dir = d
+		templatePKI.dir = d
+		p := testpeer.Start(t, testpeer.Options{Dir: nodeOPCUADirNoCheck()}, "node", "opcua_server.js", "--port", "0", "--pki", d)
+		p.Stop()
 	})
-	return sharedPKI.dir
+	if templatePKI.err != nil {
+		t.Fatal(templatePKI.err)
+	}
+	dir := filepath.Join(t.TempDir(), "pki")
+	if err := os.CopyFS(filepath.Join(dir, "own"), os.DirFS(filepath.Join(templatePKI.dir, "own"))); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // startNodeOPCUA starts node-opcua's server with extra arguments on a free loopback port.
@@ -239,4 +252,12 @@ func fmtMetrics(ms []*models.Metric) string {
 		fmt.Fprintf(&b, " %s\n", m.Time.Format(time.RFC3339Nano))
 	}
 	return b.String()
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if templatePKI.dir != "" {
+		os.RemoveAll(templatePKI.dir)
+	}
+	os.Exit(code)
 }

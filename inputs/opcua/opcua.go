@@ -75,6 +75,9 @@ type OPCUA struct {
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// do runs functions in the session's goroutine (tests: break the session on purpose).
+	do chan func(*session)
 }
 
 // Group is one [[inputs.opcua.group]]: nodes that share a measurement, a namespace, tags and

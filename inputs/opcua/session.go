@@ -103,7 +103,11 @@ func newSession(o *OPCUA, acc models.Accumulator, subscribe bool) *session {
 		Failures: 5,
 		CoolDown: o.ReconnectMax.D(),
 		OnChange: func(from, to string) {
-			s.log.Info("reconnect breaker "+to, "was", from)
+			if from == "closed" {
+				s.log.Warn("reconnect breaker open: attempts slow down to one per reconnect_max", "reconnect_max", o.ReconnectMax.D())
+				return
+			}
+			s.log.Debug("reconnect breaker "+to, "was", from)
 		},
 	})
 	for _, spec := range o.nodes {
@@ -127,6 +131,8 @@ func (s *session) run(ctx context.Context) {
 			if wait, ok := s.attempt(ctx); !ok {
 				retry.Reset(wait)
 			}
+		case f := <-s.o.do: // nil (blocks) unless a test set it
+			f(s)
 		case r := <-s.published(): // nil (blocks) unless subscribed
 			if err := s.handlePublish(ctx, r); err != nil {
 				s.dropSession(err.Error())
@@ -491,6 +497,9 @@ func (s *session) poll(ctx context.Context) error {
 			continue
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopping
+			}
 			s.health.Failed(errorKind(err))
 			if isConnError(err) {
 				return fmt.Errorf("read: %w", err)
