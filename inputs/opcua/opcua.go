@@ -270,10 +270,11 @@ func (o *OPCUA) Start(ctx context.Context, acc models.Accumulator) error {
 		return fmt.Errorf("already started")
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	o.cancel, o.done = cancel, make(chan struct{})
+	done := make(chan struct{})
+	o.cancel, o.done = cancel, done
 	s := newSession(o, acc, o.Mode == "subscribe")
 	go func() {
-		defer close(o.done)
+		defer close(done)
 		s.run(ctx)
 	}()
 	return nil

@@ -486,7 +486,10 @@ func (s *session) closeClient() {
 }
 
 // poll reads every item in batches of the server's MaxNodesPerRead (read mode, and Gather).
-// It returns an error only when the session is broken.
+// With source or server timestamps a value whose sample did not change since the last poll
+// (a constant: same timestamp, same status) is the same point again and is not repeated; with
+// gather timestamps every poll is a point of its own. It returns an error only when the
+// session is broken.
 func (s *session) poll(ctx context.Context) error {
 	a := newSlab(len(s.items))
 	for i := 0; i < len(s.items); {
@@ -511,7 +514,7 @@ func (s *session) poll(ctx context.Context) error {
 		now := time.Now()
 		for k, dv := range res.Results {
 			if k < n {
-				s.deliver(a, s.items[i+k], dv, now, false)
+				s.deliver(a, s.items[i+k], dv, now, s.o.Timestamp != "gather")
 			}
 		}
 		i += n
