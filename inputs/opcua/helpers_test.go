@@ -259,5 +259,8 @@ func TestMain(m *testing.M) {
 	if templatePKI.dir != "" {
 		os.RemoveAll(templatePKI.dir)
 	}
+	if simBinary.path != "" {
+		os.RemoveAll(filepath.Dir(simBinary.path))
+	}
 	os.Exit(code)
 }
