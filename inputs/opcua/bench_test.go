@@ -9,6 +9,7 @@ package opcua
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,6 +95,7 @@ func BenchmarkSubscribe10k(b *testing.B) {
     namespace_uri = %q
     browse = "s=Sim"
 `, endpoint, opcuasim.NamespaceURI))
+	o.Log = slog.New(slog.DiscardHandler)
 	acc := &tokenAcc{ch: make(chan struct{}, 1<<16)}
 	if err := o.Start(context.Background(), acc); err != nil {
 		b.Fatal(err)
@@ -145,6 +147,7 @@ func benchPoll(b *testing.B, endpoint, nsURI, folder string, want int) {
     %s
     browse = %q
 `, endpoint, ns, folder))
+	o.Log = slog.New(slog.DiscardHandler)
 	acc := &countAcc{}
 	s := newSession(o, acc, false)
 	ctx := context.Background()

@@ -365,3 +365,32 @@ func TestStopLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// Read mode with an interval longer than the session timeout: the server closes the session
+// between polls; the poll that finds it gone connects again at once and still reads its tick.
+func TestNodeOPCUASessionTimeoutBetweenPolls(t *testing.T) {
+	p := startNodeOPCUA(t)
+	o := load(t, fmt.Sprintf(`[[inputs.opcua]]
+  name = "slow"
+  endpoint = %q
+  interval = "3s"
+  session_timeout = "1s"
+  timestamp = "gather"
+  [[inputs.opcua.group]]
+    namespace = 1
+    [[inputs.opcua.group.node]]
+      id = "s=Status"
+`, p.endpoint))
+	logs := captureLog(o)
+	acc := start(t, o)
+	waitFor(t, 15*time.Second, "4 polls", func() bool { return len(acc.values("opcua", "Status")) >= 4 })
+	if o.stats.connects.Get() < 2 {
+		t.Fatalf("the server kept the session (%d connects): the case was not exercised\n%s", o.stats.connects.Get(), logs)
+	}
+	vals := acc.values("opcua", "Status")
+	for i := 1; i < len(vals); i++ {
+		if d := vals[i].Time.Sub(vals[i-1].Time); d > 4*time.Second {
+			t.Fatalf("a poll was lost: %v between values\n%s", d, logs)
+		}
+	}
+}

@@ -139,18 +139,28 @@ func (s *session) run(ctx context.Context) {
 				retry.Reset(s.backoff.Next())
 			}
 		case now := <-tick.C:
-			if s.client != nil {
-				var err error
-				switch {
-				case !s.sub:
-					err = s.poll(ctx)
-				case s.subn == nil: // an earlier attempt failed
-					err = s.subscribe(ctx)
-				}
-				if err != nil && ctx.Err() == nil {
+			var err error
+			switch {
+			case s.client == nil:
+			case !s.sub:
+				if err = s.poll(ctx); err != nil && ctx.Err() == nil {
+					// The session may have timed out on the server since the last poll (an
+					// interval longer than the session timeout): connect again at once and
+					// poll this tick, rather than lose it.
 					s.dropSession(err.Error())
-					retry.Reset(s.backoff.Next())
+					wait, ok := s.attempt(ctx)
+					if !ok {
+						retry.Reset(wait)
+						break
+					}
+					err = s.poll(ctx)
 				}
+			case s.subn == nil: // an earlier attempt failed
+				err = s.subscribe(ctx)
+			}
+			if err != nil && ctx.Err() == nil {
+				s.dropSession(err.Error())
+				retry.Reset(s.backoff.Next())
 			}
 			if s.o.Health {
 				s.emitHealth(now)
@@ -163,6 +173,9 @@ func (s *session) run(ctx context.Context) {
 // the next attempt when it failed.
 func (s *session) attempt(ctx context.Context) (time.Duration, bool) {
 	s.state.Store(stateConnecting)
+	if s.everUp || s.lastConnErr != "" {
+		s.health.Retry() // every attempt after the first counts as a retry of connecting
+	}
 	t0 := time.Now()
 	err := s.breaker.Do(func() error {
 		s.health.Request()
@@ -276,7 +289,8 @@ func (s *session) connect(ctx context.Context) error {
 		return fmt.Errorf("session (%s/%s, %s): %w", shortPolicy(ep.SecurityPolicyURI), shortMode(ep.SecurityMode), o.AuthMethod, err)
 	}
 	s.client = c
-	if err := s.prepare(cctx); err != nil {
+	// browsing and subscribing may take many requests, each with its own deadline
+	if err := s.prepare(ctx); err != nil {
 		s.closeClient()
 		return err
 	}
@@ -603,16 +617,17 @@ func (s *session) emitHealth(now time.Time) {
 	f := make([]models.Field, 0, 20)
 	f = s.health.AppendFields(f, nil, s.breaker)
 	st := s.state.Load()
+	nodes, failed := len(s.items), s.failed+s.monFailed
+	if st != stateConnected {
+		nodes, failed = 0, 0 // what the last session resolved says nothing now
+	}
 	f = append(f,
 		models.String("session", stateNames[st]),
 		models.Bool("connected", st == stateConnected),
 		models.Uint("reconnects", s.reconnects.Load()),
-		models.Int("nodes", int64(len(s.items))),
-		models.Int("nodes_failed", int64(s.failed+s.monFailed)),
+		models.Int("nodes", int64(nodes)),
+		models.Int("nodes_failed", int64(failed)),
 	)
-	if st != stateConnected {
-		f[len(f)-3] = models.Int("nodes", 0)
-	}
 	if s.sub {
 		f = append(f, models.Int("monitored_items", int64(s.monitored)))
 	}
