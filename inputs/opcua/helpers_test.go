@@ -264,3 +264,15 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// statusTable returns an input reading ns=1;s=Status (node-opcua holds "ok" there) with more
+// top-level settings, one per string.
+func statusTable(name, endpoint string, settings ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[[inputs.opcua]]\n  name = %q\n  endpoint = %q\n", name, endpoint)
+	for _, s := range settings {
+		b.WriteString("  " + s + "\n")
+	}
+	b.WriteString("  [[inputs.opcua.group]]\n    namespace = 1\n    [[inputs.opcua.group.node]]\n      id = \"s=Status\"\n")
+	return b.String()
+}

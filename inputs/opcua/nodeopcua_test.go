@@ -264,21 +264,8 @@ func TestNodeOPCUAWrongPassword(t *testing.T) {
 	p := startNodeOPCUA(t)
 	fp := fingerprint(t, p.certFile())
 	table := func(name, pass string) string {
-		return fmt.Sprintf(`[[inputs.opcua]]
-  name = %q
-  endpoint = %q
-  interval = "200ms"
-  reconnect_min = "50ms"
-  reconnect_max = "100ms"
-  auth_method = "UserName"
-  username = "user1"
-  password = %q
-  server_fingerprint = %q
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, name, p.endpoint, pass, fp)
+		return statusTable(name, p.endpoint, `interval = "200ms"`, `reconnect_min = "50ms"`, `reconnect_max = "100ms"`,
+			`auth_method = "UserName"`, `username = "user1"`, fmt.Sprintf("password = %q", pass), fmt.Sprintf("server_fingerprint = %q", fp))
 	}
 	bad := load(t, table("bad", "wrong"))
 	logs := captureLog(bad)
@@ -316,17 +303,7 @@ func TestNodeOPCUAWrongPassword(t *testing.T) {
 // An endpoint the server does not offer: the error lists what it offers.
 func TestNodeOPCUANoMatchingEndpoint(t *testing.T) {
 	p := startNodeOPCUA(t)
-	o := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "nomatch"
-  endpoint = %q
-  security_policy = "Basic256"
-  security_mode = "Sign"
-  insecure_skip_verify = true
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint))
+	o := load(t, statusTable("nomatch", p.endpoint, `security_policy = "Basic256"`, `security_mode = "Sign"`, "insecure_skip_verify = true"))
 	_, err := gather(t, o)
 	if err == nil {
 		t.Fatal("connected to an endpoint the server does not offer")
@@ -341,18 +318,8 @@ func TestNodeOPCUANoMatchingEndpoint(t *testing.T) {
 // "auto" picks the strongest endpoint the server offers.
 func TestNodeOPCUAAuto(t *testing.T) {
 	p := startNodeOPCUA(t)
-	o := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "auto"
-  endpoint = %q
-  security_policy = "auto"
-  security_mode = "auto"
-  server_fingerprint = %q
-  state_directory = %q
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint, fingerprint(t, p.certFile()), t.TempDir()))
+	o := load(t, statusTable("auto", p.endpoint, `security_policy = "auto"`, `security_mode = "auto"`,
+		fmt.Sprintf("server_fingerprint = %q", fingerprint(t, p.certFile())), fmt.Sprintf("state_directory = %q", t.TempDir())))
 	logs := captureLog(o)
 	acc, err := gather(t, o)
 	if err != nil {
@@ -372,22 +339,9 @@ func TestNodeOPCUAAuto(t *testing.T) {
 func TestNodeOPCUAServerTrust(t *testing.T) {
 	p := startNodeOPCUA(t)
 	table := func(trust string) string {
-		return fmt.Sprintf(`[[inputs.opcua]]
-  name = "trust"
-  endpoint = %q
-  mode = "subscribe"
-  interval = "200ms"
-  reconnect_min = "50ms"
-  reconnect_max = "200ms"
-  security_policy = "Basic256Sha256"
-  security_mode = "Sign"
-  %s
-  state_directory = %q
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint, trust, t.TempDir())
+		return statusTable("trust", p.endpoint, `mode = "subscribe"`, `interval = "200ms"`, `reconnect_min = "50ms"`,
+			`reconnect_max = "200ms"`, `security_policy = "Basic256Sha256"`, `security_mode = "Sign"`, trust,
+			fmt.Sprintf("state_directory = %q", t.TempDir()))
 	}
 	want := fingerprint(t, p.certFile())
 
@@ -425,18 +379,8 @@ func TestNodeOPCUAServerTrust(t *testing.T) {
 // certificate to trust, and a counter.
 func TestNodeOPCUAClientCertRejected(t *testing.T) {
 	p := startNodeOPCUA(t, "--reject-unknown-certs")
-	o := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "rejected"
-  endpoint = %q
-  security_policy = "Basic256Sha256"
-  security_mode = "SignAndEncrypt"
-  server_fingerprint = %q
-  state_directory = %q
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint, fingerprint(t, p.certFile()), t.TempDir()))
+	o := load(t, statusTable("rejected", p.endpoint, `security_policy = "Basic256Sha256"`, `security_mode = "SignAndEncrypt"`,
+		fmt.Sprintf("server_fingerprint = %q", fingerprint(t, p.certFile())), fmt.Sprintf("state_directory = %q", t.TempDir())))
 	o.ConnectTimeout = 2e9
 	acc := newAcc()
 	s := newSession(o, acc, false)
@@ -460,19 +404,9 @@ func TestNodeOPCUACertificateIdentity(t *testing.T) {
 	p := startNodeOPCUA(t, "--no-anonymous")
 	for _, mode := range []string{"Sign", "SignAndEncrypt"} {
 		t.Run(mode, func(t *testing.T) {
-			o := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "x509"
-  endpoint = %q
-  security_policy = "Aes128_Sha256_RsaOaep"
-  security_mode = %q
-  auth_method = "Certificate"
-  server_fingerprint = %q
-  state_directory = %q
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint, mode, fingerprint(t, p.certFile()), t.TempDir()))
+			o := load(t, statusTable("x509", p.endpoint, `security_policy = "Aes128_Sha256_RsaOaep"`,
+				fmt.Sprintf("security_mode = %q", mode), `auth_method = "Certificate"`,
+				fmt.Sprintf("server_fingerprint = %q", fingerprint(t, p.certFile())), fmt.Sprintf("state_directory = %q", t.TempDir())))
 			acc, err := gather(t, o)
 			if err != nil {
 				t.Fatal(err)
@@ -483,14 +417,7 @@ func TestNodeOPCUACertificateIdentity(t *testing.T) {
 		})
 	}
 	// and anonymous is refused there, as the server says
-	o := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "anon"
-  endpoint = %q
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint))
+	o := load(t, statusTable("anon", p.endpoint))
 	if _, err := gather(t, o); err == nil {
 		t.Fatal("anonymous accepted by a server started with --no-anonymous")
 	}
@@ -691,14 +618,7 @@ func TestNodeOPCUAValues(t *testing.T) {
 	}
 
 	// timestamp = "source": the server's source timestamp of a constant set at its start
-	ts := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "ts"
-  endpoint = %q
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint))
+	ts := load(t, statusTable("ts", p.endpoint))
 	start := time.Now()
 	acc, err = gather(t, ts)
 	if err != nil {

@@ -278,18 +278,8 @@ func TestNodeOPCUAServerLate(t *testing.T) {
 	var inputs []*OPCUA
 	var accs []*testAcc
 	for i := range 5 {
-		o := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "late%d"
-  endpoint = %q
-  mode = "subscribe"
-  interval = "200ms"
-  reconnect_min = "100ms"
-  reconnect_max = "300ms"
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, i, endpoint))
+		o := load(t, statusTable(fmt.Sprint("late", i), endpoint, `mode = "subscribe"`, `interval = "200ms"`,
+			`reconnect_min = "100ms"`, `reconnect_max = "300ms"`))
 		inputs = append(inputs, o)
 		accs = append(accs, start(t, o))
 	}
@@ -370,17 +360,7 @@ func TestStopLeavesNothing(t *testing.T) {
 // between polls; the poll that finds it gone connects again at once and still reads its tick.
 func TestNodeOPCUASessionTimeoutBetweenPolls(t *testing.T) {
 	p := startNodeOPCUA(t)
-	o := load(t, fmt.Sprintf(`[[inputs.opcua]]
-  name = "slow"
-  endpoint = %q
-  interval = "3s"
-  session_timeout = "1s"
-  timestamp = "gather"
-  [[inputs.opcua.group]]
-    namespace = 1
-    [[inputs.opcua.group.node]]
-      id = "s=Status"
-`, p.endpoint))
+	o := load(t, statusTable("slow", p.endpoint, `interval = "3s"`, `session_timeout = "1s"`, `timestamp = "gather"`))
 	logs := captureLog(o)
 	acc := start(t, o)
 	waitFor(t, 15*time.Second, "4 polls", func() bool { return len(acc.values("opcua", "Status")) >= 4 })

@@ -207,26 +207,32 @@ func (s *session) attempt(ctx context.Context) (time.Duration, bool) {
 	if errors.Is(err, resilience.ErrOpen) {
 		return wait, false
 	}
-	s.o.stats.connectErrors.Incr()
 	s.health.Failed(errorKind(err))
-	s.reportConnectError(err, wait)
+	s.reportConnectError(s.connectFailed(err), wait)
 	return wait, false
 }
 
-// reportConnectError logs a failed attempt: the first of its kind as an error (with what to do
-// about it), repeats at debug level, so that a server away for an hour writes one line.
-func (s *session) reportConnectError(err error, wait time.Duration) {
+// connectFailed counts a failed connect by its cause and returns the error with what to do
+// about a refused identity or certificate.
+func (s *session) connectFailed(err error) error {
+	s.o.stats.connectErrors.Incr()
 	var untrusted *errUntrusted
 	switch {
 	case errors.As(err, &untrusted):
 		s.o.stats.certificateErrors.Incr()
 	case isAuthError(err):
 		s.o.stats.authErrors.Incr()
-		err = fmt.Errorf("the server refused the identity (auth_method %q, username %q): %w", s.o.AuthMethod, s.o.Username, err)
+		return fmt.Errorf("the server refused the identity (auth_method %q, username %q): %w", s.o.AuthMethod, s.o.Username, err)
 	case isCertError(err):
 		s.o.stats.certificateErrors.Incr()
-		err = fmt.Errorf("the server refused the client certificate (trust %s on the server): %w", s.certPath(), err)
+		return fmt.Errorf("the server refused the client certificate (trust %s on the server): %w", s.certPath(), err)
 	}
+	return err
+}
+
+// reportConnectError logs a failed attempt: the first of its kind as an error, repeats at
+// debug level, so that a server away for an hour writes one line.
+func (s *session) reportConnectError(err error, wait time.Duration) {
 	msg := err.Error()
 	if msg == s.lastConnErr {
 		s.log.Debug("connect failed again", "error", msg, "retry_in", wait.Round(time.Millisecond))
@@ -597,15 +603,7 @@ func (s *session) logProblem(st *nodeState, err error) {
 // gatherOnce connects, reads every node once and closes (Gather: --test, --once).
 func (s *session) gatherOnce(ctx context.Context) error {
 	if err := s.connect(ctx); err != nil {
-		var untrusted *errUntrusted
-		switch {
-		case errors.As(err, &untrusted):
-			s.o.stats.certificateErrors.Incr()
-		case isAuthError(err):
-			s.o.stats.authErrors.Incr()
-		}
-		s.o.stats.connectErrors.Incr()
-		return fmt.Errorf("%s: %w", s.o.Endpoint, err)
+		return fmt.Errorf("%s: %w", s.o.Endpoint, s.connectFailed(err))
 	}
 	defer s.closeClient()
 	return s.poll(ctx)
