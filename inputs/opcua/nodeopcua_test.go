@@ -812,10 +812,12 @@ func TestNodeOPCUAOperationLimits(t *testing.T) {
 	}
 }
 
-// An absolute deadband: the server reports only changes of at least the deadband.
+// Deadbands: the server reports only changes beyond the deadband, absolute or a percentage of
+// the node's EURange. A server that cannot apply a filter to a node (a percent deadband on a
+// variable without EURange) refuses the item: it is monitored without the filter, and said so.
 func TestNodeOPCUADeadband(t *testing.T) {
 	p := startNodeOPCUA(t)
-	run := func(deadband string) []float64 {
+	run := func(node, deadband string) ([]float64, *logBuf) {
 		o := load(t, fmt.Sprintf(`[[inputs.opcua]]
   name = "db"
   endpoint = %q
@@ -827,8 +829,9 @@ func TestNodeOPCUADeadband(t *testing.T) {
     %s
     [[inputs.opcua.group.node]]
       name = "sine"
-      id = "s=Sine"
-`, p.endpoint, deadband))
+      id = %q
+`, p.endpoint, deadband, node))
+		logs := captureLog(o)
 		acc := start(t, o)
 		time.Sleep(3 * time.Second)
 		o.Stop()
@@ -836,19 +839,33 @@ func TestNodeOPCUADeadband(t *testing.T) {
 		for _, m := range acc.values("opcua", "sine") {
 			vs = append(vs, m.Fields[0].FloatV())
 		}
-		return vs
+		return vs, logs
 	}
-	all := run("")
-	filtered := run(`deadband = { type = "absolute", value = 0.3 }`)
+	beyond := func(what string, vs []float64, d float64) {
+		t.Helper()
+		for i := 1; i < len(vs); i++ {
+			if math.Abs(vs[i]-vs[i-1]) <= d {
+				t.Fatalf("%s: changes %v → %v are within the deadband %v", what, vs[i-1], vs[i], d)
+			}
+		}
+	}
+	all, _ := run("s=Sine", "")
 	if len(all) < 20 {
 		t.Fatalf("without a deadband: %d changes in 3 s, want about 30", len(all))
 	}
-	if len(filtered) < 2 || len(filtered) > len(all)/2 {
-		t.Fatalf("with a 0.3 deadband: %d changes (without: %d)", len(filtered), len(all))
+	abs, _ := run("s=Sine", `deadband = { type = "absolute", value = 0.3 }`)
+	if len(abs) < 2 || len(abs) > len(all)/2 {
+		t.Fatalf("with a 0.3 deadband: %d changes (without: %d)", len(abs), len(all))
 	}
-	for i := 1; i < len(filtered); i++ {
-		if d := math.Abs(filtered[i] - filtered[i-1]); d <= 0.3 {
-			t.Fatalf("changes %v → %v differ by %v, within the deadband", filtered[i-1], filtered[i], d)
-		}
+	beyond("absolute 0.3", abs, 0.3)
+	// 10% of the EURange -1..1 is 0.2; in any 3 s Sine moves by 0.4 at least
+	pct, _ := run("s=AnalogSine", `deadband = { type = "percent", value = 10.0 }`)
+	if len(pct) < 2 || len(pct) > len(all)/2 {
+		t.Fatalf("with a 10%% deadband: %d changes (without: %d)", len(pct), len(all))
+	}
+	beyond("10% of EURange -1..1", pct, 0.2)
+	refused, logs := run("s=Sine", `deadband = { type = "percent", value = 30.0 }`)
+	if len(logs.lines("refuses the deadband", `node="ns=1;s=Sine"`)) != 1 || len(refused) < 20 {
+		t.Fatalf("a refused percent deadband: %d changes\n%s", len(refused), logs)
 	}
 }

@@ -179,3 +179,46 @@ func TestDialURLs(t *testing.T) {
 	f("opc.tcp://10.0.0.1:4840", "", "opc.tcp://10.0.0.1:4840")
 	f("opc.tcp://10.0.0.1:4840", "http://x", "opc.tcp://10.0.0.1:4840")
 }
+
+func TestSelectEndpoint(t *testing.T) {
+	ep := func(policy string, mode ua.MessageSecurityMode, level uint8, toks ...ua.UserTokenType) *ua.EndpointDescription {
+		e := &ua.EndpointDescription{SecurityPolicyURI: ua.SecurityPolicyURIPrefix + policy, SecurityMode: mode, SecurityLevel: level}
+		for _, tt := range toks {
+			e.UserIdentityTokens = append(e.UserIdentityTokens, &ua.UserTokenPolicy{TokenType: tt})
+		}
+		return e
+	}
+	anon, user := ua.UserTokenTypeAnonymous, ua.UserTokenTypeUserName
+	eps := []*ua.EndpointDescription{
+		ep("None", ua.MessageSecurityModeNone, 0, anon),
+		ep("Basic256", ua.MessageSecurityModeSignAndEncrypt, 200, anon, user), // deprecated, and the server rates it highest
+		ep("Basic256Sha256", ua.MessageSecurityModeSign, 10, anon, user),
+		ep("Basic256Sha256", ua.MessageSecurityModeSignAndEncrypt, 10, anon),
+		ep("Aes128_Sha256_RsaOaep", ua.MessageSecurityModeSignAndEncrypt, 10, anon, user),
+	}
+	f := func(policy, mode, auth, want string) {
+		t.Helper()
+		o := &OPCUA{Endpoint: "opc.tcp://x:1", SecurityPolicy: policy, SecurityMode: mode, AuthMethod: auth}
+		got, err := o.selectEndpoint(eps)
+		if want == "" {
+			if err == nil {
+				t.Fatalf("%s/%s/%s chose %s, want none", policy, mode, auth, shortPolicy(got.SecurityPolicyURI))
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s/%s/%s: %v", policy, mode, auth, err)
+		}
+		if g := shortPolicy(got.SecurityPolicyURI) + "/" + shortMode(got.SecurityMode); g != want {
+			t.Fatalf("%s/%s/%s chose %s, want %s", policy, mode, auth, g, want)
+		}
+	}
+	f("auto", "auto", "Anonymous", "Aes128_Sha256_RsaOaep/SignAndEncrypt") // never the deprecated one
+	f("Basic256", "SignAndEncrypt", "Anonymous", "Basic256/SignAndEncrypt") // unless named
+	f("auto", "Sign", "UserName", "Basic256Sha256/Sign")
+	f("Basic256Sha256", "auto", "UserName", "Basic256Sha256/Sign") // SignAndEncrypt offers no user name
+	f("Basic256Sha256", "SignAndEncrypt", "Anonymous", "Basic256Sha256/SignAndEncrypt")
+	f("None", "None", "Anonymous", "None/None")
+	f("None", "None", "UserName", "")
+	f("Aes256_Sha256_RsaPss", "Sign", "Anonymous", "")
+}

@@ -16,6 +16,7 @@
 // Namespace 1 (the server's own; every variable is read-only unless said otherwise):
 //   ns=1;s=Tagpipe     Folder below Objects holding the variables below
 //   ns=1;s=Sine        Double   sin(2*pi*t/10s), updated every --period-ms
+//   ns=1;s=AnalogSine  Double   the same, an AnalogItem with EURange -1..1 (percent deadbands)
 //   ns=1;s=FastCounter UInt32   +1 every --period-ms, from 1
 //   ns=1;s=Counter     UInt32   +1 every second
 //   ns=1;s=Toggle      Boolean  flips every second
@@ -168,6 +169,9 @@ async function main() {
     timestamped_get: () => new DataValue({ statusCode: StatusCodes.BadSensorFailure,
       sourceTimestamp: new Date(), serverTimestamp: new Date() }),
   });
+  const analog = ns.addAnalogDataItem({ componentOf: folder, nodeId: "s=AnalogSine", browseName: "AnalogSine", dataType: "Double",
+    engineeringUnitsRange: { low: -1, high: 1 }, minimumSamplingInterval: 50,
+    accessLevel: "CurrentRead", userAccessLevel: "CurrentRead", value: getter(DataType.Double, "sine") });
   add("s=Uncertain", "Uncertain", "Double", {
     timestamped_get: () => new DataValue({ statusCode: StatusCodes.UncertainLastUsableValue,
       value: new Variant({ dataType: DataType.Double, value: 7.5 }),
@@ -210,7 +214,7 @@ async function main() {
   const tick = setInterval(() => {
     state.sine = Math.sin((2 * Math.PI * (Date.now() - start)) / 10000);
     state.fast += 1;
-    for (const v of [sine, fast, sine2, fast2]) v.touchValue();
+    for (const v of [sine, analog, fast, sine2, fast2]) v.touchValue();
   }, o.periodMs);
   const slow = setInterval(() => {
     state.counter += 1;
