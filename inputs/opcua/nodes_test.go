@@ -213,7 +213,7 @@ func TestSelectEndpoint(t *testing.T) {
 			t.Fatalf("%s/%s/%s chose %s, want %s", policy, mode, auth, g, want)
 		}
 	}
-	f("auto", "auto", "Anonymous", "Aes128_Sha256_RsaOaep/SignAndEncrypt") // never the deprecated one
+	f("auto", "auto", "Anonymous", "Aes128_Sha256_RsaOaep/SignAndEncrypt")  // never the deprecated one
 	f("Basic256", "SignAndEncrypt", "Anonymous", "Basic256/SignAndEncrypt") // unless named
 	f("auto", "Sign", "UserName", "Basic256Sha256/Sign")
 	f("Basic256Sha256", "auto", "UserName", "Basic256Sha256/Sign") // SignAndEncrypt offers no user name
