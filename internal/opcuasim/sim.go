@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gopcua/opcua/id"
@@ -75,6 +76,20 @@ type Server struct {
 
 // Start starts a server and its value updates.
 func Start(opts Options) (*Server, error) {
+	if opts.Port != 0 {
+		return start(opts)
+	}
+	// The free port is picked before the server listens on it (see start): another process
+	// may take it in between. Pick again then.
+	for attempt := 1; ; attempt++ {
+		s, err := start(opts)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {
+			return s, err
+		}
+	}
+}
+
+func start(opts Options) (*Server, error) {
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
 	}
