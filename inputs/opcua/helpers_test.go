@@ -239,9 +239,6 @@ func tag(m *models.Metric, key string) string {
 	return v
 }
 
-// uniqueDir returns a new empty folder for certificates.
-func uniqueDir(t testing.TB) string { return t.TempDir() }
-
 func fmtMetrics(ms []*models.Metric) string {
 	var b strings.Builder
 	for _, m := range ms {
