@@ -373,6 +373,15 @@ func TestNodeOPCUAServerTrust(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "a value once the certificate is trusted", func() bool { return len(acc.values("opcua", "Status")) > 0 })
+
+	// insecure_skip_verify: connects to any certificate, and says so once
+	skip := load(t, table("insecure_skip_verify = true"))
+	skipLogs := captureLog(skip)
+	skipAcc := start(t, skip)
+	waitFor(t, 10*time.Second, "a value without verification", func() bool { return len(skipAcc.values("opcua", "Status")) > 0 })
+	if n := len(skipLogs.lines("level=WARN", "insecure_skip_verify = true", want)); n != 1 {
+		t.Fatalf("%d warnings about the unchecked certificate, want 1:\n%s", n, skipLogs)
+	}
 }
 
 // A server that refuses the client's certificate: a clear line saying so, naming the
@@ -626,6 +635,15 @@ func TestNodeOPCUAValues(t *testing.T) {
 	}
 	if m := acc.all()[0]; !m.Time.Before(start) || time.Since(m.Time) > 2*time.Minute {
 		t.Fatalf("timestamp = \"source\" gave %v, want the server's (before %v)", m.Time, start)
+	}
+	// timestamp = "server": the time the server answered the read
+	start = time.Now()
+	acc, err = gather(t, load(t, statusTable("ts", p.endpoint, `timestamp = "server"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := acc.all()[0]; m.Time.Before(start.Add(-time.Second)) || m.Time.After(time.Now().Add(time.Second)) {
+		t.Fatalf("timestamp = \"server\" gave %v, want about %v", m.Time, start)
 	}
 }
 
