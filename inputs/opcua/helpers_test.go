@@ -3,6 +3,7 @@ package opcua
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -100,7 +101,16 @@ func load(t testing.TB, table string) *OPCUA {
 	}
 	o := cfg.Inputs[0].Plugin.(*OPCUA)
 	t.Cleanup(o.stats.unregister)
+	// the input's log goes to the test's log: shown when the test fails or with -v
+	o.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("source", o.Name)
 	return o
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 // loadErr returns the config error of a table.
