@@ -33,6 +33,13 @@ type ServiceInput interface {
 	Stop()
 }
 
+// IntervalSetter is implemented by service inputs that poll or report on their own schedule
+// (Modbus devices, OPC UA read mode and health): before Start, the agent passes the interval the input would be
+// gathered on — its own `interval`, else the agent's.
+type IntervalSetter interface {
+	SetInterval(d time.Duration)
+}
+
 // Processor sees every metric once and returns what goes on: the same metrics (changed or not),
 // fewer, or more.
 type Processor interface {
@@ -62,13 +69,6 @@ type Output interface {
 // Init must not dial or start goroutines.
 type Initializer interface {
 	Init() error
-}
-
-// IntervalSetter is implemented by service inputs that schedule their own polls (Modbus): the
-// agent calls SetInterval before Start with the input's interval (its own `interval`, else the
-// agent's).
-type IntervalSetter interface {
-	SetInterval(d time.Duration)
 }
 
 // PartialWriteError is returned by Output.Write when only part of a batch was handled. Indices
