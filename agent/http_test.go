@@ -328,7 +328,13 @@ func TestHealthServiceInput(t *testing.T) {
 		_, srv := startAgent(t, fmt.Sprintf(inputConf, "service_health_test", "", filepath.Join(t.TempDir(), "out.lp")))
 		srv.MinWindow = 300 * time.Millisecond
 		waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok: 1 inputs gathering")
-		acc := serviceAcc.Load()
+		// /healthz can answer before the agent reached the inputs' Start: wait for it.
+		var acc *models.Accumulator
+		for deadline := time.Now().Add(5 * time.Second); acc == nil && time.Now().Before(deadline); {
+			if acc = serviceAcc.Load(); acc == nil {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
 		if acc == nil {
 			t.Fatal("the service input did not start")
 		}
