@@ -31,9 +31,10 @@ func AppendMetric(dst []byte, m *Metric) []byte {
 	for i := range m.Fields {
 		f := &m.Fields[i]
 		dst = appendStr(dst, f.Key)
-		dst = append(dst, byte(f.typ))
-		if f.typ == TypeString {
-			dst = appendStr(dst, f.str)
+		typ := f.Type()
+		dst = append(dst, byte(typ))
+		if typ == TypeString {
+			dst = appendStr(dst, f.StringV())
 		} else {
 			dst = binary.LittleEndian.AppendUint64(dst, f.bits)
 		}
@@ -88,24 +89,29 @@ func (d *Decoder) Decode(b []byte) (*Metric, []byte, error) {
 	}
 	m := NewMetric(name, tags, int(nf), time.Time{})
 	for range nf {
-		var f Field
-		if f.Key, b, err = d.readStr(b); err != nil {
+		var key string
+		if key, b, err = d.readStr(b); err != nil {
 			return nil, nil, err
 		}
 		if len(b) == 0 {
 			return nil, nil, ErrBadEncoding
 		}
-		f.typ, b = ValueType(b[0]), b[1:]
-		switch f.typ {
+		typ := ValueType(b[0])
+		b = b[1:]
+		var f Field
+		switch typ {
 		case TypeString:
-			if f.str, b, err = d.readStr(b); err != nil {
+			var v string
+			if v, b, err = d.readStr(b); err != nil {
 				return nil, nil, err
 			}
+			f = String(key, v)
 		case TypeFloat, TypeInt, TypeUint, TypeBool:
 			if len(b) < 8 {
 				return nil, nil, ErrBadEncoding
 			}
-			f.bits, b = binary.LittleEndian.Uint64(b), b[8:]
+			f = Field{Key: key, p: mark(typ), bits: binary.LittleEndian.Uint64(b)}
+			b = b[8:]
 		default:
 			return nil, nil, ErrBadEncoding
 		}
