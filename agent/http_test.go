@@ -276,9 +276,11 @@ func TestHealthInputFailsThenRecovers(t *testing.T) {
 
 // A gather that does not return: 503 once no gather finished for the window, 200 when it does.
 func TestHealthInputHangs(t *testing.T) {
-	_, srv := startAgent(t, fmt.Sprintf(inputConf, "flaky_health_test", "", filepath.Join(t.TempDir(), "out.lp")))
+	a, srv := startAgent(t, fmt.Sprintf(inputConf, "flaky_health_test", "", filepath.Join(t.TempDir(), "out.lp")))
 	srv.MinWindow = 300 * time.Millisecond
 	waitHealth(t, srv, 5*time.Second, http.StatusOK, "ok:")
+	// A gather must have succeeded first, so that the message names its time.
+	waitFor(t, "a first gather", func() bool { return a.Inputs()[0].MetricsGathered.Get() > 0 })
 	flakyHang.Store(true)
 	defer flakyHang.Store(false)
 	body := waitHealth(t, srv, 5*time.Second, http.StatusServiceUnavailable,

@@ -330,7 +330,8 @@ func TestVersionAndHelp(t *testing.T) {
 }
 
 func TestDemoPrintsLineProtocol(t *testing.T) {
-	cmd := exec.Command(binary, "demo", "--duration", "3s")
+	// The race detector and a loaded machine make the first devices slow to start: 8 s, not 3.
+	cmd := exec.Command(binary, "demo", "--duration", "8s")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
