@@ -50,7 +50,8 @@ type DiskBuffer struct {
 	wmu     sync.Mutex
 	wq      []byte
 	wqCount int
-	writing int // metrics taken from the queue and not yet on disk
+	wqMem   [][]*Metric // the metrics of each queued record, in order
+	writing int         // metrics taken from the queue and not yet on disk
 	wqFull  *sync.Cond
 	wake    chan struct{}
 	flushed chan chan struct{} // Sync's requests
@@ -67,6 +68,8 @@ type DiskBuffer struct {
 	ackOff     int64      // everything before it is done
 	pending    []pendingMetric
 	out        int
+	mem        []memRecord // written records whose metrics are still in memory, oldest first
+	memCount   int
 	stored     int64 // metrics on disk not yet done, pending and out included
 	dropFloor  int64 // metrics from records before this offset were dropped for space
 	dec        Decoder
@@ -103,6 +106,17 @@ type segment struct {
 	path       string
 	rf         *os.File // for reading, opened on demand
 }
+
+// memRecord is a written record whose metrics are still in memory: Begin takes them from here
+// instead of reading and decoding the record. Only after a restart, or for records that fell out
+// of this bounded list, is the disk read.
+type memRecord struct {
+	off, size int64
+	ms        []*Metric
+}
+
+// memLimit bounds the metrics held in memory for written records.
+const memLimit = 100_000
 
 type pendingMetric struct {
 	m        *Metric
@@ -374,6 +388,7 @@ func (b *DiskBuffer) Add(ms ...*Metric) (dropped int) {
 	binary.LittleEndian.PutUint32(b.wq[start:], uint32(len(payload)))
 	binary.LittleEndian.PutUint32(b.wq[start+4:], crc32.Checksum(payload, castagnoli))
 	b.wqCount += len(ms)
+	b.wqMem = append(b.wqMem, slices.Clone(ms)) // the caller reuses its slice
 	b.wmu.Unlock()
 	select {
 	case b.wake <- struct{}{}:
@@ -419,13 +434,13 @@ func (b *DiskBuffer) writer() {
 			}
 		}
 		b.wmu.Lock()
-		data, count := b.wq, b.wqCount
-		b.wq, b.wqCount = spare[:0], 0
+		data, count, mems := b.wq, b.wqCount, b.wqMem
+		b.wq, b.wqCount, b.wqMem = spare[:0], 0, nil
 		b.writing = count
 		b.wqFull.Broadcast()
 		b.wmu.Unlock()
 		if len(data) > 0 {
-			b.write(data, count)
+			b.write(data, count, mems)
 			dirty = true
 		}
 		spare = data
@@ -442,7 +457,7 @@ func (b *DiskBuffer) writer() {
 	}
 }
 
-func (b *DiskBuffer) write(data []byte, count int) {
+func (b *DiskBuffer) write(data []byte, count int, mems [][]*Metric) {
 	// Only this goroutine appends: the file write happens without mu, so Len, Begin and End
 	// never wait for the disk; readers only read below writeOff.
 	for len(data) > 0 {
@@ -478,6 +493,18 @@ func (b *DiskBuffer) write(data []byte, count int) {
 		}
 		b.wmu.Lock() // lock order: wmu, then mu
 		b.mu.Lock()
+		for off := 0; off < n; {
+			l := recHeader + int(binary.LittleEndian.Uint32(data[off:]))
+			b.mem = append(b.mem, memRecord{off: last.end + int64(off), size: int64(l), ms: mems[0]})
+			b.memCount += len(mems[0])
+			mems = mems[1:]
+			off += l
+		}
+		for b.memCount > memLimit {
+			b.memCount -= len(b.mem[0].ms)
+			b.mem[0] = memRecord{}
+			b.mem = b.mem[1:]
+		}
 		last.end += int64(n)
 		last.metrics += int64(c)
 		b.writeOff = last.end
@@ -573,6 +600,19 @@ func (b *DiskBuffer) load(n int) {
 			b.readOff = b.segs[b.readSeg].start
 			continue
 		}
+		for len(b.mem) > 0 && b.mem[0].off < b.readOff {
+			b.popMem()
+		}
+		if len(b.mem) > 0 && b.mem[0].off == b.readOff {
+			r := b.mem[0]
+			b.popMem()
+			for _, m := range r.ms {
+				b.pending = append(b.pending, pendingMetric{m: m, recStart: r.off})
+			}
+			s.read += int64(len(r.ms))
+			b.readOff += r.size
+			continue
+		}
 		if s.rf == nil {
 			f, err := os.Open(s.path)
 			if err != nil {
@@ -617,6 +657,12 @@ func (b *DiskBuffer) Sync() {
 		<-reply
 	case <-b.stopped:
 	}
+}
+
+func (b *DiskBuffer) popMem() {
+	b.memCount -= len(b.mem[0].ms)
+	b.mem[0] = memRecord{}
+	b.mem = b.mem[1:]
 }
 
 // record returns the record at readOff, reading ahead so that small records cost no syscall

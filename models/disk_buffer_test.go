@@ -76,13 +76,19 @@ func TestBufferSuite(t *testing.T) {
 }
 
 func TestDiskBufferRoundTripsEveryType(t *testing.T) {
-	b := openDisk(t, t.TempDir(), DiskBufferConfig{})
-	defer b.Close()
+	dir := t.TempDir()
+	b := openDisk(t, dir, DiskBufferConfig{})
 	in := New("power meter", []Tag{{"device", "m,1"}, {"line", "A"}}, []Field{
 		Float("f", math.Pi), Float("nan", math.Inf(-1)), Int("i", math.MinInt64), Uint("u", math.MaxUint64),
 		Bool("b", true), String("s", "ünïcode \"quoted\"\n"), String("empty", ""),
 	}, time.Unix(1795600000, 123456789))
 	b.Add(in, in)
+	if tx := b.Begin(10); tx == nil || tx.Batch[0] != in {
+		t.Fatal("before a restart the metrics come from memory, not decoded again")
+	}
+	b.Close()
+	b = openDisk(t, dir, DiskBufferConfig{}) // after a restart they are read and decoded
+	defer b.Close()
 	tx := b.Begin(10)
 	if tx == nil || len(tx.Batch) != 2 {
 		t.Fatalf("got %v", tx)
