@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,11 +22,12 @@ import (
 type conn interface {
 	io.ReadWriteCloser
 	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
 }
 
-// link is one connection to a controller and the devices behind it: a device of its own, a
-// gateway whose units take turns, or a serial line. One goroutine owns a link and everything it
-// touches (run, or one Gather); nothing here is safe for concurrent use.
+// link is one connection to a controller: a device of its own, a gateway whose units take
+// turns, or a serial line. The goroutine of its poller owns it; nothing here is safe for
+// concurrent use.
 //
 // The transport is ours rather than goburrow/modbus's (which has no context, no TLS and
 // allocates per request): deadlines come from each device's adaptive timeout, the read buffer
@@ -33,7 +35,8 @@ type conn interface {
 // transaction id) is drained and dropped instead of being taken for the next one.
 type link struct {
 	target  target
-	devices []*device
+	opts    lineOptions
+	p       *poller
 	st      *stats
 	log     *slog.Logger
 	debug   bool
@@ -46,8 +49,7 @@ type link struct {
 	retryAt  time.Time // after a failed dial: fail fast until then
 	dialErr  error     // of the failed dial
 	backoff  *resilience.Backoff
-	bucket   *resilience.Bucket
-	timer    *time.Timer
+	bucket   *resilience.Bucket // max_requests_per_second; nil: no cap
 
 	tid       uint16
 	buf       *buffers // pooled; kept between polls only while it holds bytes
@@ -57,11 +59,43 @@ type link struct {
 	flushNext bool     // serial: discard stray bytes before the next request
 	lastSend  time.Time
 	lastRecv  time.Time
+	lastUse   time.Time     // connected or sent: for idle_timeout
 	frameGap  time.Duration // serial: the silence between frames (3.5 characters)
 
-	overrunLogged time.Time
-
 	wbuf [mbapHeader + 5]byte
+}
+
+// newLink returns the (unconnected) link to controller t, run with the options of its devices.
+func (m *Modbus) newLink(t target, o lineOptions, p *poller) *link {
+	l := &link{
+		target:  t,
+		opts:    o,
+		p:       p,
+		st:      p.st,
+		log:     p.log,
+		debug:   p.debug,
+		backoff: resilience.NewBackoff(o.reconnectMin, o.reconnectMax),
+		bucket:  resilience.NewBucket(o.rate, o.burst),
+	}
+	switch t.scheme {
+	case "tls":
+		l.tlsConf = m.tls.Clone()
+		if l.tlsConf.ServerName == "" {
+			l.tlsConf.ServerName = hostOf(t.addr)
+		}
+	case "file":
+		c := m.serial
+		c.Address = t.addr
+		l.serial, l.frameGap = &c, m.gap
+	}
+	return l
+}
+
+func hostOf(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return strings.Trim(addr[:i], "[]")
+	}
+	return addr
 }
 
 // buffers are what a poll needs besides the link's state. They come from a pool: of thousands
@@ -110,7 +144,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	if now.Before(l.retryAt) {
 		return &errBackoff{until: l.retryAt, err: l.dialErr}
 	}
-	c, err := l.dial(ctx, d.opts.timeout)
+	c, err := l.dial(ctx, d.opts.timeout.Max)
 	if err != nil {
 		l.st.connectErrors.Incr()
 		l.retryAt = time.Now().Add(l.backoff.Next())
@@ -118,7 +152,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 		return &errBackoff{until: l.retryAt, err: l.dialErr}
 	}
 	l.backoff.Reset()
-	l.c, l.silent, l.flushNext, l.fresh = c, 0, false, true
+	l.c, l.silent, l.flushNext, l.fresh, l.lastUse = c, 0, false, true, time.Now()
 	l.stopConn = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) }) // unblock on Stop
 	if l.connects > 0 {
 		l.st.reconnects.Incr()
@@ -128,11 +162,15 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	if l.debug {
 		l.log.Debug("connected", "controller", l.target.String())
 	}
-	return l.sleep(ctx, d.opts.pauseAfterConn)
+	return l.p.sleep(ctx, d.opts.pauseAfterConn)
 }
 
 func (l *link) dial(ctx context.Context, timeout time.Duration) (conn, error) {
-	nd := &net.Dialer{Timeout: timeout}
+	ka := l.opts.keepAlive
+	if ka <= 0 {
+		ka = -1 // off
+	}
+	nd := &net.Dialer{Timeout: timeout, KeepAlive: ka}
 	switch l.target.scheme {
 	case "tls":
 		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)
@@ -152,21 +190,6 @@ func (l *link) close() {
 	l.c, l.r, l.w = nil, 0, 0
 }
 
-// sleep waits d on the link's timer, or until ctx is done.
-func (l *link) sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	l.timer.Reset(d)
-	select {
-	case <-ctx.Done():
-		l.timer.Stop()
-		return ctx.Err()
-	case <-l.timer.C:
-		return nil
-	}
-}
-
 // pace waits before a request of d as the device, the serial line and the request budget ask.
 func (l *link) pace(ctx context.Context, d *device) error {
 	now := time.Now()
@@ -177,18 +200,21 @@ func (l *link) pace(ctx context.Context, d *device) error {
 	if l.frameGap > 0 && !l.lastRecv.IsZero() {
 		wait = max(wait, l.lastRecv.Add(l.frameGap).Sub(now))
 	}
-	if err := l.sleep(ctx, wait); err != nil {
+	if err := l.p.sleep(ctx, wait); err != nil {
 		return err
 	}
-	for {
-		w := l.bucket.Take(time.Now())
-		if w == 0 {
-			return nil
-		}
-		if err := l.sleep(ctx, w); err != nil {
-			return err
+	for _, b := range [2]*resilience.Bucket{d.bucket, l.bucket} {
+		for {
+			w := b.Take(time.Now())
+			if w == 0 {
+				break
+			}
+			if err := l.p.sleep(ctx, w); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
 }
 
 // flush discards what a serial line still carries after a lost frame: it reads until the line
@@ -204,10 +230,11 @@ func (l *link) flush(ctx context.Context) {
 	}
 }
 
-// exchange sends request i of d and returns the answer's data (valid until the next exchange)
-// and when it arrived.
-func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Time, error) {
-	r := &d.plan[i]
+// exchange sends read i of d through route rt and returns the answer's data (valid until the
+// next exchange) and when it arrived. The answer is awaited for rt's adaptive timeout; a retry
+// never waits past the device's next poll.
+func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry bool) ([]byte, time.Time, error) {
+	r := &d.reqs[i]
 	if err := l.connect(ctx, d); err != nil {
 		return nil, time.Time{}, err
 	}
@@ -221,13 +248,19 @@ func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Tim
 		return nil, time.Time{}, err
 	}
 	sent := time.Now()
-	l.c.SetDeadline(sent.Add(d.timeout.Current()))
+	deadline := sent.Add(rt.timeout.Current())
+	if retry && deadline.After(d.deadline) {
+		deadline = d.deadline
+	}
+	// A read deadline only: a request is a dozen bytes and a connection that stays silent is
+	// closed long before its send buffer could fill, so a write never waits.
+	l.c.SetReadDeadline(deadline)
 	var req []byte
 	if l.target.framing == frameMBAP {
 		l.tid++
 		req = l.mbapRequest(l.tid, d.unit, r)
 	} else {
-		req = d.frames[i]
+		req = rt.frames[i]
 	}
 	l.st.requests.Incr()
 	d.health.Request()
@@ -235,7 +268,7 @@ func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Tim
 		l.close()
 		return nil, time.Time{}, err
 	}
-	l.lastSend = sent
+	l.lastSend, l.lastUse = sent, sent
 	data, err := l.answer(d, r)
 	at := time.Now()
 	if err != nil {
@@ -249,7 +282,7 @@ func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Tim
 	}
 	l.silent, l.lastRecv, l.fresh = 0, at, false
 	rtt := at.Sub(sent)
-	d.timeout.Observe(rtt)
+	rt.timeout.Observe(rtt)
 	d.health.Answered(rtt)
 	return data, at, nil
 }
