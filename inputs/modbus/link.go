@@ -44,7 +44,8 @@ type link struct {
 	serial  *serial.Config // file://
 
 	c        conn
-	stopConn func() bool // unregisters the context watch of c
+	mu       sync.Mutex // guards live
+	live     conn       // c, for the poller's wake on Stop (another goroutine)
 	connects int
 	retryAt  time.Time // after a failed dial: fail fast until then
 	dialErr  error     // of the failed dial
@@ -153,7 +154,12 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	}
 	l.backoff.Reset()
 	l.c, l.silent, l.flushNext, l.fresh, l.lastUse = c, 0, false, true, time.Now()
-	l.stopConn = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) }) // unblock on Stop
+	l.mu.Lock()
+	l.live = c
+	l.mu.Unlock()
+	if ctx.Err() != nil { // stopped meanwhile: the wake may have missed c
+		c.SetDeadline(time.Unix(1, 0))
+	}
 	if l.connects > 0 {
 		l.st.reconnects.Incr()
 	}
@@ -185,9 +191,21 @@ func (l *link) close() {
 	if l.c == nil {
 		return
 	}
-	l.stopConn()
+	l.mu.Lock()
+	l.live = nil
+	l.mu.Unlock()
 	l.c.Close()
 	l.c, l.r, l.w = nil, 0, 0
+}
+
+// unblock makes a read or write under way on the connection return at once (Stop). Safe for
+// concurrent use.
+func (l *link) unblock() {
+	l.mu.Lock()
+	if l.live != nil {
+		l.live.SetDeadline(time.Unix(1, 0))
+	}
+	l.mu.Unlock()
 }
 
 // pace waits before a request of d as the device, the serial line and the request budget ask.

@@ -44,7 +44,6 @@ type route struct {
 	breaker *resilience.Breaker
 	frames  [][]byte     // RTU and ASCII: the request ADUs of reqs, encoded by goburrow's packagers
 	tags    []models.Tag // of the health metric: controller and device
-	poll    func() error // the breaker's body, made once
 
 	lastErr   string // what failed last (errorKey), reported once per errorRepeat
 	lastErrAt time.Time
