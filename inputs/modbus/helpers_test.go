@@ -207,7 +207,6 @@ func onePoller(t testing.TB, m *Modbus, acc models.Accumulator) (*poller, *devic
 	t.Helper()
 	ps := m.buildPollers(m.stats(), time.Second, acc)
 	p := ps[0]
-	p.prepare(context.Background())
 	t.Cleanup(p.close)
 	return p, p.devices[0]
 }

@@ -35,7 +35,7 @@ type conn interface {
 // transaction id) is drained and dropped instead of being taken for the next one.
 type link struct {
 	target  target
-	opts    lineOptions
+	opts    *lineOptions // of the first device on it (the others agree)
 	p       *poller
 	st      *stats
 	log     *slog.Logger
@@ -67,7 +67,7 @@ type link struct {
 }
 
 // newLink returns the (unconnected) link to controller t, run with the options of its devices.
-func (m *Modbus) newLink(t target, o lineOptions, p *poller) *link {
+func (m *Modbus) newLink(t target, o *lineOptions, p *poller) *link {
 	l := &link{
 		target:  t,
 		opts:    o,
@@ -171,7 +171,24 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	return l.p.sleep(ctx, d.opts.pauseAfterConn)
 }
 
+// dial connects on a goroutine of its own: the net package's dialling (and a TLS handshake)
+// needs an 8 KB stack, which a poller would keep until a garbage collection halves it. With
+// 10,000 pollers connecting in their first interval that was 40 MB more at the start.
 func (l *link) dial(ctx context.Context, timeout time.Duration) (conn, error) {
+	type dialed struct {
+		c   conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := l.dialHere(ctx, timeout)
+		ch <- dialed{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+func (l *link) dialHere(ctx context.Context, timeout time.Duration) (conn, error) {
 	ka := l.opts.keepAlive
 	if ka <= 0 {
 		ka = -1 // off

@@ -84,6 +84,9 @@ func (m *Modbus) Init() error {
 	if m.Log == nil {
 		m.Log = slog.Default()
 	}
+	if len(m.devices) > 0 && m.Devices == nil {
+		return nil // initialized already (the device tables are dropped then)
+	}
 	if err := m.Options.check(""); err != nil {
 		return err
 	}
@@ -123,6 +126,7 @@ func (m *Modbus) Init() error {
 		t    target
 	}
 	lines := map[string]lineOwner{} // controller → the first device on it
+	interned := map[deviceOptions]*deviceOptions{}
 	m.devices = m.devices[:0]
 	usesTLS := false
 	for i := range m.Devices {
@@ -146,9 +150,14 @@ func (m *Modbus) Init() error {
 		if !ok {
 			return config.KeyErrorf(prefix+".profile", "%q: no such profile (have: %s)", d.Profile, strings.Join(m.profileNames(), ", "))
 		}
-		opts, err := m.resolve(d, prefix, &m.Profiles[pi], "profile["+strconv.Itoa(pi)+"]")
+		o, tgt, backups, err := m.resolve(d, prefix, &m.Profiles[pi], "profile["+strconv.Itoa(pi)+"]")
 		if err != nil {
 			return err
+		}
+		opts := interned[o]
+		if opts == nil {
+			opts = &o
+			interned[o] = opts
 		}
 		prof := compiled[pi]
 		for fi := range prof.fields {
@@ -171,10 +180,10 @@ func (m *Modbus) Init() error {
 		}
 		spec := &deviceSpec{
 			index: i, name: d.Name, unit: byte(unit), prof: prof, plan: reqs,
-			tags: deviceTags(prof, d), opts: opts,
+			tags: deviceTags(prof, d), opts: opts, target: tgt, backups: backups,
 		}
 		// One connection per controller: its devices must agree on how it is spoken and run.
-		for j, t := range append([]target{opts.target}, opts.backups...) {
+		for j, t := range append([]target{tgt}, backups...) {
 			key := prefix + ".controller"
 			if j > 0 {
 				key = fmt.Sprintf("%s.backup_controllers[%d]", prefix, j-1)
@@ -206,6 +215,9 @@ func (m *Modbus) Init() error {
 		}
 		m.tls = conf
 	}
+	// The device tables are compiled into m.devices and not read again: dropped, they are 400
+	// bytes a device less (4 MB at 10,000 devices).
+	m.Devices = nil
 	return nil
 }
 

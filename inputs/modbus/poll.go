@@ -79,15 +79,15 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(target) *link) *device {
 		n := len(spec.prof.fields)
 		d.stale = &staleState{last: make([]models.Field, n), at: make([]int64, n), out: make([]*models.Metric, len(spec.prof.groups))}
 	}
-	targets := append([]target{spec.opts.target}, spec.opts.backups...)
+	targets := append([]target{spec.target}, spec.backups...)
 	d.routes = make([]route, len(targets))
 	for i, t := range targets {
 		r := &d.routes[i]
 		r.link = linkOf(t)
 		r.timeout = resilience.NewTimeout(spec.opts.timeout)
 		r.tags = []models.Tag{{Key: "controller", Value: t.String()}, {Key: "device", Value: spec.name}}
-		cfg := spec.opts.breaker
-		cfg.IsSuccessful = func(err error) bool { return !errors.Is(err, errNoAnswer) }
+		cfg := spec.opts.breaker.config()
+		cfg.IsSuccessful = answered
 		others := len(targets) > 1
 		cfg.OnChange = func(from, to string) {
 			switch {
@@ -99,7 +99,7 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(target) *link) *device {
 					meaning = "polls go to the other controllers; after the cool-down one probes this one"
 				}
 				p.log.Warn("circuit breaker open", "device", spec.name, "controller", t.String(), "meaning", meaning,
-					"cool_down", spec.opts.breaker.CoolDown)
+					"cool_down", spec.opts.breaker.coolDown)
 			case p.debug: // half-open, and open again after a failed probe: every cool-down
 				p.log.Debug("circuit breaker "+to, "device", spec.name, "controller", t.String(), "from", from)
 			}
@@ -158,6 +158,9 @@ func (d *device) openUntil() time.Time {
 // errNoAnswer marks a poll in which the device answered nothing: it counts against the breaker.
 // A device that answers with exceptions is alive.
 var errNoAnswer = errors.New("no answer")
+
+// answered is the breakers' IsSuccessful: a poll failed for the breaker when nothing answered.
+func answered(err error) bool { return !errors.Is(err, errNoAnswer) }
 
 type noAnswerError struct{ err error }
 

@@ -57,6 +57,7 @@ type options struct {
 	tagpipe    string
 	inputExtra string
 	keep       bool
+	bare       bool
 
 	// simulator role: the devices it serves
 	simFrom, simTo int
@@ -90,6 +91,7 @@ func main() {
 	flag.IntVar(&o.port, "port", 1502, "port of every device")
 	flag.StringVar(&o.tagpipe, "tagpipe", "", "run this tagpipe binary as the agent (default: the agent package in a child process)")
 	flag.StringVar(&o.inputExtra, "input-config", "", "extra lines for the [[inputs.modbus]] table, e.g. 'health_metric = false'")
+	flag.BoolVar(&o.bare, "bare", false, "run a bare poller (standard library only, no metrics, no output) in the agent's place: the floor to compare with")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
@@ -111,6 +113,9 @@ func main() {
 	case "agent":
 		runAgent(o)
 		return
+	case "bare":
+		runBare(o)
+		return
 	case "":
 	default:
 		fatalf("-role %q", o.role)
@@ -126,6 +131,8 @@ func main() {
 		fatalf("at least half of the devices must be healthy")
 	case o.interval < 100*time.Millisecond || o.window < 3*o.interval || o.runs < 1 || o.runs > 20:
 		fatalf("-interval at least 100ms, -window at least 3 intervals, -runs 1..20")
+	case o.bare && (o.tagpipe != "" || o.cpuProfile != "" || o.memProfile != "" || o.inputExtra != ""):
+		fatalf("-bare runs the bare poller, not the agent")
 	case o.tagpipe != "" && (o.cpuProfile != "" || o.memProfile != ""):
 		fatalf("-cpuprofile and -memprofile profile the agent package's process, not a -tagpipe binary")
 	}
@@ -158,7 +165,9 @@ func main() {
 		fmt.Println(r.row(fmt.Sprintf("run %d", run+1)))
 	}
 	if o.runs > 1 {
-		fmt.Println(median(results).row("median"))
+		m := median(results)
+		m.label = results[0].label
+		fmt.Println(m.row("median"))
 	}
 }
 
@@ -355,7 +364,12 @@ func runOnce(o *options, run int) (result, error) {
 	k0 := (start.Add(o.warmup).UnixNano() + iv - 1) / iv // first slot of the window
 	k1 := k0 + int64(o.window/o.interval)                // first slot after it
 	var cmd *exec.Cmd
-	if o.tagpipe != "" {
+	window := []string{"-profile-at", strconv.FormatInt(k0*iv, 10), "-profile-for", time.Duration((k1 - k0) * iv).String()}
+	if o.bare {
+		cmd = exec.Command(self(), append([]string{"-role", "bare", "-devices", strconv.Itoa(o.devices), "-base", o.base.String(),
+			"-port", strconv.Itoa(o.port), "-interval", o.interval.String(), "-fields", strconv.Itoa(o.fields),
+			"-requests", strconv.Itoa(o.requests)}, window...)...)
+	} else if o.tagpipe != "" {
 		cmd = exec.Command(o.tagpipe, "--config", conf)
 	} else {
 		args := []string{"-role", "agent", "-config", conf}
@@ -371,7 +385,7 @@ func runOnce(o *options, run int) (result, error) {
 		if o.memProfile != "" {
 			args = append(args, "-memprofile", numbered(o.memProfile))
 		}
-		args = append(args, "-profile-at", strconv.FormatInt(k0*iv, 10), "-profile-for", time.Duration((k1-k0)*iv).String())
+		args = append(args, window...)
 		cmd = exec.Command(self(), args...)
 	}
 	cmd.Stderr = logFile
@@ -491,6 +505,10 @@ type collector struct {
 	breaker  []string // each device's last breaker state
 	lines    int
 	other    int
+
+	bare      bool // the bare poller's summary line came
+	barePolls int64
+	bareLate  [3]int64 // p50, p99, max
 }
 
 func newCollector(o *options, ks []kind, start time.Time, k0, k1 int64) *collector {
@@ -542,6 +560,11 @@ func (c *collector) read(r *bufio.Reader) error {
 func (c *collector) line(line []byte) {
 	c.lines++
 	line = bytes.TrimRight(line, "\n")
+	if bytes.HasPrefix(line, []byte("bare ")) {
+		fmt.Sscanf(string(line), "bare polls=%d p50=%d p99=%d max=%d", &c.barePolls, &c.bareLate[0], &c.bareLate[1], &c.bareLate[2])
+		c.bare = true
+		return
+	}
 	end := bytes.IndexAny(line, ", ")
 	if end < 0 {
 		c.other++
@@ -620,6 +643,13 @@ func (c *collector) finish(r *result) {
 			firstRound = max(firstRound, c.first[i])
 		}
 	}
+	if c.bare {
+		r.pollsPerSec = float64(c.barePolls) / (float64(slots) * c.o.interval.Seconds())
+		r.complete = 100 * float64(c.barePolls) / float64(want)
+		r.p50, r.p99, r.pmax = c.bareLate[0], c.bareLate[1], c.bareLate[2]
+		r.label = "bare poller"
+		return
+	}
 	r.pollsPerSec = float64(all) / (float64(slots) * c.o.interval.Seconds())
 	r.complete = 100 * float64(got) / float64(want)
 	if missing == 0 {
@@ -663,6 +693,7 @@ func pct(sorted []int64, p float64) int64 {
 }
 
 type result struct {
+	label                       string // "bare poller": no first round, no breakers
 	devices                     int
 	pollsPerSec                 float64
 	complete                    float64
@@ -684,6 +715,9 @@ func (r result) row(label string) string {
 	br := r.breakers
 	if br == "" {
 		br = "-"
+	}
+	if r.label != "" {
+		label += " (" + r.label + ")"
 	}
 	return fmt.Sprintf("| %s | %d | %.0f | %.2f%% | %s | %s | %s | %.2f s | %.1f%% | %s | %s | %s | %.1f%% | %s |",
 		label, r.devices, r.pollsPerSec, r.complete, ms(r.p50), ms(r.p99), ms(r.pmax), r.firstRound.Seconds(),
