@@ -77,8 +77,8 @@ func TestLateAnswerGateway(t *testing.T) {
 		t.Fatalf("unit-1 must not fail: %v", err)
 	}
 	checkSimple(t, ms, "unit-1")
-	// unit-3 has two reads: after the first timed out the second was tried too (until a device
-	// has been polled it is taken to answer, and a timeout may be the one read it cannot
+	// unit-3 has two reads: after the first timed out the second was tried too (a device is
+	// taken to answer for its first intervals, and a timeout may be the one read it cannot
 	// serve); both late answers are dropped.
 	if got := m.st.wrongTID.Get(); got != 2 {
 		t.Errorf("late answers dropped: got %d, want 2", got)
@@ -256,9 +256,9 @@ func TestUnitNotAnswering(t *testing.T) {
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `device "unit-9"`) {
 		t.Errorf("want the timeout of unit-9 reported once (the same error is not repeated), got %v", errs)
 	}
-	// The first poll tries both reads (a device is taken to answer until its first poll), the
-	// second only the first: two polls without an answer open the breaker.
-	if got := st.requests.Get() - int64(len(byDevice(ms, "unit-1"))*2); got != 3 {
-		t.Errorf("requests to unit-9: %d, want 3 (then the breaker opened)", got)
+	// Both polls try both reads (a device is taken to answer for its first three intervals, in
+	// case only one read fails): two polls without an answer open the breaker.
+	if got := st.requests.Get() - int64(len(byDevice(ms, "unit-1"))*2); got != 4 {
+		t.Errorf("requests to unit-9: %d, want 4 (then the breaker opened)", got)
 	}
 }

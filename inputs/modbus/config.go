@@ -815,21 +815,41 @@ func staleTags(tags [][]models.Tag) [][]models.Tag {
 	return out
 }
 
-// lineDiff names the connection settings in which a and b differ.
-func lineDiff(a, b lineOptions) string {
+// lineKeys are the connection settings: their keys, their values and whether Options set them.
+var lineKeys = []struct {
+	key   string
+	value func(*lineOptions) any
+	set   func(*Options) bool
+}{
+	{"tcp_keep_alive", func(l *lineOptions) any { return l.keepAlive }, func(o *Options) bool { return o.KeepAlive != nil }},
+	{"idle_timeout", func(l *lineOptions) any { return l.idleTimeout }, func(o *Options) bool { return o.IdleTimeout != nil }},
+	{"reconnect_min", func(l *lineOptions) any { return l.reconnectMin }, func(o *Options) bool { return o.ReconnectMin != nil }},
+	{"reconnect_max", func(l *lineOptions) any { return l.reconnectMax }, func(o *Options) bool { return o.ReconnectMax != nil }},
+	{"max_requests_per_second", func(l *lineOptions) any { return l.rate }, func(o *Options) bool { return o.MaxRequestsPerSecond != nil }},
+	{"max_requests_burst", func(l *lineOptions) any { return l.burst }, func(o *Options) bool { return o.MaxRequestsBurst != nil }},
+}
+
+// lineConflict describes how b (a device's connection settings) differs from a (those of the
+// connection's first device), and returns the key to blame: the first differing setting where
+// the device or its profile sets it, else fallback.
+func lineConflict(a, b *lineOptions, lv *levels, fallback string) (key, diff string) {
 	var out []string
-	add := func(differ bool, key string, x, y any) {
-		if differ {
-			out = append(out, fmt.Sprintf("%s %v, not %v", key, x, y))
+	for _, k := range lineKeys {
+		x, y := k.value(a), k.value(b)
+		if x == y {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %v, not %v", k.key, x, y))
+		if key == "" {
+			for i, o := range lv.opts[:2] {
+				if k.set(o) {
+					key = keyOf(lv.prefixes[i], k.key)
+					break
+				}
+			}
 		}
 	}
-	add(a.keepAlive != b.keepAlive, "tcp_keep_alive", a.keepAlive, b.keepAlive)
-	add(a.idleTimeout != b.idleTimeout, "idle_timeout", a.idleTimeout, b.idleTimeout)
-	add(a.reconnectMin != b.reconnectMin, "reconnect_min", a.reconnectMin, b.reconnectMin)
-	add(a.reconnectMax != b.reconnectMax, "reconnect_max", a.reconnectMax, b.reconnectMax)
-	add(a.rate != b.rate, "max_requests_per_second", a.rate, b.rate)
-	add(a.burst != b.burst, "max_requests_burst", a.burst, b.burst)
-	return strings.Join(out, ", ")
+	return cmp.Or(key, fallback), strings.Join(out, ", ")
 }
 
 // article returns "a holding" or "an input".

@@ -189,11 +189,12 @@ func (l *link) dial(ctx context.Context, timeout time.Duration) (conn, error) {
 }
 
 func (l *link) dialHere(ctx context.Context, timeout time.Duration) (conn, error) {
-	ka := l.opts.keepAlive
-	if ka <= 0 {
-		ka = -1 // off
+	// Keep-alive probes after keepAlive of silence, keepAlive apart, 3 of them: a peer gone
+	// without a word is noticed after 4 periods even while no request is under way.
+	nd := &net.Dialer{Timeout: timeout, KeepAlive: -1}
+	if ka := l.opts.keepAlive; ka > 0 {
+		nd.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: ka, Interval: ka, Count: 3}
 	}
-	nd := &net.Dialer{Timeout: timeout, KeepAlive: ka}
 	switch l.target.scheme {
 	case "tls":
 		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)

@@ -199,8 +199,11 @@ func (m *Modbus) Init() error {
 					t, owner.t.framing, owner.spec.name)
 			}
 			if owner.spec.opts.line != opts.line {
+				lv := &levels{opts: [3]*Options{&d.Options, &m.Profiles[pi].Options, &m.Options},
+					prefixes: [3]string{prefix, "profile[" + strconv.Itoa(pi) + "]", ""}}
+				key, diff := lineConflict(&owner.spec.opts.line, &opts.line, lv, key)
 				return config.KeyErrorf(key, "%s: device %q runs this connection with other settings (%s); one connection has one keep-alive, idle timeout, reconnect backoff and request budget",
-					t, owner.spec.name, lineDiff(owner.spec.opts.line, opts.line))
+					t, owner.spec.name, diff)
 			}
 		}
 		if opts.staleAfter > 0 {

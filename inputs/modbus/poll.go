@@ -17,23 +17,30 @@ import (
 // goroutine of its poller touches it.
 type device struct {
 	*deviceSpec
-	routes []route   // its controller, then its backups
-	cur    int       // the route of the last poll
-	reqs   []request // the reads in force: the plan, until a failing read is split
-	fails  []uint8   // per read: polls in a row it failed in a way that may call for a split (nil until one did)
+	routes []route     // its controller, then its backups
+	cur    int         // the route of the last poll
+	reqs   []request   // the reads in force: the plan, until a failing read is split
+	rs     []readState // per read in reqs
 	retry  *resilience.Retry
 	bucket *resilience.Bucket // device_requests_per_second; nil: no cap
 	health resilience.Health
 	phase  time.Duration // offset of its polls in the interval
 	next   time.Time     // its next poll
 
-	deadline     time.Time // of the poll under way: when the next is due
-	answered     int       // reads answered in the poll under way
-	answeredLast bool      // the previous poll got an answer (true before the first)
+	deadline   time.Time // of the poll under way: when the next is due
+	answered   int       // reads answered in the poll under way
+	lastAnswer time.Time // when a read was last answered (the start before the first)
 
 	out   []*models.Metric // per group, during a poll
 	strs  []string         // last value of each STRING field
 	stale *staleState      // stale_after > 0
+}
+
+// readState is what a device remembers of one of its reads.
+type readState struct {
+	ok      bool  // it was answered since it was planned (or split off)
+	fails   uint8 // polls in a row it got no answer or exception 4 while the device answered
+	pending bool  // failed so in the poll under way
 }
 
 // route is a device reached through one controller: its connection, and the timeout and
@@ -69,11 +76,12 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(target) *link) *device {
 		reqs:       spec.plan,
 		retry:      resilience.NewRetry(spec.opts.retry),
 		bucket:     resilience.NewBucket(spec.opts.deviceRate, spec.opts.deviceBurst),
+		rs:         make([]readState, len(spec.plan)),
 		out:        make([]*models.Metric, len(spec.prof.groups)),
 		strs:       make([]string, spec.prof.strings),
-		// Until its first poll a device is taken to answer: a read that times out in the first
+		// Until its first polls a device is taken to answer: a read that times out in the first
 		// poll does not keep the others from being tried.
-		answeredLast: true,
+		lastAnswer: time.Now(),
 	}
 	if spec.opts.staleAfter > 0 {
 		n := len(spec.prof.fields)
@@ -258,47 +266,58 @@ func connectKind(err error) resilience.ErrorKind {
 // pollRoute reads d's reads through route ri and keeps what they gave in d.out: the fields that
 // were read, even when others failed. It returns the failures, each naming device, controller
 // and request; an error wrapping errNoAnswer when the device answered nothing.
+//
+// After a read got no answer the poll goes on with the next if the device answered lately (in
+// this poll or the last few intervals) and time is left, in case only that read fails (a
+// device that cannot serve a large read); it ends when the connection is gone, the device did
+// not answer lately, or two reads that used to answer got none.
 func (p *poller) pollRoute(ctx context.Context, d *device, ri int) error {
 	r := &d.routes[ri]
 	l := r.link
 	l.acquire()
 	defer l.release()
 	var errs []error
-	answered, lost := 0, 0
+	answered, lost, exc4 := 0, 0, false
 	for i := 0; i < len(d.reqs); i++ {
 		data, at, err := p.read(ctx, d, r, i)
 		if err == nil {
 			answered++
-			lost = 0
-			if d.fails != nil {
-				d.fails[i] = 0
-			}
+			d.lastAnswer = at
+			d.rs[i] = readState{ok: true}
 			d.decode(&d.reqs[i], data, at, l.buf.scratch[:])
 			continue
 		}
 		if ctx.Err() != nil {
 			break // stopping: not the device's fault
 		}
-		if p.splitRead(d, i, err, answered > 0 || d.answeredLast) {
-			i-- // read its first half now
+		var exc *ExceptionError
+		if errors.As(err, &exc) && (exc.Code == ExcIllegalAddress || exc.Code == ExcIllegalValue) && p.split(d, i, err) {
+			i-- // the device says the range is wrong: read its first half now
 			continue
 		}
 		errs = append(errs, d.describe(&d.reqs[i], l.target, err))
-		if errors.As(err, new(*ExceptionError)) || errors.As(err, new(*frameError)) {
+		if exc != nil {
+			if exc.Code == ExcServerFailure {
+				d.rs[i].pending, exc4 = true, true
+			}
 			continue // the device answers: the other reads may work
 		}
-		// No answer. If the device answered in this poll or the last, the next read is tried,
-		// in case only this one times out (a device that cannot serve a large read); a second
-		// timeout, a device that did not answer lately, or no connection end the poll.
-		lost++
-		live := answered > 0 || d.answeredLast
-		if n := len(d.reqs) - i - 1; n > 0 && (!live || lost >= 2 || errors.As(err, new(*errBackoff)) ||
-			resilience.Classify(err) != resilience.KindTimeout || !time.Now().Before(d.deadline)) {
+		if errors.As(err, new(*frameError)) {
+			continue
+		}
+		d.rs[i].pending = resilience.Classify(err) == resilience.KindTimeout
+		if d.rs[i].ok {
+			lost++
+		}
+		now := time.Now()
+		live := answered > 0 || now.Sub(d.lastAnswer) < 3*p.interval
+		if n := len(d.reqs) - i - 1; n > 0 && (!live || lost >= 2 || !d.rs[i].pending || !now.Before(d.deadline)) {
 			errs = append(errs, fmt.Errorf("device %q: %d more %s skipped in this poll", d.name, n, plural(n, "request")))
 			break
 		}
 	}
 	d.answered += answered
+	p.splitFailing(d, answered > 0 || exc4)
 	if d.opts.closeAfterGather {
 		l.close()
 	}
@@ -322,27 +341,34 @@ func isExceptions(errs []error) bool {
 	return true
 }
 
-// splitRead decides whether read i of d, which failed with err, is split in two to isolate the
-// range that fails (split_failing_reads): at once on exception 2 or 3 (the device says the range
-// or its length is wrong), after splitAfter polls in a row on exception 4 or on a timeout while
-// the device answers other reads (live). The first half takes its place at i.
-func (p *poller) splitRead(d *device, i int, err error, live bool) bool {
-	if !d.opts.splitReads || len(d.reqs[i].fields) < 2 {
-		return false
+// splitFailing counts the reads that failed in this poll with a timeout or exception 4 while
+// the device answered (alive): a read that fails so in splitAfter polls in a row is split in
+// two for the next poll (split_failing_reads). A timeout of a device that answered nothing says
+// nothing about the read: it is not counted.
+func (p *poller) splitFailing(d *device, alive bool) {
+	for i := len(d.rs) - 1; i >= 0; i-- { // backwards: a split shifts the reads after it
+		st := &d.rs[i]
+		if !st.pending {
+			continue
+		}
+		st.pending = false
+		if !alive {
+			continue
+		}
+		st.fails = min(st.fails+1, 255)
+		if st.fails >= splitAfter {
+			p.split(d, i, errSplitAfter)
+		}
 	}
-	var exc *ExceptionError
-	switch {
-	case errors.As(err, &exc) && (exc.Code == ExcIllegalAddress || exc.Code == ExcIllegalValue):
-	case errors.As(err, &exc) && exc.Code == ExcServerFailure,
-		exc == nil && live && resilience.Classify(err) == resilience.KindTimeout && !errors.As(err, new(*errBackoff)):
-		if d.fails == nil {
-			d.fails = make([]uint8, len(d.reqs))
-		}
-		d.fails[i] = min(d.fails[i]+1, 255)
-		if d.fails[i] < splitAfter {
-			return false
-		}
-	default:
+}
+
+var errSplitAfter = fmt.Errorf("no answer or exception 4 in %d polls in a row while the device answered its other reads", splitAfter)
+
+// split splits read i of d in two to isolate the range that fails (split_failing_reads); the
+// first half takes its place at i. A read that cannot be split (one field, or fields on the
+// same registers) is left as it is, and split returns false.
+func (p *poller) split(d *device, i int, cause error) bool {
+	if !d.opts.splitReads {
 		return false
 	}
 	a, b, ok := splitRequest(&d.reqs[i], d.prof.fields)
@@ -354,18 +380,16 @@ func (p *poller) splitRead(d *device, i int, err error, live bool) bool {
 	reqs = append(reqs, d.reqs[:i]...)
 	reqs = append(reqs, a, b)
 	d.reqs = append(reqs, d.reqs[i+1:]...)
-	if d.fails != nil {
-		fails := make([]uint8, 0, len(d.fails)+1)
-		fails = append(fails, d.fails[:i]...)
-		fails = append(fails, 0, 0)
-		d.fails = append(fails, d.fails[i+1:]...)
-	}
+	rs := make([]readState, 0, len(d.rs)+1)
+	rs = append(rs, d.rs[:i]...)
+	rs = append(rs, readState{}, readState{})
+	d.rs = append(rs, d.rs[i+1:]...)
 	for ri := range d.routes {
 		d.routes[ri].encode(d)
 	}
 	p.st.readsSplit.Incr()
 	p.log.Info("a failing read is split to isolate the range that fails", "device", d.name,
-		"read", rangeOf(&old), "into", rangeOf(&a)+" and "+rangeOf(&b), "error", err)
+		"read", rangeOf(&old), "into", rangeOf(&a)+" and "+rangeOf(&b), "cause", cause)
 	return true
 }
 

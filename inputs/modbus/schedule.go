@@ -257,7 +257,6 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 			break
 		}
 	}
-	d.answeredLast = d.answered > 0
 	if used < 0 {
 		p.st.breakerSkips.Incr()
 		return false

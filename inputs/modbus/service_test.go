@@ -143,7 +143,7 @@ func TestPollAllocations(t *testing.T) {
 	}
 	// Metrics and their fields are carved from models' shared chunks: a chunk of 256 metrics
 	// every 85 polls, of 4096 fields every 140. Anything allocated per poll shows as 1 or more.
-	if allocs != 0 {
+	if allocs != 0 && !raceEnabled { // the race detector allocates on its own
 		t.Errorf("%v allocations per poll, want 0", allocs)
 	}
 }

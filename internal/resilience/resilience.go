@@ -89,6 +89,14 @@ func (t *Timeout) Current() time.Duration {
 	return min(max(d, t.cfg.Min), t.cfg.Max)
 }
 
+// Nominal returns the timeout without its jitter: what a health metric reports.
+func (t *Timeout) Nominal() time.Duration {
+	if t.ewma == 0 {
+		return min(t.cfg.Initial, t.cfg.Max)
+	}
+	return min(max(time.Duration(t.ewma*t.cfg.Factor), t.cfg.Min), t.cfg.Max)
+}
+
 // EWMA returns the average round trip (0 before the first).
 func (t *Timeout) EWMA() time.Duration { return time.Duration(t.ewma) }
 
