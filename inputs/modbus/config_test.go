@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // base is a valid config; cases change one line (marked with "# <-" where the error must point).
@@ -122,5 +123,76 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("got  %v\nwant %s", err, want)
 			}
 		})
+	}
+}
+
+// TestOptionLevels: a device's settings come from the device, else its profile, else the top of
+// [[inputs.modbus]], else the defaults; devices with the same settings share them.
+func TestOptionLevels(t *testing.T) {
+	m := load(t, `[[inputs.modbus]]
+  timeout_max = "3s"
+  retries = 2
+  breaker_cool_down = "10s"
+  [[inputs.modbus.profile]]
+    name = "slow"
+    timeout_min = "200ms"
+    retries = 5
+    stale_after = "1m"
+    [[inputs.modbus.profile.field]]
+      name = "v"
+      address = 0
+      data_type = "UINT16"
+  [[inputs.modbus.profile]]
+    name = "plain"
+    [[inputs.modbus.profile.field]]
+      name = "v"
+      address = 0
+      data_type = "UINT16"
+  [[inputs.modbus.device]]
+    name = "a"
+    controller = "tcp://127.0.0.1:5020"
+    profile = "slow"
+    retries = 7
+    backup_controllers = ["tcp://127.0.0.2:5020"]
+  [[inputs.modbus.device]]
+    name = "b"
+    controller = "tcp://127.0.0.1:5021"
+    profile = "slow"
+  [[inputs.modbus.device]]
+    name = "c"
+    controller = "tcp://127.0.0.1:5022"
+    profile = "plain"
+  [[inputs.modbus.device]]
+    name = "d"
+    controller = "tcp://127.0.0.1:5023"
+    profile = "plain"
+`)
+	a, b, c, d := m.devices[0].opts, m.devices[1].opts, m.devices[2].opts, m.devices[3].opts
+	for _, x := range []struct {
+		what      string
+		got, want any
+	}{
+		{"a retries (device)", a.retry.Retries, 7},
+		{"b retries (profile)", b.retry.Retries, 5},
+		{"c retries (top)", c.retry.Retries, 2},
+		{"a timeout_min (profile)", a.timeout.Min, 200 * time.Millisecond},
+		{"c timeout_min (default)", c.timeout.Min, 50 * time.Millisecond},
+		{"c timeout_max (top)", c.timeout.Max, 3 * time.Second},
+		{"b stale_after (profile)", b.staleAfter, time.Minute},
+		{"c stale_after (default: off)", c.staleAfter, time.Duration(0)},
+		{"c cool-down (top)", c.breaker.coolDown, 10 * time.Second},
+		{"c reconnect_max (half the cool-down)", c.line.reconnectMax, 5 * time.Second},
+		{"c breaker_failures (default)", c.breaker.failures, 5},
+		{"c retry waits (default)", fmt.Sprint(c.retry.Initial, c.retry.Max, c.retry.Multiplier), "100ms 900ms 3"},
+		{"a backup", fmt.Sprint(m.devices[0].backups), "[tcp://127.0.0.2:5020]"},
+		{"c and d share their options", c == d, true},
+		{"a and b do not", a == b, false},
+	} {
+		if x.got != x.want {
+			t.Errorf("%s: %v, want %v", x.what, x.got, x.want)
+		}
+	}
+	if m.devices[1].staleTags == nil || m.devices[2].staleTags != nil {
+		t.Error("stale tags made for the devices with stale_after only")
 	}
 }

@@ -79,16 +79,6 @@ func runAgent(o *options) {
 	if err := logging.Setup(logging.Options{Debug: cfg.Agent.Debug, Quiet: cfg.Agent.Quiet}); err != nil {
 		fatalf("agent: %v", err)
 	}
-	if os.Getenv("LOADTEST_STACKS") != "" {
-		go func() {
-			for range 12 {
-				time.Sleep(500 * time.Millisecond)
-				var ms runtime.MemStats
-				runtime.ReadMemStats(&ms)
-				fmt.Fprintf(os.Stderr, "STACKS stack=%dMB heapinuse=%dMB heapidle=%dMB released=%dMB sys=%dMB\n", ms.StackInuse>>20, ms.HeapInuse>>20, ms.HeapIdle>>20, ms.HeapReleased>>20, ms.Sys>>20)
-			}
-		}()
-	}
 	a, err := agent.New(cfg, nil)
 	if err != nil {
 		fatalf("agent: %v", err)

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -74,9 +73,6 @@ func runBare(o *options) {
 					if _, err := c.Write(req[:]); err != nil {
 						ok = false
 						break
-					}
-					if os.Getenv("BARE_YIELD") != "" {
-						runtime.Gosched()
 					}
 					if _, err := io.ReadFull(c, buf[:9+2*regs]); err != nil {
 						ok = false
