@@ -228,6 +228,9 @@ func (l *link) unblock() {
 
 // pace waits before a request of d as the device, the serial line and the request budget ask.
 func (l *link) pace(ctx context.Context, d *device) error {
+	if d.opts.pauseBetween <= 0 && l.frameGap <= 0 && d.bucket == nil && l.bucket == nil {
+		return nil // nothing to wait for, no clock to read
+	}
 	now := time.Now()
 	var wait time.Duration
 	if p := d.opts.pauseBetween; p > 0 && !l.lastSend.IsZero() {
@@ -240,7 +243,7 @@ func (l *link) pace(ctx context.Context, d *device) error {
 		return err
 	}
 	for _, b := range [2]*resilience.Bucket{d.bucket, l.bucket} {
-		for {
+		for b != nil {
 			w := b.Take(time.Now())
 			if w == 0 {
 				break
