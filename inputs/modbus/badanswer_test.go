@@ -246,8 +246,8 @@ func TestBadFrames(t *testing.T) {
 func TestUnitNotAnswering(t *testing.T) {
 	p := startPymodbus(t, "--units", "1")
 	m := load(t, simpleConfig("tcp://"+p.addr, "tcp", "  timeout = \"100ms\"\n  retries = 0\n  breaker_failures = 2\n  breaker_cool_down = \"1h\"", 9, 1))
-	ms, errs, st := serve(t, m, 150*time.Millisecond, "breaker open and unit-1 polled on", func(ms []*models.Metric) bool {
-		return m.st.breakerSkips.Get() >= 2 && len(byDevice(ms, "unit-1")) >= 8
+	ms, errs, st := serve(t, m, 300*time.Millisecond, "breaker open and unit-1 polled on", func(ms []*models.Metric) bool {
+		return m.st.breakerSkips.Get() >= 2 && len(byDevice(ms, "unit-1")) >= 6
 	})
 	checkSimple(t, ms, "unit-1")
 	if len(byDevice(ms, "unit-9")) != 0 {
@@ -257,7 +257,8 @@ func TestUnitNotAnswering(t *testing.T) {
 		t.Errorf("want the timeout of unit-9 reported once (the same error is not repeated), got %v", errs)
 	}
 	// Both polls try both reads (a device is taken to answer for its first three intervals, in
-	// case only one read fails): two polls without an answer open the breaker.
+	// case only one read fails; the second poll starts within two intervals, its first timeout
+	// ends 100 ms later, within the three): two polls without an answer open the breaker.
 	if got := st.requests.Get() - int64(len(byDevice(ms, "unit-1"))*2); got != 4 {
 		t.Errorf("requests to unit-9: %d, want 4 (then the breaker opened)", got)
 	}

@@ -343,7 +343,7 @@ func TestRetrySchedule(t *testing.T) {
 			}
 			for i, w := range c.want {
 				got := at[i].Sub(at[0])
-				if got < w || got > w+30*time.Millisecond {
+				if got < w || got > w+50*time.Millisecond { // timers fire late on a busy machine, never early
 					t.Errorf("request %d at %s, want %s", i+1, got, w)
 				}
 			}
