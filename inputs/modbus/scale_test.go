@@ -13,7 +13,8 @@ import (
 )
 
 // TestManyDevicesOnSchedule: 200 devices, served by modbussim in a process of its own, of which
-// 5 refuse connections (nothing listens), 5 accept and never answer and 5 answer after 800 ms.
+// 5 refuse connections (nothing listens), 5 accept and never answer and 5 answer after 800 ms
+// (and are waited for: they report too).
 // Every healthy device is polled in every interval of a window of 8 intervals, and each poll's
 // lateness from its device's tick (its phase past a multiple of the interval since the epoch,
 // measured to the metric's time, when the answer arrived) stays under 50 ms: the failing
@@ -45,6 +46,9 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 			kind[i], addr, healthy = "healthy", healthy[0], healthy[1:]
 		}
 		fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = \"d%03d\"\n    controller = \"tcp://%s\"\n    profile = \"bench\"\n", i, addr)
+		if kind[i] == "slow" {
+			b.WriteString("    timeout_max = \"2s\"\n") // waited for: its answers come 800 ms late
+		}
 	}
 	m := load(t, b.String())
 	m.SetInterval(interval)
@@ -67,10 +71,14 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 	}
 	slots := make([][]bool, n)
 	var late []time.Duration
+	slowPolls := 0
 	for _, x := range ms {
 		dev, _ := x.Tag("device")
 		var i int
 		fmt.Sscanf(dev, "d%03d", &i)
+		if kind[i] == "slow" {
+			slowPolls++
+		}
 		if kind[i] != "healthy" {
 			continue
 		}
@@ -107,6 +115,11 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 			missing += int(k1 - k0)
 			t.Errorf("d%03d: no poll in the window", i)
 		}
+	}
+	// The slow devices are waited for (their own timeout_max) and do report, an interval or
+	// two apart.
+	if slowPolls < 5*3 {
+		t.Errorf("%d polls of the 5 slow devices in the test, want at least 15", slowPolls)
 	}
 	slices.Sort(late)
 	if len(late) > 0 {
