@@ -305,3 +305,12 @@ func TestDurationAndSize(t *testing.T) {
 		}
 	}
 }
+
+// The label of a plugin table comes from the file parsed once; the second table of the same
+// plugin gets its own alias.
+func TestLabelOfSecondTable(t *testing.T) {
+	_, err := config.LoadText("x.conf", "[[inputs.testdev]]\n  alias = \"one\"\n  endpoint = \"x\"\n[[inputs.testdev]]\n  alias = \"two\"\n  endpoint = 5\n", nil)
+	if err == nil || !strings.Contains(err.Error(), `x.conf:6: inputs.testdev "two": endpoint`) {
+		t.Fatalf("got %v", err)
+	}
+}

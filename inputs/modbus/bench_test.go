@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -54,11 +55,12 @@ func BenchmarkPlan(b *testing.B) {
 	}
 }
 
-// BenchmarkDecode125 decodes a 125-register answer into 75 fields and hands over the metric:
-// the fields slice and the metric are the only allocations, none per field.
+// BenchmarkDecode125 decodes a 125-register answer into 75 fields and hands over the metric,
+// which comes with its fields from models.NewMetric's shared chunks: nothing allocates per
+// field, and a metric costs a share of a chunk.
 func BenchmarkDecode125(b *testing.B) {
 	m := load(b, benchConfig(75, "tcp://127.0.0.1:502", "tcp"))
-	d := newDevice(m.devices[0], m, m.Log)
+	_, d := onePoller(b, m, nopAcc{})
 	if len(d.plan) != 1 || d.plan[0].count != 125 {
 		b.Fatalf("plan %s", describePlan(d.plan))
 	}
@@ -68,24 +70,21 @@ func BenchmarkDecode125(b *testing.B) {
 	}
 	at := time.Now()
 	var scratch [250]byte
+	st := m.stats()
 	b.ReportAllocs()
 	for b.Loop() {
 		d.decode(&d.plan[0], data, at, scratch[:])
-		d.emit(nopAcc{})
+		d.emit(nopAcc{}, at, st)
 	}
-	b.ReportMetric(float64(testing.AllocsPerRun(100, func() {
-		d.decode(&d.plan[0], data, at, scratch[:])
-		d.emit(nopAcc{})
-	}))/75, "allocs/field")
 }
 
 // BenchmarkDecode125Fields is the decoding alone, into a reused slice: nothing allocates.
 func BenchmarkDecode125Fields(b *testing.B) {
 	m := load(b, benchConfig(75, "tcp://127.0.0.1:502", "tcp"))
-	d := newDevice(m.devices[0], m, m.Log)
+	_, d := onePoller(b, m, nopAcc{})
 	data := make([]byte, 250)
 	at := time.Now()
-	d.out[0] = make([]models.Field, 75)
+	d.decode(&d.plan[0], data, at, nil) // the metric, reused below
 	b.ReportAllocs()
 	for b.Loop() {
 		d.decode(&d.plan[0], data, at, nil)
@@ -93,46 +92,68 @@ func BenchmarkDecode125Fields(b *testing.B) {
 }
 
 // TestSimulatorProcess is not a test: with MODBUSSIM_HELPER=tcp|rtu it serves modbussim in
-// this process until stdin closes, so that benchmarks measure the client's CPU alone.
+// this process until stdin closes, so that tests and benchmarks measure the client's CPU alone.
+// MODBUSSIM_PORTS=n serves n ports; MODBUSSIM_KINDS="healthy:185,blackholed:5,slow:5" serves
+// that many ports of each kind in that order (blackholed: accepts, never answers; slow: answers
+// after MODBUSSIM_SLOW, default 800ms). It prints READY and the addresses.
 func TestSimulatorProcess(t *testing.T) {
 	mode := os.Getenv("MODBUSSIM_HELPER")
 	if mode == "" {
 		t.Skip("helper process for the benchmarks")
 	}
 	fr := map[string]modbussim.Framing{"tcp": modbussim.TCP, "rtu": modbussim.RTU}[mode]
-	s, err := modbussim.Listen("127.0.0.1:0", modbussim.Config{Framing: fr})
+	slow, err := time.ParseDuration(cmp.Or(os.Getenv("MODBUSSIM_SLOW"), "800ms"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs := []string{s.Addr()}
-	n, _ := strconv.Atoi(os.Getenv("MODBUSSIM_PORTS"))
-	for range n - 1 {
-		a, err := s.AddListener("127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	servers := map[string]*modbussim.Server{
+		"healthy":    modbussim.New(modbussim.Config{Framing: fr}),
+		"blackholed": modbussim.New(modbussim.Config{Framing: fr, Faults: map[byte]modbussim.Fault{1: {NoAnswer: true}}}),
+		"slow":       modbussim.New(modbussim.Config{Framing: fr, Faults: map[byte]modbussim.Fault{1: {Delay: slow}}}),
+	}
+	kinds := os.Getenv("MODBUSSIM_KINDS")
+	if kinds == "" {
+		kinds = "healthy:" + cmp.Or(os.Getenv("MODBUSSIM_PORTS"), "1")
+	}
+	var addrs []string
+	for _, k := range strings.Split(kinds, ",") {
+		name, n, _ := strings.Cut(k, ":")
+		count, err := strconv.Atoi(n)
+		if servers[name] == nil || err != nil {
+			t.Fatalf("MODBUSSIM_KINDS %q", kinds)
 		}
-		addrs = append(addrs, a)
+		for range count {
+			a, err := servers[name].AddListener("127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs = append(addrs, a)
+		}
 	}
 	fmt.Println("READY", strings.Join(addrs, " "))
 	bufio.NewReader(os.Stdin).ReadString('\n')
-	s.Close()
+	for _, s := range servers {
+		s.Close()
+	}
 }
 
-// startSimProcess runs modbussim in a child process (this test binary) and returns its address.
-func startSimProcess(b *testing.B, mode string) string {
+// startSimProcess runs modbussim in a child process (this test binary) and returns its
+// addresses; env adds to the helper's environment (MODBUSSIM_PORTS, MODBUSSIM_KINDS, ...).
+func startSimProcess(t testing.TB, mode string, env ...string) []string {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSimulatorProcess$", "-test.bench=^$")
-	cmd.Env = append(os.Environ(), "MODBUSSIM_HELPER="+mode)
+	cmd.Env = append(append(os.Environ(), "MODBUSSIM_HELPER="+mode), env...)
 	stdin, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	b.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "READY ") {
-		b.Fatalf("simulator: %q %v", line, err)
+		t.Fatalf("simulator: %q %v", line, err)
 	}
-	return strings.TrimSpace(strings.TrimPrefix(line, "READY "))
+	return strings.Fields(strings.TrimPrefix(line, "READY "))
 }
 
 func cpuTime() time.Duration {
@@ -147,21 +168,16 @@ func cpuTime() time.Duration {
 func BenchmarkPoll(b *testing.B) {
 	for _, mode := range []string{"tcp", "rtu"} {
 		b.Run(mode, func(b *testing.B) {
-			addr := startSimProcess(b, mode)
+			addr := startSimProcess(b, mode)[0]
 			m := load(b, benchConfig(20, "tcp://"+addr, map[string]string{"tcp": "tcp", "rtu": "rtuovertcp"}[mode]))
-			links := m.buildLinks(m.stats())
-			l, d := links[0], links[0].devices[0]
-			defer l.close()
+			p, d := onePoller(b, m, nopAcc{})
+			p.onErr = func(err error) { b.Fatal(err) }
 			ctx := context.Background()
-			if err := l.pollOnce(ctx, d, nopAcc{}); err != nil {
-				b.Fatal(err)
-			}
+			p.poll(ctx, d, time.Now())
 			b.ReportAllocs()
 			cpu, start := cpuTime(), time.Now()
 			for b.Loop() {
-				if err := l.pollOnce(ctx, d, nopAcc{}); err != nil {
-					b.Fatal(err)
-				}
+				p.poll(ctx, d, time.Now())
 			}
 			elapsed, used := time.Since(start), cpuTime()-cpu
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "polls/s")
@@ -177,21 +193,9 @@ func BenchmarkPoll(b *testing.B) {
 func BenchmarkDevices(b *testing.B) {
 	for _, n := range []int{1000, 5000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestSimulatorProcess$", "-test.bench=^$")
-			cmd.Env = append(os.Environ(), "MODBUSSIM_HELPER=tcp", fmt.Sprintf("MODBUSSIM_PORTS=%d", n))
-			stdin, _ := cmd.StdinPipe()
-			out, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer func() { stdin.Close(); cmd.Wait() }()
-			line, err := bufio.NewReader(out).ReadString('\n')
-			if err != nil {
-				b.Fatal(err)
-			}
 			var cfg strings.Builder
 			cfg.WriteString("[[inputs.modbus]]\n" + benchProfile(20))
-			for i, a := range strings.Fields(strings.TrimPrefix(line, "READY ")) {
+			for i, a := range startSimProcess(b, "tcp", fmt.Sprintf("MODBUSSIM_PORTS=%d", n)) {
 				fmt.Fprintf(&cfg, "  [[inputs.modbus.device]]\n    name = \"d%d\"\n    controller = \"tcp://%s\"\n    profile = \"bench\"\n", i, a)
 			}
 			m := load(b, cfg.String())

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // base is a valid config; cases change one line (marked with "# <-" where the error must point).
@@ -76,6 +77,18 @@ func TestConfigErrors(t *testing.T) {
 		{"scale zero", `data_type = "FLOAT32"`, "data_type = \"FLOAT32\"\n      scale = 0.0 # <-", "profile[0].field[0].scale: 0: a scale must be a finite number other than 0"},
 		{"string output", "length = 4", "length = 4\n      output = \"int\" # <-", "profile[0].field[1].output: a STRING has no scale, offset or numeric output"},
 		{"duplicate field", `name = "running"`, `name = "voltage" # <-`, `profile[0].field[2].name: "voltage" is also field[0] of the same metric`},
+		{"timeout and timeout_max", `timeout = "1s"`, "timeout = \"1s\" # <-\n  timeout_max = \"2s\"", "timeout: timeout is the older name of timeout_max: set one of them"},
+		{"timeout_min over timeout_max", "slave_id = 2", "slave_id = 2\n    timeout_min = \"3s\" # <-", `device[1].timeout_min: timeout_min 3s is more than timeout_max 1s (device "meter-2")`},
+		{"rtt_alpha", `timeout = "1s"`, "rtt_alpha = 0.0 # <-", "rtt_alpha: 0: must be more than 0 and at most 1"},
+		{"timeout_factor", `measurement = "power"`, "measurement = \"power\"\n    timeout_factor = 0.5 # <-", "profile[0].timeout_factor: 0.5: must be 1 (the average round trip) or more"},
+		{"retry waits", "slave_id = 2", "slave_id = 2\n    retry_wait_max = \"10ms\" # <-", `device[1].retry_wait_max: 10ms is less than retry_wait 100ms (device "meter-2")`},
+		{"failure rate", `timeout = "1s"`, "breaker_failure_rate = 1.5 # <-", "breaker_failure_rate: 1.5: must be 0 (off) .. 1 (every poll failed)"},
+		{"probes", "slave_id = 2", "slave_id = 2\n    breaker_probes = 0 # <-", "device[1].breaker_probes: 0: must be 1..100"},
+		{"device rate", "slave_id = 2", "slave_id = 2\n    device_requests_per_second = -1.0 # <-", "device[1].device_requests_per_second: -1: must be 0 (no cap) or more"},
+		{"two budgets on one connection", "slave_id = 2", "slave_id = 2\n    max_requests_per_second = 5.0 # <-", `device[1].max_requests_per_second: tcp://127.0.0.1:5020: device "meter-1" runs this connection with other settings (max_requests_per_second 0, not 5)`},
+		{"two idle timeouts on one connection", "slave_id = 2", "slave_id = 2\n    idle_timeout = \"5s\" # <-", `device[1].idle_timeout: tcp://127.0.0.1:5020: device "meter-1" runs this connection with other settings (idle_timeout 1m0s, not 5s)`},
+		{"backup is the controller", "slave_id = 2", "slave_id = 2\n    backup_controllers = [\"tcp://127.0.0.1:5020\"] # <-", `device[1].backup_controllers[0]: tcp://127.0.0.1:5020 is already a controller of device "meter-2"`},
+		{"bad backup", "slave_id = 2", "slave_id = 2\n    backup_controllers = [\"udp://10.0.0.1\"] # <-", `device[1].backup_controllers[0]: "udp://10.0.0.1": scheme "udp"`},
 		{"no devices", "  [[inputs.modbus.device]]\n    name = \"meter-1\"", "  [[inputs.modbus.devicex]] # <-\n    name = \"meter-1\"", "devicex: unknown key"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -110,5 +123,76 @@ func TestConfigErrors(t *testing.T) {
 				t.Errorf("got  %v\nwant %s", err, want)
 			}
 		})
+	}
+}
+
+// TestOptionLevels: a device's settings come from the device, else its profile, else the top of
+// [[inputs.modbus]], else the defaults; devices with the same settings share them.
+func TestOptionLevels(t *testing.T) {
+	m := load(t, `[[inputs.modbus]]
+  timeout_max = "3s"
+  retries = 2
+  breaker_cool_down = "10s"
+  [[inputs.modbus.profile]]
+    name = "slow"
+    timeout_min = "200ms"
+    retries = 5
+    stale_after = "1m"
+    [[inputs.modbus.profile.field]]
+      name = "v"
+      address = 0
+      data_type = "UINT16"
+  [[inputs.modbus.profile]]
+    name = "plain"
+    [[inputs.modbus.profile.field]]
+      name = "v"
+      address = 0
+      data_type = "UINT16"
+  [[inputs.modbus.device]]
+    name = "a"
+    controller = "tcp://127.0.0.1:5020"
+    profile = "slow"
+    retries = 7
+    backup_controllers = ["tcp://127.0.0.2:5020"]
+  [[inputs.modbus.device]]
+    name = "b"
+    controller = "tcp://127.0.0.1:5021"
+    profile = "slow"
+  [[inputs.modbus.device]]
+    name = "c"
+    controller = "tcp://127.0.0.1:5022"
+    profile = "plain"
+  [[inputs.modbus.device]]
+    name = "d"
+    controller = "tcp://127.0.0.1:5023"
+    profile = "plain"
+`)
+	a, b, c, d := m.devices[0].opts, m.devices[1].opts, m.devices[2].opts, m.devices[3].opts
+	for _, x := range []struct {
+		what      string
+		got, want any
+	}{
+		{"a retries (device)", a.retry.Retries, 7},
+		{"b retries (profile)", b.retry.Retries, 5},
+		{"c retries (top)", c.retry.Retries, 2},
+		{"a timeout_min (profile)", a.timeout.Min, 200 * time.Millisecond},
+		{"c timeout_min (default)", c.timeout.Min, 50 * time.Millisecond},
+		{"c timeout_max (top)", c.timeout.Max, 3 * time.Second},
+		{"b stale_after (profile)", b.staleAfter, time.Minute},
+		{"c stale_after (default: off)", c.staleAfter, time.Duration(0)},
+		{"c cool-down (top)", c.breaker.coolDown, 10 * time.Second},
+		{"c reconnect_max (half the cool-down)", c.line.reconnectMax, 5 * time.Second},
+		{"c breaker_failures (default)", c.breaker.failures, 5},
+		{"c retry waits (default)", fmt.Sprint(c.retry.Initial, c.retry.Max, c.retry.Multiplier), "100ms 900ms 3"},
+		{"a backup", fmt.Sprint(m.devices[0].backups), "[tcp://127.0.0.2:5020]"},
+		{"c and d share their options", c == d, true},
+		{"a and b do not", a == b, false},
+	} {
+		if x.got != x.want {
+			t.Errorf("%s: %v, want %v", x.what, x.got, x.want)
+		}
+	}
+	if m.devices[1].staleTags == nil || m.devices[2].staleTags != nil {
+		t.Error("stale tags made for the devices with stale_after only")
 	}
 }

@@ -28,10 +28,11 @@ var updateSeeds = flag.Bool("update-seeds", false, "capture fuzz seeds from pymo
 // streamConn is a connection that reads a fixed byte stream.
 type streamConn struct{ r io.Reader }
 
-func (c *streamConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
-func (c *streamConn) Write(b []byte) (int, error) { return len(b), nil }
-func (c *streamConn) Close() error                { return nil }
-func (c *streamConn) SetDeadline(time.Time) error { return nil }
+func (c *streamConn) Read(b []byte) (int, error)      { return c.r.Read(b) }
+func (c *streamConn) Write(b []byte) (int, error)     { return len(b), nil }
+func (c *streamConn) Close() error                    { return nil }
+func (c *streamConn) SetDeadline(time.Time) error     { return nil }
+func (c *streamConn) SetReadDeadline(time.Time) error { return nil }
 
 // fuzzRequests are the requests of the capture, in order: their answers make the stream.
 var fuzzRequests = []request{
@@ -161,12 +162,13 @@ func TestCaptureSeeds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := newDevice(&deviceSpec{name: "seed", unit: 1, plan: fuzzRequests, prof: &profile{},
-			opts: deviceOptions{timeout: time.Second, target: target{framing: c.fr}}}, &Modbus{}, nil)
-		l := &link{}
+		d := &device{deviceSpec: &deviceSpec{name: "seed", unit: 1}, reqs: fuzzRequests}
+		l := &link{target: target{framing: c.fr}}
+		rt := &route{link: l}
+		rt.encode(d)
 		var stream []byte
 		for i := range fuzzRequests {
-			req := d.frames
+			req := rt.frames
 			var frame []byte
 			if c.fr == frameMBAP {
 				frame = bytes.Clone(l.mbapRequest(uint16(i+1), 1, &fuzzRequests[i]))

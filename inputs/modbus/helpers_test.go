@@ -46,10 +46,12 @@ func loadErr(t testing.TB, text string) string {
 	return err.Error()
 }
 
-// acc collects what the plugin gathers. It is safe for concurrent use.
+// acc collects what the plugin gathers: the modbus_health metrics apart from the others. It is
+// safe for concurrent use.
 type acc struct {
 	mu      sync.Mutex
 	metrics []*models.Metric
+	health  []*models.Metric
 	errs    []error
 	notify  chan struct{}
 }
@@ -58,7 +60,11 @@ func newAcc() *acc { return &acc{notify: make(chan struct{}, 1)} }
 
 func (a *acc) AddMetric(m *models.Metric) {
 	a.mu.Lock()
-	a.metrics = append(a.metrics, m)
+	if m.Name == "modbus_health" {
+		a.health = append(a.health, m)
+	} else {
+		a.metrics = append(a.metrics, m)
+	}
 	a.mu.Unlock()
 	select {
 	case a.notify <- struct{}{}:
@@ -70,6 +76,13 @@ func (a *acc) AddError(err error) {
 	a.mu.Lock()
 	a.errs = append(a.errs, err)
 	a.mu.Unlock()
+}
+
+// healthSnapshot returns the modbus_health metrics so far.
+func (a *acc) healthSnapshot() []*models.Metric {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]*models.Metric(nil), a.health...)
 }
 
 func (a *acc) snapshot() ([]*models.Metric, []error) {
@@ -187,6 +200,16 @@ func runQuiet(name string, args ...string) ([]byte, error) {
 }
 
 func loadText(text string) (*config.Config, error) { return config.LoadText("test.conf", text, nil) }
+
+// onePoller builds m's pollers handing metrics to acc and returns the first with its first
+// device, ready to poll; its connections are closed when the test ends.
+func onePoller(t testing.TB, m *Modbus, acc models.Accumulator) (*poller, *device) {
+	t.Helper()
+	ps := m.buildPollers(m.stats(), time.Second, acc)
+	p := ps[0]
+	t.Cleanup(p.close)
+	return p, p.devices[0]
+}
 
 // serve runs m as a service input at interval until cond holds, stops it, and returns what it
 // gathered and its stats.

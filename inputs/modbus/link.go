@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,11 +22,12 @@ import (
 type conn interface {
 	io.ReadWriteCloser
 	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
 }
 
-// link is one connection to a controller and the devices behind it: a device of its own, a
-// gateway whose units take turns, or a serial line. One goroutine owns a link and everything it
-// touches (run, or one Gather); nothing here is safe for concurrent use.
+// link is one connection to a controller: a device of its own, a gateway whose units take
+// turns, or a serial line. The goroutine of its poller owns it; nothing here is safe for
+// concurrent use.
 //
 // The transport is ours rather than goburrow/modbus's (which has no context, no TLS and
 // allocates per request): deadlines come from each device's adaptive timeout, the read buffer
@@ -33,7 +35,8 @@ type conn interface {
 // transaction id) is drained and dropped instead of being taken for the next one.
 type link struct {
 	target  target
-	devices []*device
+	opts    *lineOptions // of the first device on it (the others agree)
+	p       *poller
 	st      *stats
 	log     *slog.Logger
 	debug   bool
@@ -41,13 +44,13 @@ type link struct {
 	serial  *serial.Config // file://
 
 	c        conn
-	stopConn func() bool // unregisters the context watch of c
+	mu       sync.Mutex // guards live
+	live     conn       // c, for the poller's wake on Stop (another goroutine)
 	connects int
 	retryAt  time.Time // after a failed dial: fail fast until then
 	dialErr  error     // of the failed dial
 	backoff  *resilience.Backoff
-	bucket   *resilience.Bucket
-	timer    *time.Timer
+	bucket   *resilience.Bucket // max_requests_per_second; nil: no cap
 
 	tid       uint16
 	buf       *buffers // pooled; kept between polls only while it holds bytes
@@ -57,11 +60,43 @@ type link struct {
 	flushNext bool     // serial: discard stray bytes before the next request
 	lastSend  time.Time
 	lastRecv  time.Time
+	lastUse   time.Time     // connected or sent: for idle_timeout
 	frameGap  time.Duration // serial: the silence between frames (3.5 characters)
 
-	overrunLogged time.Time
-
 	wbuf [mbapHeader + 5]byte
+}
+
+// newLink returns the (unconnected) link to controller t, run with the options of its devices.
+func (m *Modbus) newLink(t target, o *lineOptions, p *poller) *link {
+	l := &link{
+		target:  t,
+		opts:    o,
+		p:       p,
+		st:      p.st,
+		log:     p.log,
+		debug:   p.debug,
+		backoff: resilience.NewBackoff(o.reconnectMin, o.reconnectMax),
+		bucket:  resilience.NewBucket(o.rate, o.burst),
+	}
+	switch t.scheme {
+	case "tls":
+		l.tlsConf = m.tls.Clone()
+		if l.tlsConf.ServerName == "" {
+			l.tlsConf.ServerName = hostOf(t.addr)
+		}
+	case "file":
+		c := m.serial
+		c.Address = t.addr
+		l.serial, l.frameGap = &c, m.gap
+	}
+	return l
+}
+
+func hostOf(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i >= 0 {
+		return strings.Trim(addr[:i], "[]")
+	}
+	return addr
 }
 
 // buffers are what a poll needs besides the link's state. They come from a pool: of thousands
@@ -110,7 +145,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	if now.Before(l.retryAt) {
 		return &errBackoff{until: l.retryAt, err: l.dialErr}
 	}
-	c, err := l.dial(ctx, d.opts.timeout)
+	c, err := l.dial(ctx, d.opts.timeout.Max)
 	if err != nil {
 		l.st.connectErrors.Incr()
 		l.retryAt = time.Now().Add(l.backoff.Next())
@@ -118,8 +153,13 @@ func (l *link) connect(ctx context.Context, d *device) error {
 		return &errBackoff{until: l.retryAt, err: l.dialErr}
 	}
 	l.backoff.Reset()
-	l.c, l.silent, l.flushNext, l.fresh = c, 0, false, true
-	l.stopConn = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) }) // unblock on Stop
+	l.c, l.silent, l.flushNext, l.fresh, l.lastUse = c, 0, false, true, time.Now()
+	l.mu.Lock()
+	l.live = c
+	l.mu.Unlock()
+	if ctx.Err() != nil { // stopped meanwhile: the wake may have missed c
+		c.SetDeadline(time.Unix(1, 0))
+	}
 	if l.connects > 0 {
 		l.st.reconnects.Incr()
 	}
@@ -128,11 +168,33 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	if l.debug {
 		l.log.Debug("connected", "controller", l.target.String())
 	}
-	return l.sleep(ctx, d.opts.pauseAfterConn)
+	return l.p.sleep(ctx, d.opts.pauseAfterConn)
 }
 
+// dial connects on a goroutine of its own: the net package's dialling (and a TLS handshake)
+// needs an 8 KB stack, which a poller would keep until a garbage collection halves it. With
+// 10,000 pollers connecting in their first interval that was 40 MB more at the start.
 func (l *link) dial(ctx context.Context, timeout time.Duration) (conn, error) {
-	nd := &net.Dialer{Timeout: timeout}
+	type dialed struct {
+		c   conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := l.dialHere(ctx, timeout)
+		ch <- dialed{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+func (l *link) dialHere(ctx context.Context, timeout time.Duration) (conn, error) {
+	// Keep-alive probes after keepAlive of silence, keepAlive apart, 3 of them: a peer gone
+	// without a word is noticed after 4 periods even while no request is under way.
+	nd := &net.Dialer{Timeout: timeout, KeepAlive: -1}
+	if ka := l.opts.keepAlive; ka > 0 {
+		nd.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: ka, Interval: ka, Count: 3}
+	}
 	switch l.target.scheme {
 	case "tls":
 		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)
@@ -147,28 +209,28 @@ func (l *link) close() {
 	if l.c == nil {
 		return
 	}
-	l.stopConn()
+	l.mu.Lock()
+	l.live = nil
+	l.mu.Unlock()
 	l.c.Close()
 	l.c, l.r, l.w = nil, 0, 0
 }
 
-// sleep waits d on the link's timer, or until ctx is done.
-func (l *link) sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
+// unblock makes a read or write under way on the connection return at once (Stop). Safe for
+// concurrent use.
+func (l *link) unblock() {
+	l.mu.Lock()
+	if l.live != nil {
+		l.live.SetDeadline(time.Unix(1, 0))
 	}
-	l.timer.Reset(d)
-	select {
-	case <-ctx.Done():
-		l.timer.Stop()
-		return ctx.Err()
-	case <-l.timer.C:
-		return nil
-	}
+	l.mu.Unlock()
 }
 
 // pace waits before a request of d as the device, the serial line and the request budget ask.
 func (l *link) pace(ctx context.Context, d *device) error {
+	if d.opts.pauseBetween <= 0 && l.frameGap <= 0 && d.bucket == nil && l.bucket == nil {
+		return nil // nothing to wait for, no clock to read
+	}
 	now := time.Now()
 	var wait time.Duration
 	if p := d.opts.pauseBetween; p > 0 && !l.lastSend.IsZero() {
@@ -177,18 +239,21 @@ func (l *link) pace(ctx context.Context, d *device) error {
 	if l.frameGap > 0 && !l.lastRecv.IsZero() {
 		wait = max(wait, l.lastRecv.Add(l.frameGap).Sub(now))
 	}
-	if err := l.sleep(ctx, wait); err != nil {
+	if err := l.p.sleep(ctx, wait); err != nil {
 		return err
 	}
-	for {
-		w := l.bucket.Take(time.Now())
-		if w == 0 {
-			return nil
-		}
-		if err := l.sleep(ctx, w); err != nil {
-			return err
+	for _, b := range [2]*resilience.Bucket{d.bucket, l.bucket} {
+		for b != nil {
+			w := b.Take(time.Now())
+			if w == 0 {
+				break
+			}
+			if err := l.p.sleep(ctx, w); err != nil {
+				return err
+			}
 		}
 	}
+	return nil
 }
 
 // flush discards what a serial line still carries after a lost frame: it reads until the line
@@ -204,10 +269,11 @@ func (l *link) flush(ctx context.Context) {
 	}
 }
 
-// exchange sends request i of d and returns the answer's data (valid until the next exchange)
-// and when it arrived.
-func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Time, error) {
-	r := &d.plan[i]
+// exchange sends read i of d through route rt and returns the answer's data (valid until the
+// next exchange) and when it arrived. The answer is awaited for rt's adaptive timeout; a retry
+// never waits past the device's next poll.
+func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry bool) ([]byte, time.Time, error) {
+	r := &d.reqs[i]
 	if err := l.connect(ctx, d); err != nil {
 		return nil, time.Time{}, err
 	}
@@ -221,13 +287,19 @@ func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Tim
 		return nil, time.Time{}, err
 	}
 	sent := time.Now()
-	l.c.SetDeadline(sent.Add(d.timeout.Current()))
+	deadline := sent.Add(rt.timeout.Current())
+	if retry && deadline.After(d.deadline) {
+		deadline = d.deadline
+	}
+	// A read deadline only: a request is a dozen bytes and a connection that stays silent is
+	// closed long before its send buffer could fill, so a write never waits.
+	l.c.SetReadDeadline(deadline)
 	var req []byte
 	if l.target.framing == frameMBAP {
 		l.tid++
 		req = l.mbapRequest(l.tid, d.unit, r)
 	} else {
-		req = d.frames[i]
+		req = rt.frames[i]
 	}
 	l.st.requests.Incr()
 	d.health.Request()
@@ -235,7 +307,7 @@ func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Tim
 		l.close()
 		return nil, time.Time{}, err
 	}
-	l.lastSend = sent
+	l.lastSend, l.lastUse = sent, sent
 	data, err := l.answer(d, r)
 	at := time.Now()
 	if err != nil {
@@ -249,7 +321,7 @@ func (l *link) exchange(ctx context.Context, d *device, i int) ([]byte, time.Tim
 	}
 	l.silent, l.lastRecv, l.fresh = 0, at, false
 	rtt := at.Sub(sent)
-	d.timeout.Observe(rtt)
+	rt.timeout.Observe(rtt)
 	d.health.Answered(rtt)
 	return data, at, nil
 }

@@ -1,11 +1,9 @@
 package modbus
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -16,112 +14,200 @@ import (
 )
 
 // device is a deviceSpec at run time: its resilience state and the scratch of a poll. Only the
-// goroutine of its link touches it.
+// goroutine of its poller touches it.
 type device struct {
 	*deviceSpec
-	frames  [][]byte // RTU and ASCII: the request ADUs, encoded once by goburrow's packagers
-	timeout *resilience.Timeout
-	retry   *resilience.Retry
-	breaker *resilience.Breaker
-	health  resilience.Health
-	phase   time.Duration // offset of its polls in the interval
-	next    time.Time     // its next poll
-	poll    func() error  // the breaker's body, made once
+	routes []route     // its controller, then its backups
+	cur    int         // the route of the last poll
+	reqs   []request   // the reads in force: the plan, until a failing read is split
+	rs     []readState // per read in reqs
+	retry  *resilience.Retry
+	bucket *resilience.Bucket // device_requests_per_second; nil: no cap
+	health resilience.Health
+	phase  time.Duration // offset of its polls in the interval
+	next   time.Time     // its next poll
 
-	out   [][]models.Field // per group, during a poll; handed to the metric after it
-	times []time.Time      // per group: when the last answer that fed it arrived
+	deadline   time.Time // of the poll under way: when the next is due
+	answered   int       // reads answered in the poll under way
+	lastAnswer time.Time // when a read was last answered (the start before the first)
+
+	out   []*models.Metric // per group, during a poll
 	strs  []string         // last value of each STRING field
+	stale *staleState      // stale_after > 0
+}
 
-	lastErr   string
+// readState is what a device remembers of one of its reads.
+type readState struct {
+	ok      bool  // it was answered since it was planned (or split off)
+	fails   uint8 // polls in a row it got no answer or exception 4 while the device answered
+	pending bool  // failed so in the poll under way
+}
+
+// route is a device reached through one controller: its connection, and the timeout and
+// breaker of the device on it.
+type route struct {
+	link    *link
+	timeout *resilience.Timeout
+	breaker *resilience.Breaker
+	frames  [][]byte     // RTU and ASCII: the request ADUs of reqs, encoded by goburrow's packagers
+	tags    []models.Tag // of the health metric: controller and device
+
+	lastErr   string // what failed last (errorKey), reported once per errorRepeat
 	lastErrAt time.Time
 	repeats   int
+}
+
+// staleState keeps the last good value of every field of a device, for stale_after.
+type staleState struct {
+	last []models.Field // per profile field
+	at   []int64        // when it was read (Unix ns); 0: never
+	out  []*models.Metric
 }
 
 // errorRepeat is how often the same error of a device is reported again while it lasts.
 const errorRepeat = time.Minute
 
-func newDevice(spec *deviceSpec, m *Modbus, log *slog.Logger) *device {
+// healthFields is the number of fields resilience.Health.AppendFields appends.
+const healthFields = 12
+
+func newDevice(spec *deviceSpec, p *poller, linkOf func(target) *link) *device {
 	d := &device{
 		deviceSpec: spec,
-		timeout:    resilience.NewTimeout(resilience.TimeoutConfig{Max: spec.opts.timeout, Min: min(resilience.DefaultTimeout.Min, spec.opts.timeout)}),
-		retry: resilience.NewRetry(resilience.RetryConfig{
-			Retries: spec.opts.retries, Initial: 100 * time.Millisecond, Multiplier: 3, Max: 2 * time.Second, Jitter: 0.2,
-		}),
-		out:   make([][]models.Field, len(spec.prof.groups)),
-		times: make([]time.Time, len(spec.prof.groups)),
-		strs:  make([]string, spec.prof.strings),
+		reqs:       spec.plan,
+		retry:      resilience.NewRetry(spec.opts.retry),
+		bucket:     resilience.NewBucket(spec.opts.deviceRate, spec.opts.deviceBurst),
+		rs:         make([]readState, len(spec.plan)),
+		out:        make([]*models.Metric, len(spec.prof.groups)),
+		strs:       make([]string, spec.prof.strings),
+		// Until its first polls a device is taken to answer: a read that times out in the first
+		// poll does not keep the others from being tried.
+		lastAnswer: time.Now(),
 	}
-	d.breaker = resilience.NewBreaker(spec.name, resilience.BreakerConfig{
-		Failures:     cmp.Or(m.BreakerFailures, defaultFailures),
-		CoolDown:     cmp.Or(time.Duration(m.BreakerCoolDown), defaultCoolDown),
-		IsSuccessful: func(err error) bool { return !errors.Is(err, errNoAnswer) },
-		OnChange: func(from, to string) {
-			log.Warn("circuit breaker "+to, "device", spec.name, "from", from,
-				"meaning", map[string]string{"open": "no polls until the cool-down ends", "half-open": "one poll probes the device", "closed": "polling again"}[to])
-		},
-	})
-	if f := spec.opts.target.framing; f != frameMBAP {
-		var p modbus.Packager
-		if f == frameRTU {
-			h := modbus.NewRTUClientHandler("")
-			h.SlaveId = spec.unit
-			p = h
-		} else {
-			h := modbus.NewASCIIClientHandler("")
-			h.SlaveId = spec.unit
-			p = h
-		}
-		for i := range spec.plan {
-			r := &spec.plan[i]
-			adu, err := p.Encode(&modbus.ProtocolDataUnit{FunctionCode: byte(r.kind),
-				Data: []byte{byte(r.addr >> 8), byte(r.addr), byte(r.count >> 8), byte(r.count)}})
-			if err != nil { // a read request is 6 bytes: cannot exceed the ADU limit
-				panic(err)
+	if spec.opts.staleAfter > 0 {
+		n := len(spec.prof.fields)
+		d.stale = &staleState{last: make([]models.Field, n), at: make([]int64, n), out: make([]*models.Metric, len(spec.prof.groups))}
+	}
+	targets := append([]target{spec.target}, spec.backups...)
+	d.routes = make([]route, len(targets))
+	for i, t := range targets {
+		r := &d.routes[i]
+		r.link = linkOf(t)
+		r.timeout = resilience.NewTimeout(spec.opts.timeout)
+		r.tags = []models.Tag{{Key: "controller", Value: t.String()}, {Key: "device", Value: spec.name}}
+		cfg := spec.opts.breaker.config()
+		cfg.IsSuccessful = answered
+		others := len(targets) > 1
+		cfg.OnChange = func(from, to string) {
+			switch {
+			case to == "closed":
+				p.log.Info("circuit breaker closed: polling again", "device", spec.name, "controller", t.String())
+			case to == "open" && from == "closed":
+				meaning := "no polls until the cool-down ends, then one probes the device"
+				if others {
+					meaning = "polls go to the other controllers; after the cool-down one probes this one"
+				}
+				p.log.Warn("circuit breaker open", "device", spec.name, "controller", t.String(), "meaning", meaning,
+					"cool_down", spec.opts.breaker.coolDown)
+			case p.debug: // half-open, and open again after a failed probe: every cool-down
+				p.log.Debug("circuit breaker "+to, "device", spec.name, "controller", t.String(), "from", from)
 			}
-			d.frames = append(d.frames, adu)
 		}
+		r.breaker = resilience.NewBreaker(spec.name, cfg)
+		r.encode(d)
 	}
 	return d
+}
+
+// encode makes the request frames of d's reads for r's framing (RTU and ASCII; Modbus TCP
+// frames carry a transaction id and are written per request).
+func (r *route) encode(d *device) {
+	f := r.link.target.framing
+	if f == frameMBAP {
+		return
+	}
+	var p modbus.Packager
+	if f == frameRTU {
+		h := modbus.NewRTUClientHandler("")
+		h.SlaveId = d.unit
+		p = h
+	} else {
+		h := modbus.NewASCIIClientHandler("")
+		h.SlaveId = d.unit
+		p = h
+	}
+	r.frames = r.frames[:0]
+	for i := range d.reqs {
+		q := &d.reqs[i]
+		adu, err := p.Encode(&modbus.ProtocolDataUnit{FunctionCode: byte(q.kind),
+			Data: []byte{byte(q.addr >> 8), byte(q.addr), byte(q.count >> 8), byte(q.count)}})
+		if err != nil { // a read request is 6 bytes: cannot exceed the ADU limit
+			panic(err)
+		}
+		r.frames = append(r.frames, adu)
+	}
+}
+
+// openUntil returns when the first of d's open breakers turns half-open, or zero unless every
+// one is open.
+func (d *device) openUntil() time.Time {
+	var first time.Time
+	for i := range d.routes {
+		u := d.routes[i].breaker.OpenUntil()
+		if u.IsZero() {
+			return time.Time{}
+		}
+		if first.IsZero() || u.Before(first) {
+			first = u
+		}
+	}
+	return first
 }
 
 // errNoAnswer marks a poll in which the device answered nothing: it counts against the breaker.
 // A device that answers with exceptions is alive.
 var errNoAnswer = errors.New("no answer")
 
+// answered is the breakers' IsSuccessful: a poll failed for the breaker when nothing answered.
+func answered(err error) bool { return !errors.Is(err, errNoAnswer) }
+
 type noAnswerError struct{ err error }
 
 func (e *noAnswerError) Error() string   { return e.err.Error() }
 func (e *noAnswerError) Unwrap() []error { return []error{e.err, errNoAnswer} }
 
-// requestError names the device and the request a transport or frame error happened to.
+// requestError names the device, the controller and the request a transport or frame error
+// happened to.
 type requestError struct {
 	d   *deviceSpec
-	r   *request
+	t   target
+	r   *request // not changed after Init or a split (a split makes new requests)
 	err error
 }
 
 func (e *requestError) Error() string {
 	return fmt.Sprintf("device %q (%s unit %d): read %s %d..%d: %v",
-		e.d.name, e.d.opts.target, e.d.unit, e.r.kind, e.r.addr, int(e.r.addr)+int(e.r.count)-1, e.err)
+		e.d.name, e.t, e.d.unit, e.r.kind, e.r.addr, int(e.r.addr)+int(e.r.count)-1, e.err)
 }
 func (e *requestError) Unwrap() error { return e.err }
 
-func (d *device) describe(r *request, err error) error {
+func (d *device) describe(r *request, t target, err error) error {
 	var exc *ExceptionError
 	if errors.As(err, &exc) {
 		exc.Device, exc.Unit, exc.Function, exc.Address, exc.Count = d.name, d.unit, byte(r.kind), r.addr, r.count
 		return exc
 	}
-	return &requestError{d: d.deviceSpec, r: r, err: err}
+	return &requestError{d: d.deviceSpec, t: t, r: r, err: err}
 }
 
-// read sends request i of d, retrying what is worth retrying: a timeout or a garbled answer
-// (resilience.Retry), and a busy device after busy_retries_wait.
-func (l *link) read(ctx context.Context, d *device, i int) ([]byte, time.Time, error) {
+// read sends read i of d through r, retrying what is worth retrying: a timeout or a garbled
+// answer (resilience.Retry: the first retry at once, then growing waits), and a busy device
+// after busy_retries_wait; never past the device's next poll.
+func (p *poller) read(ctx context.Context, d *device, r *route, i int) ([]byte, time.Time, error) {
 	d.retry.Reset()
 	busy := d.opts.busyRetries
+	retrying := false
 	for {
-		data, at, err := l.exchange(ctx, d, i)
+		data, at, err := r.link.exchange(ctx, d, r, i, retrying)
 		if err == nil || ctx.Err() != nil {
 			return data, at, err
 		}
@@ -134,10 +220,11 @@ func (l *link) read(ctx context.Context, d *device, i int) ([]byte, time.Time, e
 				return nil, at, err
 			}
 			busy--
-			l.st.busyRetries.Incr()
+			p.st.busyRetries.Incr()
 			wait = d.opts.busyWait
 		case errors.As(err, new(*errBackoff)):
-			d.health.Failed(resilience.KindRefused)
+			// not connected (and waiting before dialling again): no request went out
+			d.health.Failed(connectKind(err))
 			return nil, at, err
 		default:
 			kind := resilience.Classify(err)
@@ -145,63 +232,99 @@ func (l *link) read(ctx context.Context, d *device, i int) ([]byte, time.Time, e
 				kind = resilience.KindFrame
 			}
 			d.health.Failed(kind)
-			if kind == resilience.KindReset || kind == resilience.KindRefused {
-				// the connection is gone: one retry on a new one, no waiting
-				if d.retry.Retries == 0 {
-					return nil, at, err
-				}
+			if (kind == resilience.KindReset || kind == resilience.KindRefused) && d.retry.Retries == 0 {
+				return nil, at, err
 			}
 			w, ok := d.retry.Next()
 			if !ok {
 				return nil, at, err
 			}
 			wait = w
-			l.st.retries.Incr()
+		}
+		if !time.Now().Add(wait).Before(d.deadline) {
+			return nil, at, err // the next poll is due
+		}
+		if exc == nil {
+			p.st.retries.Incr()
 			d.health.Retry()
 		}
-		if err := l.sleep(ctx, wait); err != nil {
+		if err := p.sleep(ctx, wait); err != nil {
 			return nil, at, err
 		}
+		retrying = true
 	}
 }
 
-// pollOnce reads every request of d's plan and hands its metrics to acc: the fields that were
-// read, even when others failed. It returns the failures, each naming device and request.
-func (l *link) pollOnce(ctx context.Context, d *device, acc models.Accumulator) error {
-	l.st.polls.Incr()
+// connectKind sorts a failed dial for the health metric: refused unless it timed out.
+func connectKind(err error) resilience.ErrorKind {
+	if k := resilience.Classify(err); k == resilience.KindTimeout {
+		return k
+	}
+	return resilience.KindRefused
+}
+
+// pollRoute reads d's reads through route ri and keeps what they gave in d.out: the fields that
+// were read, even when others failed. It returns the failures, each naming device, controller
+// and request; an error wrapping errNoAnswer when the device answered nothing.
+//
+// After a read got no answer the poll goes on with the next if the device answered lately (in
+// this poll or the last few intervals) and time is left, in case only that read fails (a
+// device that cannot serve a large read); it ends when the connection is gone, the device did
+// not answer lately, or two reads that used to answer got none.
+func (p *poller) pollRoute(ctx context.Context, d *device, ri int) error {
+	r := &d.routes[ri]
+	l := r.link
 	l.acquire()
 	defer l.release()
 	var errs []error
-	answered := 0
-	for i := range d.plan {
-		r := &d.plan[i]
-		data, at, err := l.read(ctx, d, i)
-		if err != nil {
-			if ctx.Err() != nil {
-				break // stopping: not the device's fault
-			}
-			errs = append(errs, d.describe(r, err))
-			var exc *ExceptionError
-			if !errors.As(err, &exc) && !errors.As(err, new(*frameError)) {
-				// timeout or no connection: the rest would wait just as long
-				if n := len(d.plan) - i - 1; n > 0 {
-					errs = append(errs, fmt.Errorf("device %q: %d more %s skipped in this poll", d.name, n, plural(n, "request")))
-				}
-				break
-			}
+	answered, lost, exc4 := 0, 0, false
+	for i := 0; i < len(d.reqs); i++ {
+		data, at, err := p.read(ctx, d, r, i)
+		if err == nil {
+			answered++
+			d.lastAnswer = at
+			d.rs[i] = readState{ok: true}
+			d.decode(&d.reqs[i], data, at, l.buf.scratch[:])
 			continue
 		}
-		answered++
-		d.decode(r, data, at, l.buf.scratch[:])
+		if ctx.Err() != nil {
+			break // stopping: not the device's fault
+		}
+		var exc *ExceptionError
+		if errors.As(err, &exc) && (exc.Code == ExcIllegalAddress || exc.Code == ExcIllegalValue) && p.split(d, i, err) {
+			i-- // the device says the range is wrong: read its first half now
+			continue
+		}
+		errs = append(errs, d.describe(&d.reqs[i], l.target, err))
+		if exc != nil {
+			if exc.Code == ExcServerFailure {
+				d.rs[i].pending, exc4 = true, true
+			}
+			continue // the device answers: the other reads may work
+		}
+		if errors.As(err, new(*frameError)) {
+			continue
+		}
+		d.rs[i].pending = resilience.Classify(err) == resilience.KindTimeout
+		if d.rs[i].ok {
+			lost++
+		}
+		now := time.Now()
+		live := answered > 0 || now.Sub(d.lastAnswer) < 3*p.interval
+		if n := len(d.reqs) - i - 1; n > 0 && (!live || lost >= 2 || !d.rs[i].pending || !now.Before(d.deadline)) {
+			errs = append(errs, fmt.Errorf("device %q: %d more %s skipped in this poll", d.name, n, plural(n, "request")))
+			break
+		}
 	}
-	d.emit(acc)
+	d.answered += answered
+	p.splitFailing(d, answered > 0 || exc4)
 	if d.opts.closeAfterGather {
 		l.close()
 	}
 	if len(errs) == 0 {
 		return nil
 	}
-	l.st.pollErrors.Incr()
+	p.st.pollErrors.Incr()
 	err := errors.Join(errs...)
 	if answered == 0 && !isExceptions(errs) {
 		return &noAnswerError{err}
@@ -218,14 +341,112 @@ func isExceptions(errs []error) bool {
 	return true
 }
 
+// splitFailing counts the reads that failed in this poll with a timeout or exception 4 while
+// the device answered (alive): a read that fails so in splitAfter polls in a row is split in
+// two for the next poll (split_failing_reads). A timeout of a device that answered nothing says
+// nothing about the read: it is not counted.
+func (p *poller) splitFailing(d *device, alive bool) {
+	for i := len(d.rs) - 1; i >= 0; i-- { // backwards: a split shifts the reads after it
+		st := &d.rs[i]
+		if !st.pending {
+			continue
+		}
+		st.pending = false
+		if !alive {
+			continue
+		}
+		st.fails = min(st.fails+1, 255)
+		if st.fails >= splitAfter {
+			p.split(d, i, errSplitAfter)
+		}
+	}
+}
+
+var errSplitAfter = fmt.Errorf("no answer or exception 4 in %d polls in a row while the device answered its other reads", splitAfter)
+
+// split splits read i of d in two to isolate the range that fails (split_failing_reads); the
+// first half takes its place at i. A read that cannot be split (one field, or fields on the
+// same registers) is left as it is, and split returns false.
+func (p *poller) split(d *device, i int, cause error) bool {
+	if !d.opts.splitReads {
+		return false
+	}
+	a, b, ok := splitRequest(&d.reqs[i], d.prof.fields)
+	if !ok {
+		return false
+	}
+	old := d.reqs[i]
+	reqs := make([]request, 0, len(d.reqs)+1)
+	reqs = append(reqs, d.reqs[:i]...)
+	reqs = append(reqs, a, b)
+	d.reqs = append(reqs, d.reqs[i+1:]...)
+	rs := make([]readState, 0, len(d.rs)+1)
+	rs = append(rs, d.rs[:i]...)
+	rs = append(rs, readState{}, readState{})
+	d.rs = append(rs, d.rs[i+1:]...)
+	for ri := range d.routes {
+		d.routes[ri].encode(d)
+	}
+	p.st.readsSplit.Incr()
+	p.log.Info("a failing read is split to isolate the range that fails", "device", d.name,
+		"read", rangeOf(&old), "into", rangeOf(&a)+" and "+rangeOf(&b), "cause", cause)
+	return true
+}
+
+func rangeOf(r *request) string {
+	return fmt.Sprintf("%s %d..%d", r.kind, r.addr, int(r.addr)+int(r.count)-1)
+}
+
+// splitRequest splits r into two reads of about half its fields each, at a field that starts
+// past every field before it (fields that share registers stay together). A read that cannot
+// be split (one field, or fields all on the same registers) gives ok false.
+func splitRequest(r *request, fields []fieldSpec) (a, b request, ok bool) {
+	n := len(r.fields)
+	cut := -1
+	ends := make([]int, n+1) // ends[k]: the furthest end of the first k fields
+	for k, ref := range r.fields {
+		ends[k+1] = max(ends[k], fields[ref.field].end())
+	}
+	for off := 0; off < n && cut < 0; off++ {
+		for _, k := range []int{n/2 + off, n/2 - off} {
+			if k > 0 && k < n && int(fields[r.fields[k].field].address) >= ends[k] {
+				cut = k
+				break
+			}
+		}
+	}
+	if cut < 0 {
+		return a, b, false
+	}
+	sub := func(refs []fieldRef, start int) request {
+		end := start
+		out := request{kind: r.kind, addr: uint16(start), fields: make([]fieldRef, 0, len(refs))}
+		for _, ref := range refs {
+			f := &fields[ref.field]
+			end = max(end, f.end())
+			out.fields = append(out.fields, fieldRef{field: ref.field, off: int(f.address) - start})
+		}
+		out.count = uint16(end - start)
+		return out
+	}
+	// The first half keeps the read's start (read_coils_starting_at_zero starts below its
+	// first field).
+	return sub(r.fields[:cut], int(r.addr)), sub(r.fields[cut:], int(fields[r.fields[cut].field].address)), true
+}
+
 // decode turns an answer into fields of d's metrics.
 func (d *device) decode(r *request, data []byte, at time.Time, scratch []byte) {
 	fields := d.prof.fields
 	for _, ref := range r.fields {
 		f := &fields[ref.field]
 		g := f.group
-		if d.out[g] == nil {
-			d.out[g] = make([]models.Field, d.prof.groups[g].fields)
+		m := d.out[g]
+		if m == nil {
+			n := d.prof.groups[g].fields
+			m = models.NewMetric(d.prof.groups[g].measurement, d.tags[g], n, at)
+			m.Fields = m.Fields[:n]
+			clear(m.Fields)
+			d.out[g] = m
 		}
 		var v models.Field
 		switch {
@@ -237,46 +458,74 @@ func (d *device) decode(r *request, data []byte, at time.Time, scratch []byte) {
 		default:
 			v = f.decodeRegisters(data[2*ref.off:], "", nil)
 		}
-		d.out[g][f.pos] = v
-		if at.After(d.times[g]) {
-			d.times[g] = at
+		m.Fields[f.pos] = v
+		if at.After(m.Time) {
+			m.Time = at
 		}
 	}
 }
 
-// emit hands a metric per group that got fields to acc. Fields that were not read are left
-// out; each device's tag slices are reused (RunningInput caches merged tags by slice identity).
-func (d *device) emit(acc models.Accumulator) {
-	for g, fs := range d.out {
-		if fs == nil {
+// emit hands a metric per group that got fields to acc (fields that were not read are left
+// out; each device's tag slices are reused: RunningInput caches merged tags by slice identity),
+// and before it, with stale_after, the last good values of the fields that were not read.
+func (d *device) emit(acc models.Accumulator, now time.Time, st *stats) {
+	if d.stale != nil {
+		d.emitStale(acc, now, st)
+	}
+	for g, m := range d.out {
+		if m == nil {
 			continue
 		}
 		n := 0
-		for _, f := range fs {
+		for _, f := range m.Fields {
 			if f.Key != "" {
-				fs[n] = f
+				m.Fields[n] = f
 				n++
 			}
 		}
-		acc.AddMetric(models.New(d.prof.groups[g].measurement, d.tags[g], fs[:n:n], d.times[g]))
-		d.out[g], d.times[g] = nil, time.Time{}
+		m.Fields = m.Fields[:n:n]
+		acc.AddMetric(m)
+		d.out[g] = nil
 	}
 }
 
-// report hands a poll's error to acc, once per errorRepeat while the same error lasts. Errors
-// are the same when the same requests failed in the same way (the text may differ: a new
-// connection has a new local port).
-func (d *device) report(acc models.Accumulator, err error, now time.Time) {
-	key := errorKey(err)
-	if key == d.lastErr && now.Sub(d.lastErrAt) < errorRepeat {
-		d.repeats++
-		return
+// emitStale remembers the fields read in this poll and reports, tagged quality=stale and timed
+// now, the last good value of each field that was not, if it is at most stale_after old.
+func (d *device) emitStale(acc models.Accumulator, now time.Time, st *stats) {
+	s := d.stale
+	limit := now.Add(-d.opts.staleAfter).UnixNano()
+	for fi := range d.prof.fields {
+		f := &d.prof.fields[fi]
+		if m := d.out[f.group]; m != nil && m.Fields[f.pos].Key != "" {
+			s.last[fi], s.at[fi] = m.Fields[f.pos], m.Time.UnixNano()
+			continue
+		}
+		if s.at[fi] == 0 || s.at[fi] < limit {
+			continue
+		}
+		sm := s.out[f.group]
+		if sm == nil {
+			sm = models.NewMetric(d.prof.groups[f.group].measurement, d.staleTags[f.group], d.prof.groups[f.group].fields, now)
+			s.out[f.group] = sm
+		}
+		sm.Fields = append(sm.Fields, s.last[fi])
 	}
-	if key == d.lastErr && d.repeats > 0 {
-		err = fmt.Errorf("%w (%d times in %s)", err, d.repeats+1, now.Sub(d.lastErrAt).Round(time.Second))
+	for g, sm := range s.out {
+		if sm != nil {
+			acc.AddMetric(sm)
+			st.staleMetrics.Incr()
+			s.out[g] = nil
+		}
 	}
-	acc.AddError(err)
-	d.lastErr, d.lastErrAt, d.repeats = key, now, 0
+}
+
+// emitHealth hands over d's modbus_health metric: its counters since the start, and the
+// round-trip average, timeout and breaker of the controller in use.
+func (d *device) emitHealth(acc models.Accumulator, r *route, now time.Time) {
+	// four fields of room: processors.predict appends its own
+	m := models.NewMetric("modbus_health", r.tags, healthFields+4, now)
+	m.Fields = d.health.AppendFields(m.Fields, r.timeout, r.breaker)
+	acc.AddMetric(m)
 }
 
 // errorKey names what failed in a poll: each request and how.
@@ -313,52 +562,6 @@ func errorKey(err error) string {
 	}
 	walk(err)
 	return b.String()
-}
-
-// run polls the link's devices, each at its phase of every interval, until ctx is done. A poll
-// that overruns delays the next ones of this link (they take turns), never the other links.
-func (l *link) run(ctx context.Context, acc models.Accumulator, start time.Time, interval time.Duration) {
-	defer l.close()
-	defer l.release()
-	for _, d := range l.devices {
-		d.next = start.Add(d.phase)
-		d.poll = func() error { return l.pollOnce(ctx, d, acc) }
-	}
-	for {
-		d := l.devices[0]
-		for _, x := range l.devices[1:] {
-			if x.next.Before(d.next) {
-				d = x
-			}
-		}
-		if err := l.sleep(ctx, time.Until(d.next)); err != nil {
-			return
-		}
-		err := d.breaker.Do(d.poll)
-		now := time.Now()
-		switch {
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, resilience.ErrOpen):
-			l.st.breakerSkips.Incr()
-		case err != nil:
-			d.report(acc, err, now)
-		case d.lastErr != "":
-			l.log.Info("device answers again", "device", d.name)
-			d.lastErr, d.repeats = "", 0
-		}
-		d.next = d.next.Add(interval)
-		if !d.next.After(now) { // overran: skip the missed polls, keep the phase
-			missed := now.Sub(d.next)/interval + 1
-			d.next = d.next.Add(missed * interval)
-			l.st.overruns.Add(int64(missed))
-			if now.Sub(l.overrunLogged) >= errorRepeat {
-				l.overrunLogged = now
-				l.log.Warn("polls skipped: the devices of this connection take longer than the interval",
-					"controller", l.target.String(), "device", d.name, "skipped", int64(missed), "interval", interval)
-			}
-		}
-	}
 }
 
 func plural(n int, word string) string {

@@ -40,6 +40,9 @@ func (s *serialConn) SetDeadline(t time.Time) error {
 	return nil
 }
 
+// SetReadDeadline is SetDeadline: a write to a serial port does not wait.
+func (s *serialConn) SetReadDeadline(t time.Time) error { return s.SetDeadline(t) }
+
 // Read waits for bytes until the deadline, one slice at a time.
 func (s *serialConn) Read(b []byte) (int, error) {
 	for {

@@ -11,6 +11,7 @@ type stats struct {
 	wrongTID, wrongUnit, wrongFunc, shortFrames, badChecksums, streamLost *models.Stat
 	connects, reconnects, connectErrors                                   *models.Stat
 	breakerSkips, overruns                                                *models.Stat
+	backupPolls, readsSplit, staleMetrics, idleCloses                     *models.Stat
 }
 
 func newStats(instance string) *stats {
@@ -38,5 +39,9 @@ func statsOf(s *models.Stats) *stats {
 		connectErrors: s.Get("connect_errors"),
 		breakerSkips:  s.Get("breaker_skips"),
 		overruns:      s.Get("polls_skipped_overrun"),
+		backupPolls:   s.Get("polls_via_backup"),
+		readsSplit:    s.Get("reads_split"),
+		staleMetrics:  s.Get("stale_metrics"),
+		idleCloses:    s.Get("idle_closes"),
 	}
 }

@@ -118,6 +118,8 @@ type Fault struct {
 	WrongUnit   bool          // answer as unit id + 1
 	BadChecksum bool          // RTU, ASCII: a wrong CRC or LRC
 	Short       bool          // byte count 2 more than the data (TCP length stays consistent)
+	DropEvery   int           // drop every DropEvery-th request of the unit (a flaky link); 0: none
+	MaxRead     int           // drop reads of more registers or bits (a device that cannot serve large reads); 0: none
 }
 
 // Config configures a server.
@@ -131,6 +133,9 @@ type Config struct {
 	Faults map[byte]Fault
 	// Now is the clock of the values (default time.Now).
 	Now func() time.Time
+	// OnRequest, if set, is called with every request's unit and PDU (valid during the call)
+	// as it is received, from the connection's goroutine.
+	OnRequest func(unit byte, pdu []byte)
 }
 
 // Server serves simulated devices. Its methods are safe for concurrent use.
@@ -146,7 +151,9 @@ type Server struct {
 	wg        sync.WaitGroup
 
 	requests atomic.Uint64
+	accepted atomic.Uint64
 	faultN   sync.Map // unit → *atomic.Int64, answers given under a DelayFirst fault
+	dropN    sync.Map // unit → *atomic.Int64, requests seen under a DropEvery fault
 
 	written   atomic.Bool
 	overrides sync.Map // key{table, unit, addr} → uint16
@@ -225,6 +232,9 @@ func (s *Server) Addr() string {
 // Requests returns how many requests were received.
 func (s *Server) Requests() uint64 { return s.requests.Load() }
 
+// Connections returns how many connections were accepted.
+func (s *Server) Connections() uint64 { return s.accepted.Load() }
+
 // Close stops listening, closes every connection and waits for their goroutines.
 func (s *Server) Close() error {
 	s.mu.Lock()
@@ -256,6 +266,7 @@ func (s *Server) accept(l net.Listener) {
 			return
 		}
 		wait = 5 * time.Millisecond
+		s.accepted.Add(1)
 		if !s.track(c) {
 			c.Close()
 			return
@@ -421,11 +432,23 @@ func (ss *session) handle(frame []byte) error {
 		unit, pdu = ss.frame[0], ss.frame[1:n-1]
 	}
 	s.requests.Add(1)
+	if s.cfg.OnRequest != nil {
+		s.cfg.OnRequest(unit, pdu)
+	}
 	if !s.all && !s.units[unit] || len(pdu) == 0 {
 		return nil
 	}
 	f := s.cfg.Faults[unit]
 	if f.NoAnswer {
+		return nil
+	}
+	if f.DropEvery > 0 {
+		v, _ := s.dropN.LoadOrStore(unit, new(atomic.Int64))
+		if v.(*atomic.Int64).Add(1)%int64(f.DropEvery) == 0 {
+			return nil
+		}
+	}
+	if f.MaxRead > 0 && pdu[0] >= 1 && pdu[0] <= 4 && len(pdu) == 5 && int(binary.BigEndian.Uint16(pdu[3:])) > f.MaxRead {
 		return nil
 	}
 	// Build the PDU of the answer behind room for the longest header.

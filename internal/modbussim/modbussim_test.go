@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -207,3 +208,47 @@ func TestManyListeners(t *testing.T) {
 }
 
 func (f Framing) String() string { return [...]string{"tcp", "rtu", "ascii"}[f] }
+
+// TestFlakyAndLargeReads: DropEvery drops every n-th request of the unit, MaxRead the reads
+// larger than it; OnRequest sees every request and Connections counts the connections.
+func TestFlakyAndLargeReads(t *testing.T) {
+	var mu sync.Mutex
+	var seen []byte
+	s := start(t, Config{Faults: map[byte]Fault{1: {DropEvery: 3}, 2: {MaxRead: 10}},
+		OnRequest: func(unit byte, pdu []byte) { mu.Lock(); seen = append(seen, unit); mu.Unlock() }})
+	dial := func(unit byte) (modbus.Client, func()) {
+		h := modbus.NewTCPClientHandler(s.Addr())
+		h.SlaveId, h.Timeout = unit, 200*time.Millisecond
+		return modbus.NewClient(h), func() { h.Close() }
+	}
+	c1, close1 := dial(1)
+	var failed []int
+	for i := 1; i <= 6; i++ {
+		if _, err := c1.ReadHoldingRegisters(0, 2); err != nil {
+			failed = append(failed, i)
+			close1() // goburrow cannot take a late answer: a new connection
+			c1, close1 = dial(1)
+		}
+	}
+	close1()
+	if fmt.Sprint(failed) != "[3 6]" {
+		t.Errorf("requests that got no answer: %v, want [3 6]", failed)
+	}
+	c2, close2 := dial(2)
+	defer close2()
+	if _, err := c2.ReadHoldingRegisters(0, 10); err != nil {
+		t.Errorf("a read of 10 registers: %v", err)
+	}
+	if _, err := c2.ReadHoldingRegisters(0, 11); err == nil {
+		t.Error("a read of 11 registers got an answer")
+	}
+	mu.Lock()
+	if len(seen) != 8 || seen[0] != 1 || seen[7] != 2 {
+		t.Errorf("OnRequest saw units %v", seen)
+	}
+	mu.Unlock()
+	// goburrow connects on the first request: unit 1 before its 1st and 4th request, unit 2
+	if got := s.Connections(); got != 3 {
+		t.Errorf("connections %d, want 3", got)
+	}
+}

@@ -41,7 +41,7 @@ func (h *Health) AppendFields(dst []models.Field, t *Timeout, b *Breaker) []mode
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	dst = append(dst, models.Float("rtt_ms", ms(time.Duration(h.lastRTT.Load()))))
 	if t != nil {
-		dst = append(dst, models.Float("rtt_ewma_ms", ms(t.EWMA())), models.Float("timeout_ms", ms(t.Current())))
+		dst = append(dst, models.Float("rtt_ewma_ms", ms(t.EWMA())), models.Float("timeout_ms", ms(t.Nominal())))
 	}
 	dst = append(dst, models.Uint("requests", h.requests.Load()), models.Uint("retries", h.retries.Load()))
 	for k := KindTimeout; k < numKinds; k++ {

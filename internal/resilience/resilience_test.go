@@ -3,6 +3,7 @@ package resilience
 import (
 	"errors"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -175,3 +176,83 @@ func TestClassify(t *testing.T) {
 		t.Fatalf("read deadline: %v (%v), want timeout", k, err)
 	}
 }
+
+// TestBreakerProbes: half-open lets Probes requests through, closes when all succeeded, and
+// opens again at the first that fails; OnChange may look at the breaker (it runs unlocked).
+func TestBreakerProbes(t *testing.T) {
+	var b *Breaker
+	var seen []string
+	b = NewBreaker("dev", BreakerConfig{Failures: 1, CoolDown: 20 * time.Millisecond, Probes: 2,
+		OnChange: func(from, to string) { seen = append(seen, b.State()) }})
+	fail := errors.New("x")
+	b.Do(func() error { return fail })
+	time.Sleep(25 * time.Millisecond)
+	if err := b.Allow(); err != nil {
+		t.Fatalf("first probe refused: %v", err)
+	}
+	if err := b.Allow(); err != nil {
+		t.Fatalf("second probe refused: %v", err)
+	}
+	if err := b.Allow(); err != ErrOpen {
+		t.Fatalf("a third request while two probes are out: %v, want ErrOpen", err)
+	}
+	b.Done(nil)
+	if b.State() != "half-open" {
+		t.Fatalf("after one good probe of two: %s", b.State())
+	}
+	b.Done(fail)
+	if b.State() != "open" || b.OpenUntil().IsZero() {
+		t.Fatalf("after a failed probe: %s", b.State())
+	}
+	time.Sleep(25 * time.Millisecond)
+	b.Do(func() error { return nil })
+	b.Do(func() error { return nil })
+	if b.State() != "closed" {
+		t.Fatalf("after two good probes: %s", b.State())
+	}
+	if got := strings.Join(seen, " "); got != "open half-open open half-open closed" {
+		t.Errorf("states seen from OnChange: %s", got)
+	}
+}
+
+// TestBreakerWindowRolls: failures older than the window no longer count toward the rate.
+func TestBreakerWindowRolls(t *testing.T) {
+	b := NewBreaker("dev", BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 4, Window: 100 * time.Millisecond})
+	fail := errors.New("x")
+	b.Do(func() error { return fail })
+	b.Do(func() error { return fail })
+	time.Sleep(120 * time.Millisecond) // both failures leave the window
+	for range 3 {
+		b.Do(func() error { return nil })
+	}
+	b.Do(func() error { return fail }) // 1 of 4 in the window
+	if b.State() != "closed" {
+		t.Fatalf("1 failure of 4 in the window: %s", b.State())
+	}
+	b.Do(func() error { return fail })
+	b.Do(func() error { return fail }) // 3 of 6
+	if b.State() != "open" {
+		t.Fatalf("3 failures of 6 in the window: %s", b.State())
+	}
+}
+
+// BenchmarkBreaker: a request through a closed breaker, and what a breaker costs in memory
+// (B/op of BenchmarkBreaker/new).
+func BenchmarkBreaker(b *testing.B) {
+	b.Run("do", func(b *testing.B) {
+		br := NewBreaker("dev", BreakerConfig{})
+		f := func() error { return nil }
+		b.ReportAllocs()
+		for b.Loop() {
+			br.Do(f)
+		}
+	})
+	b.Run("new", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			breakerSink = NewBreaker("dev", BreakerConfig{})
+		}
+	})
+}
+
+var breakerSink *Breaker
