@@ -137,6 +137,17 @@ type KeyError struct {
 func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
 func (e *KeyError) Unwrap() error { return e.Err }
 
+// ConfigKey names the key at fault.
+func (e *KeyError) ConfigKey() string { return e.Key }
+
+// keyedError is any error that names the key at fault: a *KeyError, or an error of a package
+// that cannot import config (internal/tlsconfig) but has a ConfigKey method. Its message starts
+// with the key.
+type keyedError interface {
+	error
+	ConfigKey() string
+}
+
 // KeyErrorf returns a *KeyError for key.
 func KeyErrorf(key, format string, args ...any) error {
 	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
@@ -490,9 +501,9 @@ func (s *section) plugin() {
 }
 
 func (s *section) initErr(err error) {
-	var ke *KeyError
+	var ke keyedError
 	if errors.As(err, &ke) {
-		line := s.sc.lookupIn(s.span.path, ke.Key)
+		line := s.sc.lookupIn(s.span.path, ke.ConfigKey())
 		if line == 0 {
 			line = s.span.start
 		}

@@ -65,7 +65,7 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown profile", `profile = "meter"`, `profile = "meters" # <-`, `device[0].profile: "meters": no such profile (have: "meter")`},
 		{"duplicate device", `name = "meter-2"`, `name = "meter-1" # <-`, `device[1].name: "meter-1" is also device[0]`},
 		{"unreadable CA", `timeout = "1s"`, `tls_ca = "/nonexistent/ca.pem" # <-`, "tls_ca: open /nonexistent/ca.pem: no such file or directory"},
-		{"client cert without key", `timeout = "1s"`, `tls_cert = "/nonexistent/c.pem" # <-`, "tls_cert: needs tls_key"},
+		{"client cert without key", `timeout = "1s"`, `tls_cert = "/nonexistent/c.pem" # <-`, "tls_cert: give its key in tls_key too"},
 		{"controller scheme", `controller = "tcp://127.0.0.1:5020"`, `controller = "udp://127.0.0.1:5020" # <-`, `device[0].controller: "udp://127.0.0.1:5020": scheme "udp", want tcp, tls or file`},
 		{"serial mode over tcp", `timeout = "1s"`, `transmission_mode = "rtu" # <-`, `transmission_mode: transmission_mode "rtu" is for serial lines (file://); over TCP use rtuovertcp`},
 		{"mixed framing on one connection", "slave_id = 2", "slave_id = 2\n    transmission_mode = \"rtuovertcp\" # <-", `device[1].transmission_mode: tcp://127.0.0.1:5020 speaks tcp for device "meter-1"`},

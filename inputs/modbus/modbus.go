@@ -22,6 +22,7 @@ import (
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/inputs"
+	"github.com/tagpipe/tagpipe/internal/tlsconfig"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -39,12 +40,9 @@ type Modbus struct {
 	StopBits int    `toml:"stop_bits"`
 	RS485    *RS485 `toml:"rs485"`
 
-	// Modbus/TCP Security (tls://).
-	TLSCA              string `toml:"tls_ca"`
-	TLSCert            string `toml:"tls_cert"`
-	TLSKey             string `toml:"tls_key"`
-	TLSServerName      string `toml:"tls_server_name"`
-	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
+	// Modbus/TCP Security (tls://): tls_ca, tls_cert, tls_key, tls_server_name,
+	// insecure_skip_verify, spelled and checked as every plugin's.
+	tlsconfig.Client
 
 	Profiles []Profile `toml:"profile"`
 	Devices  []Device  `toml:"device"`
@@ -211,8 +209,10 @@ func (m *Modbus) Init() error {
 		}
 		m.devices = append(m.devices, spec)
 	}
-	if usesTLS || m.TLSCA != "" || m.TLSCert != "" || m.TLSKey != "" {
-		conf, err := m.tlsConfig()
+	if usesTLS || m.Client.Set() {
+		// TLS 1.2 or later, the device's CA, a client certificate for mutual authentication, an
+		// optional server name; files are read now, so an unreadable one fails at start.
+		conf, err := m.Client.Config()
 		if err != nil {
 			return err
 		}

@@ -35,6 +35,9 @@ type Error struct {
 func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
+// ConfigKey names the option at fault, so that the config loader reports its FILE:LINE.
+func (e *Error) ConfigKey() string { return e.Key }
+
 // Set reports whether any TLS option is given.
 func (c *Client) Set() bool {
 	return c.CA != "" || c.Cert != "" || c.Key != "" || c.ServerName != "" || c.InsecureSkipVerify

@@ -2,7 +2,6 @@ package influxdb
 
 import (
 	"crypto/tls"
-	"errors"
 	"net/url"
 	"time"
 
@@ -84,10 +83,6 @@ func (h *HTTPOptions) checkKeys() (*tls.Config, error) {
 	}
 	cfg, err := h.Client.Config()
 	if err != nil {
-		var te *tlsconfig.Error
-		if errors.As(err, &te) {
-			return nil, config.KeyErrorf(te.Key, "%v", te.Err)
-		}
 		return nil, err
 	}
 	return cfg, nil

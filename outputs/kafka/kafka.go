@@ -212,10 +212,6 @@ func (k *Kafka) Init() error {
 	tr := &kafka.Transport{SASL: mech, ClientID: k.ClientID, DialTimeout: k.Timeout.D()}
 	if k.TLSEnable || k.Client.Set() {
 		if tr.TLS, err = k.Client.Config(); err != nil {
-			var te *tlsconfig.Error
-			if errors.As(err, &te) {
-				return config.KeyErrorf(te.Key, "%v", te.Err)
-			}
 			return err
 		}
 	}
