@@ -1,16 +1,9 @@
 package modbus
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
+	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,89 +39,9 @@ func TestTransportASCIIOverTCP(t *testing.T) {
 	testTransport(t, "asciiovertcp", "tcp://", []string{"--transport", "ascii-over-tcp"}, "")
 }
 
-// testPKI is a CA with a server certificate (IP 127.0.0.1, DNS meter.plant.test) and a client
-// certificate, plus a second CA with a client certificate of its own.
-type testPKI struct {
-	ca, serverCert, serverKey, clientCert, clientKey string
-	otherCA, otherClientCert, otherClientKey         string
-}
-
-func makePKI(t *testing.T) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	serial := int64(1)
-	sign := func(tmpl, parent *x509.Certificate, pub, signer any) (*x509.Certificate, []byte) {
-		serial++
-		tmpl.SerialNumber = big.NewInt(serial)
-		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
-		if parent == nil {
-			parent = tmpl
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, der
-	}
-	keyDER := func(k *ecdsa.PrivateKey) []byte {
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return der
-	}
-	newCA := func(name string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
-		k := newKey()
-		c, der := sign(&x509.Certificate{Subject: pkix.Name{CommonName: name}, IsCA: true, BasicConstraintsValid: true,
-			KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}, nil, &k.PublicKey, k)
-		return c, k, der
-	}
-	leaf := func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, usage x509.ExtKeyUsage) ([]byte, []byte) {
-		k := newKey()
-		tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: cn}, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			KeyUsage: x509.KeyUsageDigitalSignature}
-		if usage == x509.ExtKeyUsageServerAuth {
-			tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
-			tmpl.DNSNames = []string{"meter.plant.test"}
-		}
-		_, der := sign(tmpl, ca, &k.PublicKey, caKey)
-		return der, keyDER(k)
-	}
-	ca, caKey, caDER := newCA("plant CA")
-	other, otherKey, otherDER := newCA("other CA")
-	var p testPKI
-	p.ca = write("ca.pem", "CERTIFICATE", caDER)
-	sc, sk := leaf(ca, caKey, "meter", x509.ExtKeyUsageServerAuth)
-	p.serverCert, p.serverKey = write("server.pem", "CERTIFICATE", sc), write("server.key", "PRIVATE KEY", sk)
-	cc, ck := leaf(ca, caKey, "tagpipe", x509.ExtKeyUsageClientAuth)
-	p.clientCert, p.clientKey = write("client.pem", "CERTIFICATE", cc), write("client.key", "PRIVATE KEY", ck)
-	p.otherCA = write("other-ca.pem", "CERTIFICATE", otherDER)
-	oc, ok := leaf(other, otherKey, "intruder", x509.ExtKeyUsageClientAuth)
-	p.otherClientCert, p.otherClientKey = write("other.pem", "CERTIFICATE", oc), write("other.key", "PRIVATE KEY", ok)
-	return p
-}
-
 // TestTransportTLS: Modbus/TCP Security against pymodbus requiring client certificates.
 func TestTransportTLS(t *testing.T) {
-	pk := makePKI(t)
+	pk := tlstest.New(t)
 	tlsKeys := func(ca, cert, key, name string) string {
 		s := fmt.Sprintf("  tls_ca = %q\n", ca)
 		if cert != "" {
@@ -139,12 +52,12 @@ func TestTransportTLS(t *testing.T) {
 		}
 		return s
 	}
-	peerArgs := []string{"--transport", "tls", "--cert", pk.serverCert, "--key", pk.serverKey, "--client-ca", pk.ca}
+	peerArgs := []string{"--transport", "tls", "--cert", pk.ServerCert, "--key", pk.ServerKey, "--client-ca", pk.CA}
 	t.Run("mutual authentication", func(t *testing.T) {
-		testTransport(t, "auto", "tls://", peerArgs, tlsKeys(pk.ca, pk.clientCert, pk.clientKey, ""))
+		testTransport(t, "auto", "tls://", peerArgs, tlsKeys(pk.CA, pk.ClientCert, pk.ClientKey, ""))
 	})
 	t.Run("server name", func(t *testing.T) {
-		testTransport(t, "auto", "tls://", peerArgs, tlsKeys(pk.ca, pk.clientCert, pk.clientKey, "meter.plant.test"))
+		testTransport(t, "auto", "tls://", peerArgs, tlsKeys(pk.CA, pk.ClientCert, pk.ClientKey, tlstest.ServerName))
 	})
 
 	p := startPymodbus(t, peerArgs...)
@@ -152,10 +65,10 @@ func TestTransportTLS(t *testing.T) {
 	for _, c := range []struct {
 		name, extra, want string
 	}{
-		{"no client certificate", tlsKeys(pk.ca, "", "", ""), "does it accept the client certificate?"},
-		{"client certificate of another CA", tlsKeys(pk.ca, pk.otherClientCert, pk.otherClientKey, ""), "does it accept the client certificate?"},
-		{"wrong server name", tlsKeys(pk.ca, pk.clientCert, pk.clientKey, "other.plant.test"), "certificate is valid for meter.plant.test, not other.plant.test"},
-		{"server of an unknown CA", tlsKeys(pk.otherCA, pk.clientCert, pk.clientKey, ""), "certificate signed by unknown authority"},
+		{"no client certificate", tlsKeys(pk.CA, "", "", ""), "does it accept the client certificate?"},
+		{"client certificate of another CA", tlsKeys(pk.CA, pk.OtherClientCert, pk.OtherClientKey, ""), "does it accept the client certificate?"},
+		{"wrong server name", tlsKeys(pk.CA, pk.ClientCert, pk.ClientKey, "other.plant.test"), "certificate is valid for " + tlstest.ServerName + ", not other.plant.test"},
+		{"server of an unknown CA", tlsKeys(pk.OtherCA, pk.ClientCert, pk.ClientKey, ""), "certificate signed by unknown authority"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			m := load(t, typedConfig("tls://"+p.addr, "auto", c.extra+"  retries = 0\n", layout))
@@ -174,8 +87,8 @@ func TestTransportTLS(t *testing.T) {
 // TestTLSMinimumVersion: a server that offers only TLS 1.1 is refused (Modbus/TCP Security
 // requires 1.2). The server is Go's, limited to TLS 1.1; pymodbus cannot be limited that way.
 func TestTLSMinimumVersion(t *testing.T) {
-	pk := makePKI(t)
-	cert, err := tls.LoadX509KeyPair(pk.serverCert, pk.serverKey)
+	pk := tlstest.New(t)
+	cert, err := tls.LoadX509KeyPair(pk.ServerCert, pk.ServerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +120,7 @@ func TestTLSMinimumVersion(t *testing.T) {
     name = "old-tls"
     controller = "tls://%s"
     profile = "p"
-`, pk.ca, l.Addr()))
+`, pk.CA, l.Addr()))
 	_, err = gather(t, m)
 	if err == nil || !strings.Contains(err.Error(), "protocol version") {
 		t.Fatalf("want a protocol version error, got %v", err)

@@ -25,8 +25,9 @@ const ServerName = "peer.tagpipe.test"
 // Files are PEM files in a test's temporary folder.
 type Files struct {
 	CA, ServerCert, ServerKey, ClientCert, ClientKey string
-	// OtherCA is a second authority that signed nothing here: trusting only it must fail.
-	OtherCA string
+	// OtherCA is a second authority: trusting only it must fail. It signed OtherClientCert, a
+	// client certificate a server trusting CA must refuse.
+	OtherCA, OtherClientCert, OtherClientKey string
 
 	caPool *x509.CertPool
 }
@@ -37,35 +38,41 @@ func New(t testing.TB) *Files {
 	t.Helper()
 	dir := t.TempDir()
 	caKey, caCert := newCA(t, "tagpipe test CA")
-	_, otherCert := newCA(t, "unrelated CA")
+	otherKey, otherCert := newCA(t, "unrelated CA")
 	f := &Files{
 		CA: filepath.Join(dir, "ca.pem"), OtherCA: filepath.Join(dir, "other-ca.pem"),
 		ServerCert: filepath.Join(dir, "server.pem"), ServerKey: filepath.Join(dir, "server-key.pem"),
 		ClientCert: filepath.Join(dir, "client.pem"), ClientKey: filepath.Join(dir, "client-key.pem"),
+		OtherClientCert: filepath.Join(dir, "other-client.pem"), OtherClientKey: filepath.Join(dir, "other-client-key.pem"),
 		caPool: x509.NewCertPool(),
 	}
 	f.caPool.AddCert(caCert)
 	writePEM(t, f.CA, "CERTIFICATE", caCert.Raw)
 	writePEM(t, f.OtherCA, "CERTIFICATE", otherCert.Raw)
-	leaf := func(cn string, usage x509.ExtKeyUsage, certPath, keyPath string, ips []net.IP, dns []string) {
-		key, tmpl := newKey(t, cn)
-		tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{usage}
-		tmpl.IPAddresses, tmpl.DNSNames = ips, dns
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		writePEM(t, certPath, "CERTIFICATE", der)
-		kder, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		writePEM(t, keyPath, "PRIVATE KEY", kder)
-	}
-	leaf("127.0.0.1", x509.ExtKeyUsageServerAuth, f.ServerCert, f.ServerKey,
+	leafOf(t, caCert, caKey, "127.0.0.1", x509.ExtKeyUsageServerAuth, f.ServerCert, f.ServerKey,
 		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, []string{ServerName})
-	leaf("tagpipe", x509.ExtKeyUsageClientAuth, f.ClientCert, f.ClientKey, nil, nil)
+	leafOf(t, caCert, caKey, "tagpipe", x509.ExtKeyUsageClientAuth, f.ClientCert, f.ClientKey, nil, nil)
+	leafOf(t, otherCert, otherKey, "intruder", x509.ExtKeyUsageClientAuth, f.OtherClientCert, f.OtherClientKey, nil, nil)
 	return f
+}
+
+// leafOf writes a certificate signed by ca and its key.
+func leafOf(t testing.TB, caCert *x509.Certificate, caKey *ecdsa.PrivateKey, cn string, usage x509.ExtKeyUsage,
+	certPath, keyPath string, ips []net.IP, dns []string) {
+	t.Helper()
+	key, tmpl := newKey(t, cn)
+	tmpl.KeyUsage, tmpl.ExtKeyUsage = x509.KeyUsageDigitalSignature, []x509.ExtKeyUsage{usage}
+	tmpl.IPAddresses, tmpl.DNSNames = ips, dns
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, certPath, "CERTIFICATE", der)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, keyPath, "PRIVATE KEY", kder)
 }
 
 // ServerConfig returns a server TLS config with the server certificate; with clientCerts the
