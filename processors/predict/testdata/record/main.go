@@ -47,7 +47,7 @@ const (
 )
 
 func main() {
-	server := flag.String("server", "/work/shared/peers/modbus_server.py", "pymodbus peer script")
+	server := flag.String("server", "inputs/modbus/testdata/modbus_server.py", "pymodbus peer script (run from the repository root)")
 	out := flag.String("out", "degradation.lp", "line protocol file to write")
 	flag.Parse()
 	log.SetFlags(0)
