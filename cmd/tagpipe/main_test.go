@@ -17,6 +17,7 @@ import (
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
 )
 
 var update = flag.Bool("update", false, "rewrite the root sample.conf from the plugins' sample.conf files")
@@ -52,25 +53,8 @@ func writeConf(t *testing.T, dir, text string) string {
 func parseLines(t *testing.T, data []byte) []string {
 	t.Helper()
 	var names []string
-	dec := lineprotocol.NewDecoderWithBytes(data)
-	for dec.Next() {
-		name, err := dec.Measurement()
-		if err != nil {
-			t.Fatalf("bad line protocol: %v\n%s", err, data)
-		}
-		for {
-			k, _, err := dec.NextField()
-			if err != nil {
-				t.Fatalf("bad field: %v\n%s", err, data)
-			}
-			if k == nil {
-				break
-			}
-		}
-		if _, err := dec.Time(lineprotocol.Nanosecond, time.Time{}); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, string(name))
+	for _, m := range lptest.Parse(t, data, lineprotocol.Nanosecond) {
+		names = append(names, m.Name)
 	}
 	return names
 }

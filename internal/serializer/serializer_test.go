@@ -10,6 +10,7 @@ import (
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
+	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -38,31 +39,16 @@ func TestInfluxLine(t *testing.T) {
 		t.Fatalf("got  %s\nwant %s", got, want)
 	}
 	// The line parses back with the library's decoder to the same values.
-	dec := lineprotocol.NewDecoderWithBytes(got)
-	if !dec.Next() {
-		t.Fatal("no line")
-	}
-	name, _ := dec.Measurement()
-	if string(name) != "power meter" {
-		t.Fatalf("measurement %q", name)
+	back := lptest.Parse(t, got, lineprotocol.Nanosecond)
+	if len(back) != 1 || back[0].Name != "power meter" || !back[0].Time.Equal(at) {
+		t.Fatalf("decoded %+v", back)
 	}
 	fields := map[string]any{}
-	for {
-		k, v, err := dec.NextField()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if k == nil {
-			break
-		}
-		fields[string(k)] = v.Interface()
+	for _, f := range back[0].Fields {
+		fields[f.Key] = f.Value()
 	}
 	if fields["voltage"] != 230.5 || fields["state"] != `ok "now"` || fields["energy"] != uint64(math.MaxUint64) || len(fields) != 5 {
 		t.Fatalf("decoded %v", fields)
-	}
-	ts, err := dec.Time(lineprotocol.Nanosecond, time.Time{})
-	if err != nil || !ts.Equal(at) {
-		t.Fatalf("time %v %v", ts, err)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -83,11 +85,11 @@ func plcMetrics(name string, n int, base time.Time) []*models.Metric {
 func point(name string, tags map[string]string, fields map[string]string, t int64) string {
 	var b strings.Builder
 	b.WriteString(name)
-	for _, k := range slices.Sorted(mapKeys(tags)) {
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
 		fmt.Fprintf(&b, ",%s=%s", k, tags[k])
 	}
 	b.WriteByte(' ')
-	for i, k := range slices.Sorted(mapKeys(fields)) {
+	for i, k := range slices.Sorted(maps.Keys(fields)) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
@@ -95,16 +97,6 @@ func point(name string, tags map[string]string, fields map[string]string, t int6
 	}
 	fmt.Fprintf(&b, " %d", t)
 	return b.String()
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // want is how m must read back; json: as JSON carries it (numbers, second timestamps, no
@@ -154,53 +146,8 @@ func must(v float64, ok bool) float64 {
 func decodeLines(t testing.TB, value []byte) []string {
 	t.Helper()
 	var out []string
-	dec := lineprotocol.NewDecoderWithBytes(value)
-	for dec.Next() {
-		name, err := dec.Measurement()
-		if err != nil {
-			t.Fatalf("%q: %v", value, err)
-		}
-		name = bytes.Clone(name)
-		tags := map[string]string{}
-		for {
-			k, v, err := dec.NextTag()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k == nil {
-				break
-			}
-			tags[string(k)] = string(v)
-		}
-		fields := map[string]string{}
-		for {
-			k, v, err := dec.NextField()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k == nil {
-				break
-			}
-			var s string
-			switch v.Kind() {
-			case lineprotocol.String:
-				s = strconv.Quote(v.StringV()) + "(string)"
-			case lineprotocol.Float:
-				s = strconv.FormatFloat(v.FloatV(), 'g', -1, 64) + "(float)"
-			case lineprotocol.Int:
-				s = strconv.FormatInt(v.IntV(), 10) + "(int)"
-			case lineprotocol.Uint:
-				s = strconv.FormatUint(v.UintV(), 10) + "(uint)"
-			case lineprotocol.Bool:
-				s = strconv.FormatBool(v.BoolV()) + "(bool)"
-			}
-			fields[string(k)] = s
-		}
-		tm, err := dec.Time(lineprotocol.Nanosecond, time.Time{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, point(string(name), tags, fields, tm.UnixNano()))
+	for _, m := range lptest.Parse(t, value, lineprotocol.Nanosecond) {
+		out = append(out, want(m, false, ""))
 	}
 	return out
 }

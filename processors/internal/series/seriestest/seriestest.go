@@ -13,6 +13,7 @@ import (
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -116,45 +117,7 @@ func ReadLP(t testing.TB, path string) []*models.Metric {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := lineprotocol.NewDecoderWithBytes(data)
-	var ms []*models.Metric
-	for dec.Next() {
-		name, err := dec.Measurement()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tags []models.Tag
-		for {
-			k, v, err := dec.NextTag()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k == nil {
-				break
-			}
-			tags = append(tags, models.Tag{Key: string(k), Value: string(v)})
-		}
-		var fields []models.Field
-		for {
-			k, v, err := dec.NextField()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if k == nil {
-				break
-			}
-			f, ok := models.FieldOf(string(k), v.Interface())
-			if !ok {
-				t.Fatalf("field %s: %v", k, v)
-			}
-			fields = append(fields, f)
-		}
-		ts, err := dec.Time(lineprotocol.Millisecond, time.Time{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, models.New(string(name), tags, fields, ts))
-	}
+	ms := lptest.Parse(t, data, lineprotocol.Millisecond)
 	if len(ms) == 0 {
 		t.Fatalf("%s holds no metrics", path)
 	}
