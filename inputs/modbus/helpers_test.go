@@ -169,9 +169,7 @@ func startPymodbus(t testing.TB, args ...string) *peer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := runQuiet(testpeer.Python, "-c", "import pymodbus"); err != nil {
-		testpeer.Missing(t, "python3-pymodbus", "apt-get install python3-pymodbus", fmt.Errorf("%v: %s", err, out))
-	}
+	pymodbusWorks(t, script)
 	isSerial := false
 	for _, a := range args {
 		isSerial = isSerial || a == "serial"
@@ -193,6 +191,27 @@ func startPymodbus(t testing.TB, args ...string) *peer {
 		t.Fatalf("READY line %q", p.Ready)
 	}
 	return pr
+}
+
+// pymodbusWorks starts the peer once (--check) and stops the test with Python's own error when
+// it cannot serve: a missing module on a new machine names the module, not the package.
+func pymodbusWorks(t testing.TB, script string) {
+	t.Helper()
+	pymodbusCheck.Do(func() {
+		out, err := runQuiet(testpeer.Python, script, "--check", "--port", "0")
+		if err != nil {
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			pymodbusCheck.err = fmt.Errorf("%s --check: %v: %s", filepath.Base(script), err, lines[len(lines)-1])
+		}
+	})
+	if pymodbusCheck.err != nil {
+		testpeer.Missing(t, "the pymodbus test peer", "apt-get install python3-pymodbus python3-serial-asyncio", pymodbusCheck.err)
+	}
+}
+
+var pymodbusCheck struct {
+	sync.Once
+	err error
 }
 
 func runQuiet(name string, args ...string) ([]byte, error) {

@@ -30,9 +30,10 @@ type layoutEntry struct {
 // typedLayout asks the peer script for its layout.
 func typedLayout(t testing.TB) []layoutEntry {
 	t.Helper()
+	pymodbusWorks(t, "testdata/modbus_server.py")
 	out, err := runQuiet(testpeer.Python, "testdata/modbus_server.py", "--print-layout")
 	if err != nil {
-		testpeer.Missing(t, "python3-pymodbus", "apt-get install python3-pymodbus", fmt.Errorf("%v: %s", err, out))
+		t.Fatalf("modbus_server.py --print-layout: %v: %s", err, out)
 	}
 	var layout []layoutEntry
 	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {

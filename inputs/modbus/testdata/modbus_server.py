@@ -35,6 +35,8 @@ Faults (tagpipe's addition, --fault UNIT:KIND[:ARG], repeatable):
   short      the byte count says 2 bytes more than the answer holds (MBAP length kept consistent)
   crc        the checksum of the answer is wrong (RTU and ASCII framings)
 Prints "READY <host> <port>" (or "READY <device>") on stdout once it serves; SIGTERM stops it.
+--check starts the server, reads holding register 0 from it as a client and exits: 0 when the
+peer works, else Python's own error (a module missing on a new machine, say).
 """
 import argparse
 import asyncio
@@ -45,6 +47,7 @@ import struct
 import sys
 import time
 
+import pymodbus
 from pymodbus.datastore import (ModbusSequentialDataBlock, ModbusServerContext,
                                 ModbusSlaveContext)
 from pymodbus.framer.ascii_framer import ModbusAsciiFramer
@@ -240,9 +243,25 @@ async def main(args):
     else:
         tasks.append(asyncio.create_task(server.serve_forever()))
         await server.serving
-        print("READY", args.host, server.server.sockets[0].getsockname()[1], flush=True)
+        port = server.server.sockets[0].getsockname()[1]
+        print("READY", args.host, port, flush=True)
+        if args.check:
+            await check(args.host, port, args.units[0])
+            stop.set_result(None)
     await stop
     await server.shutdown()
+
+
+async def check(host, port, unit):
+    """--check: read holding register 0 from the server just started, as a client would."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(struct.pack(">HHHBBHH", 1, 0, 6, unit, 3, 0, 1))
+    answer = await asyncio.wait_for(reader.readexactly(11), 5)
+    writer.close()
+    value = struct.unpack(">H", answer[9:11])[0]
+    if answer[7] != 3 or value != 0x1234:
+        sys.exit(f"check: holding register 0 read back as {answer.hex()}, want 0x1234")
+    print("OK pymodbus", pymodbus.__version__, "serves Modbus TCP", flush=True)
 
 
 def corrupt(framer, response, kind):
@@ -305,6 +324,8 @@ if __name__ == "__main__":
     p.add_argument("--baudrate", type=int, default=19200)
     p.add_argument("--typed", action="store_true", help="typed layout in holding 100..")
     p.add_argument("--print-layout", action="store_true", help="print the typed layout, exit")
+    p.add_argument("--check", action="store_true",
+                   help="start, read holding register 0 as a client, exit (0: the peer works)")
     p.add_argument("--fault", action="append", default=[], type=fault_arg,
                    help="UNIT:KIND[:ARG], see the description")
     a = p.parse_args()
