@@ -18,6 +18,13 @@ const DefaultMinWindow = 30 * time.Second
 type Problem struct {
 	Plugin string // `outputs.file`, `inputs.modbus "boiler-3"`
 	Reason string // the last error, or what has not happened
+	// Degraded: some devices of an input fail, but no more than health_failing_share of them;
+	// /healthz lists it and still answers 200.
+	Degraded bool
+	// Devices are the first MaxListedDevices failing devices of an input with devices; Failing
+	// counts them all.
+	Devices []models.DeviceStatus
+	Failing int
 	// Since is when the plugin last worked (a good write or gather), or when the agent started
 	// if it has not worked since (Never). Zero when it is not known (inputs do not record their
 	// last good gather once an error followed it).
@@ -42,7 +49,64 @@ func (p Problem) String() string {
 	if !p.At.IsZero() {
 		b.WriteString("; last error at " + p.At.UTC().Format(time.RFC3339))
 	}
+	for _, d := range p.Devices {
+		b.WriteString("\n  " + deviceLine(d))
+	}
+	if more := p.Failing - len(p.Devices); more > 0 {
+		fmt.Fprintf(&b, "\n  … and %d more", more)
+	}
 	return b.String()
+}
+
+// MaxListedDevices is how many failing devices of one input /healthz lists.
+const MaxListedDevices = 20
+
+// deviceLine is a failing device as /healthz lists it:
+//
+//	boiler-3 (tcp://127.0.0.1:5020): breaker open; no answered poll since 2026-11-25T12:00:00Z; last error at 2026-11-25T12:00:07Z: connection refused by 127.0.0.1:5020
+func deviceLine(d models.DeviceStatus) string {
+	var b strings.Builder
+	b.WriteString(d.Name)
+	if d.Controller != "" {
+		b.WriteString(" (" + d.Controller + ")")
+	}
+	b.WriteString(": " + d.State.String())
+	if d.LastGood.IsZero() {
+		b.WriteString("; no answered poll since the input started")
+	} else {
+		b.WriteString("; no answered poll since " + d.LastGood.UTC().Format(time.RFC3339))
+	}
+	if d.LastError != "" { // one line per device: a poll's errors are joined by line feeds
+		b.WriteString("; last error at " + d.ErrorAt.UTC().Format(time.RFC3339) + ": " + strings.ReplaceAll(d.LastError, "\n", "; "))
+	}
+	return b.String()
+}
+
+// deviceHealth judges an input by its devices' state: failing when more than
+// health_failing_share of them fail, degraded when fewer do. ok is false when none fails.
+func (a *Agent) deviceHealth(id string, dr models.DeviceReporter, now time.Time) (p Problem, ok bool) {
+	total := 0
+	dr.DeviceStates(now, func(d models.DeviceStatus) {
+		total++
+		if !d.State.Failing() {
+			return
+		}
+		p.Failing++
+		if len(p.Devices) < MaxListedDevices {
+			p.Devices = append(p.Devices, d)
+		}
+	})
+	if p.Failing == 0 {
+		return p, false
+	}
+	share := a.cfg.Agent.HealthFailingShare
+	p.Plugin = id
+	p.Degraded = float64(p.Failing) <= share*float64(total)
+	p.Reason = fmt.Sprintf("%d of %d devices failing", p.Failing, total)
+	if p.Degraded {
+		p.Reason += fmt.Sprintf(" (health_failing_share allows %g%%)", share*100)
+	}
+	return p, true
 }
 
 // Health returns what keeps the agent from being healthy at now; none means healthy. A plugin
@@ -52,7 +116,10 @@ func (p Problem) String() string {
 // metrics and has written nothing for the window (a write that hangs). A polled input is failing
 // while its last gather failed or when no gather finished for the window (a gather that hangs).
 // A service input (it gathers on its own schedule) is failing when its start failed, or for the
-// window after it reported an error. Health is safe for concurrent use with Run.
+// window after it reported an error. An input with devices (models.DeviceReporter) is judged by
+// their state instead, once it has started: failing when more than health_failing_share of
+// them fail, listed as degraded (not failing) when fewer do. Health is safe for concurrent use
+// with Run.
 func (a *Agent) Health(now time.Time, minWindow time.Duration) []Problem {
 	var ps []Problem
 	window := func(d time.Duration) time.Duration { return max(3*d, minWindow) }
@@ -90,9 +157,14 @@ func (a *Agent) Health(now time.Time, minWindow time.Duration) []Problem {
 			a.mu.Lock()
 			f, failed := a.startFailed[ri]
 			a.mu.Unlock()
+			dr, devices := ri.Input.(models.DeviceReporter)
 			switch {
 			case failed:
 				ps = append(ps, Problem{Plugin: id, Reason: "start: " + f.err.Error(), Since: a.created, Never: true, At: f.at})
+			case devices:
+				if p, ok := a.deviceHealth(id, dr, now); ok {
+					ps = append(ps, p)
+				}
 			case err != nil && now.Sub(at) < window(interval):
 				ps = append(ps, Problem{Plugin: id, Reason: err.Error(), At: at})
 			}

@@ -17,7 +17,10 @@ import (
 // HTTP endpoint ([agent] http_listen), for service managers, load balancers and Prometheus:
 //
 //	GET /healthz   200 "ok: …" while every output writes and every input gathers;
-//	               503 with one line per problem otherwise (which plugin, its last error, since when)
+//	               200 "degraded: …" listing failing devices while no input has more failing
+//	               than health_failing_share allows;
+//	               503 with one line per problem otherwise (which plugin, its last error, since
+//	               when, and the first 20 failing devices of an input)
 //	GET /metrics   the agent's own metrics (models.StatsSnapshot) in Prometheus text format 0.0.4
 //
 // The server is started once and asks for the running agent on every request, so it lives
@@ -113,18 +116,28 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	ps := a.Health(time.Now(), s.MinWindow)
-	if len(ps) == 0 {
-		w.WriteHeader(http.StatusOK)
-		fmt.Fprintf(w, "ok: %d inputs gathering, %d outputs writing\n", len(a.inputs), len(a.outputs))
-		return
+	failing := 0
+	for _, p := range ps {
+		if !p.Degraded {
+			failing++
+		}
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "unhealthy: %d failing (of %d inputs, %d outputs)\n", len(ps), len(a.inputs), len(a.outputs))
+	code := http.StatusOK
+	switch {
+	case len(ps) == 0:
+		fmt.Fprintf(&b, "ok: %d inputs gathering, %d outputs writing\n", len(a.inputs), len(a.outputs))
+	case failing == 0:
+		fmt.Fprintf(&b, "degraded: %d inputs gathering with some devices failing, %d outputs writing\n", len(a.inputs), len(a.outputs))
+	default:
+		code = http.StatusServiceUnavailable
+		fmt.Fprintf(&b, "unhealthy: %d failing (of %d inputs, %d outputs)\n", failing, len(a.inputs), len(a.outputs))
+	}
 	for _, p := range ps {
 		b.WriteString(p.String())
 		b.WriteByte('\n')
 	}
-	w.WriteHeader(http.StatusServiceUnavailable)
+	w.WriteHeader(code)
 	w.Write(b.Bytes())
 }
 

@@ -22,6 +22,8 @@ import (
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/inputs"
 	_ "github.com/tagpipe/tagpipe/inputs/all"
+	"github.com/tagpipe/tagpipe/internal/modbussim"
+	"github.com/tagpipe/tagpipe/internal/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 	_ "github.com/tagpipe/tagpipe/outputs/all"
 )
@@ -532,4 +534,70 @@ func BenchmarkAppendPrometheus(b *testing.B) {
 		buf = AppendPrometheus(buf[:0], ms)
 	}
 	b.SetBytes(int64(len(buf)))
+}
+
+// modbusPlant is an agent config with a Modbus input "plant" polling one device on a simulator
+// at good and one device per dead address, every 100 ms, breakers opening after two polls.
+func modbusPlant(good string, share float64, dead ...string) string {
+	conf := strings.Replace(fastAgent, "[agent]\n", fmt.Sprintf("[agent]\n  health_failing_share = %g\n", share), 1) +
+		"[[outputs.file]]\n  files = [\"/dev/null\"]\n" +
+		"[[inputs.modbus]]\n  alias = \"plant\"\n  interval = \"100ms\"\n  timeout_max = \"50ms\"\n  retries = 0\n  breaker_failures = 2\n  breaker_cool_down = \"1h\"\n" +
+		modbussim.Profile +
+		fmt.Sprintf("  [[inputs.modbus.device]]\n    name = \"good\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n", good)
+	for i, addr := range dead {
+		conf += fmt.Sprintf("  [[inputs.modbus.device]]\n    name = \"dead-%d\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n", i+1, addr)
+	}
+	return conf
+}
+
+// Health comes from the devices' state, not from the errors the input logged: with two of
+// three Modbus devices dead, /healthz is 503 and names both, and it stays so long after the
+// last error was logged (the log holds a dead device's error back for a minute; health used to
+// forget it after 30 s and answer "200 ok").
+func TestHealthDeadDevices(t *testing.T) {
+	sim, err := modbussim.Listen("127.0.0.1:0", modbussim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	dead1, dead2 := testpeer.FreeAddr(t), testpeer.FreeAddr(t)
+	a, srv := startAgent(t, modbusPlant(sim.Addr(), 0, dead1, dead2))
+	body := waitHealth(t, srv, 10*time.Second, http.StatusServiceUnavailable,
+		`inputs.modbus "plant": 2 of 3 devices failing`,
+		"dead-1 (tcp://"+dead1+"): breaker open; no answered poll since the input started; last error at",
+		"dead-2 (tcp://"+dead2+"): breaker open")
+	if strings.Contains(body, "good") {
+		t.Errorf("the device that answers is listed:\n%s", body)
+	}
+	// Five minutes on, nothing new was logged, and the devices are still dead (the good one is
+	// stale by then too, as nobody polled it in that future).
+	var failing []string
+	for _, p := range a.Health(time.Now().Add(5*time.Minute), DefaultMinWindow) {
+		for _, d := range p.Devices {
+			if p.Plugin == `inputs.modbus "plant"` && !p.Degraded && d.State == models.DeviceBreakerOpen {
+				failing = append(failing, d.Name)
+			}
+		}
+	}
+	if strings.Join(failing, " ") != "dead-1 dead-2" {
+		t.Errorf("breaker open five minutes later: %v, want dead-1 dead-2", failing)
+	}
+}
+
+// With health_failing_share = 0.5, one dead device of two leaves /healthz at 200, but it says
+// "degraded" and lists the device: a dead device is never "ok".
+func TestHealthDeadDeviceWithinShare(t *testing.T) {
+	sim, err := modbussim.Listen("127.0.0.1:0", modbussim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	dead := testpeer.FreeAddr(t)
+	_, srv := startAgent(t, modbusPlant(sim.Addr(), 0.5, dead))
+	body := waitHealth(t, srv, 10*time.Second, http.StatusOK, "degraded:",
+		`inputs.modbus "plant": 1 of 2 devices failing (health_failing_share allows 50%)`,
+		"dead-1 (tcp://"+dead+"): breaker open")
+	if strings.Contains(body, "ok:") {
+		t.Errorf("/healthz says ok with a dead device:\n%s", body)
+	}
 }

@@ -42,6 +42,9 @@ type Agent struct {
 	LogFormat         string   `toml:"log_format"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 	HTTPListen        string   `toml:"http_listen"`
+	// HealthFailingShare is the share of an input's devices that may fail while /healthz still
+	// answers 200 (it lists them); 0: any failing device makes the input fail.
+	HealthFailingShare float64 `toml:"health_failing_share"`
 
 	BufferStrategy  string `toml:"buffer_strategy"`
 	BufferDirectory string `toml:"buffer_directory"`
@@ -550,6 +553,7 @@ func (l *loader) finish() (*Config, error) {
 		{"buffer_fsync", !validFsync(a.BufferFsync), "must be \"batch\" or a duration like \"1s\""},
 		{"buffer_limit", a.BufferLimit < 1<<20, "must be at least 1MiB"},
 		{"buffer_directory", a.BufferStrategy == "disk" && a.BufferDirectory == "", "must be set for buffer_strategy = \"disk\""},
+		{"health_failing_share", !(a.HealthFailingShare >= 0 && a.HealthFailingShare < 1), "must be at least 0 and less than 1 (0.05: 5% of an input's devices may fail)"},
 	} {
 		if chk.bad {
 			l.errs = append(l.errs, &Error{File: c.Files[len(c.Files)-1], Plugin: "agent", Msg: chk.key + ": " + chk.msg})

@@ -224,7 +224,7 @@ func loadText(text string) (*config.Config, error) { return config.LoadText("tes
 // device, ready to poll; its connections are closed when the test ends.
 func onePoller(t testing.TB, m *Modbus, acc models.Accumulator) (*poller, *device) {
 	t.Helper()
-	ps := m.buildPollers(m.stats(), time.Second, acc)
+	ps, _ := m.buildPollers(m.stats(), time.Second, acc)
 	p := ps[0]
 	t.Cleanup(p.close)
 	return p, p.devices[0]

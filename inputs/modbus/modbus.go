@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/goburrow/serial"
@@ -57,10 +58,11 @@ type Modbus struct {
 	serial   serial.Config
 	gap      time.Duration
 
-	mu     sync.Mutex
-	st     *stats
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	st      *stats
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	running atomic.Pointer[running] // between Start and Stop
 }
 
 func init() {

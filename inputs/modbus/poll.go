@@ -34,6 +34,8 @@ type device struct {
 	out   []*models.Metric // per group, during a poll
 	strs  []string         // last value of each STRING field
 	stale *staleState      // stale_after > 0
+
+	status status // for DeviceStates (/healthz, the device page), read by other goroutines
 }
 
 // readState is what a device remembers of one of its reads.

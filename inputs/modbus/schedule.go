@@ -56,7 +56,7 @@ type poller struct {
 // buildPollers makes the run-time state of every device and groups the devices into pollers:
 // devices whose controllers (backups included) overlap share one. Links (connections) are made
 // per controller; nothing is dialled yet.
-func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accumulator) []*poller {
+func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accumulator) ([]*poller, []*device) {
 	debug := m.Log.Enabled(context.Background(), slog.LevelDebug)
 	// Union-find over controllers: a device joins its controller and its backups.
 	parent := map[string]string{}
@@ -82,6 +82,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 	byRoot := map[string]*poller{}
 	links := map[string]*link{}
 	var out []*poller
+	all := make([]*device, 0, len(m.devices))
 	for i, spec := range m.devices {
 		root := find(spec.target.String())
 		p := byRoot[root]
@@ -103,8 +104,9 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 		d := newDevice(spec, p, linkOf)
 		d.phase = phase(i, len(m.devices), interval)
 		p.devices = append(p.devices, d)
+		all = append(all, d)
 	}
-	return out
+	return out, all
 }
 
 // sleep waits d on the poller's timer, or until ctx is done. It receives from the timer alone,
@@ -265,6 +267,7 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 		p.st.backupPolls.Incr()
 	}
 	now := time.Now()
+	d.polled(now)
 	d.emit(p.acc, now, p.st)
 	if d.opts.health {
 		d.emitHealth(p.acc, &d.routes[d.cur], now)
@@ -276,6 +279,7 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 // errorRepeat while the same error lasts. Errors are the same when the same requests failed in
 // the same way (the text may differ: a new connection has a new local port).
 func (p *poller) fail(d *device, r *route, err error, now time.Time) {
+	d.failed(err, now)
 	if p.onErr != nil {
 		p.onErr(err)
 		return
@@ -303,10 +307,11 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 	if interval <= 0 {
 		interval = time.Second
 	}
-	pollers := m.buildPollers(m.stats(), interval, acc)
+	pollers, devices := m.buildPollers(m.stats(), interval, acc)
 	ctx, m.cancel = context.WithCancel(ctx)
 	wakeOnDone(ctx, pollers) // runs once ctx is done
 	start := time.Now()
+	m.running.Store(&running{devices: devices, started: start, stale: models.StaleIntervals * interval})
 	links := 0
 	for _, p := range pollers {
 		links += len(p.links)
@@ -327,6 +332,7 @@ func (m *Modbus) Stop() {
 	m.cancel()
 	m.wg.Wait()
 	m.cancel = nil
+	m.running.Store(nil)
 	if m.st != nil {
 		m.st.set.Unregister()
 		m.st = nil
@@ -346,7 +352,7 @@ func (m *Modbus) Gather(ctx context.Context, acc models.Accumulator) error {
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	pollers := m.buildPollers(st, interval, acc)
+	pollers, _ := m.buildPollers(st, interval, acc)
 	defer wakeOnDone(ctx, pollers)()
 	for _, p := range pollers {
 		p.onErr = func(err error) {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
@@ -78,6 +79,8 @@ type OPCUA struct {
 
 	// do runs functions in the session's goroutine (tests: break the session on purpose).
 	do chan func(*session)
+
+	live atomic.Pointer[session] // between Start and Stop, for DeviceStates
 }
 
 // Group is one [[inputs.opcua.group]]: nodes that share a measurement, a namespace, tags and
@@ -273,6 +276,8 @@ func (o *OPCUA) Start(ctx context.Context, acc models.Accumulator) error {
 	done := make(chan struct{})
 	o.cancel, o.done = cancel, done
 	s := newSession(o, acc, o.Mode == "subscribe")
+	s.status.started = time.Now()
+	o.live.Store(s)
 	go func() {
 		defer close(done)
 		s.run(ctx)
@@ -292,6 +297,7 @@ func (o *OPCUA) Stop() {
 	}
 	cancel()
 	<-done
+	o.live.Store(nil)
 	o.stats.unregister()
 }
 

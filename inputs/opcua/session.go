@@ -80,6 +80,8 @@ type session struct {
 	monFailed  int                   // items the server refused to monitor
 	subn       *subscription         // nil unless subscribed
 	healthTags []models.Tag
+
+	status status // for DeviceStates (/healthz, the device page), read by other goroutines
 }
 
 // limits are the server's operation limits (0: none advertised).
@@ -137,6 +139,8 @@ func (s *session) run(ctx context.Context) {
 			if err := s.handlePublish(ctx, r); err != nil {
 				s.dropSession(err.Error())
 				retry.Reset(s.backoff.Next())
+			} else {
+				s.answered(time.Now())
 			}
 		case now := <-tick.C:
 			var err error
@@ -161,6 +165,8 @@ func (s *session) run(ctx context.Context) {
 			if err != nil && ctx.Err() == nil {
 				s.dropSession(err.Error())
 				retry.Reset(s.backoff.Next())
+			} else if s.client != nil && !s.sub {
+				s.answered(time.Now())
 			}
 			if s.o.Health {
 				s.emitHealth(now)
@@ -188,6 +194,7 @@ func (s *session) attempt(ctx context.Context) (time.Duration, bool) {
 	if err == nil {
 		s.state.Store(stateConnected)
 		s.connectedAt = time.Now()
+		s.answered(s.connectedAt)
 		s.o.stats.connects.Incr()
 		if s.everUp {
 			s.reconnects.Add(1)
@@ -233,6 +240,7 @@ func (s *session) connectFailed(err error) error {
 // reportConnectError logs a failed attempt: the first of its kind as an error, repeats at
 // debug level, so that a server away for an hour writes one line.
 func (s *session) reportConnectError(err error, wait time.Duration) {
+	s.lost(err, time.Now())
 	msg := err.Error()
 	if msg == s.lastConnErr {
 		s.log.Debug("connect failed again", "error", msg, "retry_in", wait.Round(time.Millisecond))
@@ -484,6 +492,7 @@ func (s *session) readLimits(ctx context.Context) limits {
 
 // dropSession closes a session that stopped working; run reconnects.
 func (s *session) dropSession(reason string) {
+	s.lost(errors.New("session lost: "+reason), time.Now())
 	s.o.stats.disconnects.Incr()
 	s.log.Warn("session lost; reconnecting", "reason", reason, "after", time.Since(s.connectedAt).Round(time.Millisecond))
 	if time.Since(s.connectedAt) >= stableSession {

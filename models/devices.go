@@ -1,0 +1,57 @@
+package models
+
+import "time"
+
+// DeviceState is the state of one device (a Modbus device) or session (an OPC UA server) as the
+// input that talks to it sees it.
+type DeviceState uint8
+
+const (
+	// DeviceStarting: not polled yet since the input started.
+	DeviceStarting DeviceState = iota
+	// DeviceOK: its last poll was answered, and recently.
+	DeviceOK
+	// DeviceFailing: its last poll got no answer (or the session is down).
+	DeviceFailing
+	// DeviceBreakerOpen: its circuit breaker is open: it is not polled until the cool-down ends.
+	DeviceBreakerOpen
+	// DeviceHalfOpen: the cool-down has ended and a probe decides whether it is polled again.
+	DeviceHalfOpen
+	// DeviceStale: no poll was answered for StaleIntervals intervals, though the last one did not
+	// fail (the polls are skipped or late: its connection is overloaded or stuck).
+	DeviceStale
+)
+
+// StaleIntervals is how many intervals a device may go without an answered poll before it
+// counts as stale (and one never polled after start, as failing).
+const StaleIntervals = 3
+
+var deviceStateNames = [...]string{"starting", "ok", "failing", "breaker open", "half-open", "stale"}
+
+func (s DeviceState) String() string {
+	if int(s) < len(deviceStateNames) {
+		return deviceStateNames[s]
+	}
+	return "unknown"
+}
+
+// Failing reports whether a device in state s counts against its input's health.
+func (s DeviceState) Failing() bool { return s >= DeviceFailing }
+
+// DeviceStatus is what the agent knows of one device at a moment.
+type DeviceStatus struct {
+	Name       string
+	Controller string // the connection in use: "tcp://127.0.0.1:502", a serial port, an endpoint
+	State      DeviceState
+	LastGood   time.Time // the last answered poll; zero: none since the input started
+	LastError  string    // the last poll error, "" when there was none
+	ErrorAt    time.Time // when LastError happened
+}
+
+// DeviceReporter is implemented by inputs that talk to many devices (Modbus) or hold sessions
+// (OPC UA). The agent's health comes from their devices' state, not from errors it was told of.
+type DeviceReporter interface {
+	// DeviceStates calls fn with the status of each device at now, in a stable order. It is safe for
+	// concurrent use with the input's polls, and cheap: nothing is kept for it between calls.
+	DeviceStates(now time.Time, fn func(DeviceStatus))
+}
