@@ -411,6 +411,56 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", w.family, w.labels, v, w.value)
 		}
 	}
+	// Counts are counters, levels are gauges (Prometheus' rate() and alerts depend on it).
+	for family, typ := range map[string]dto.MetricType{
+		"internal_output_metrics_written": dto.MetricType_COUNTER,
+		"internal_output_errors":          dto.MetricType_COUNTER,
+		"internal_input_metrics_gathered": dto.MetricType_COUNTER,
+		"internal_output_buffer_size":     dto.MetricType_GAUGE,
+		"internal_output_buffer_limit":    dto.MetricType_GAUGE,
+		"internal_input_gather_time_ns":   dto.MetricType_GAUGE,
+	} {
+		if f := fams[family]; f == nil || f.GetType() != typ {
+			t.Errorf("%s: type %v, want %v", family, f.GetType(), typ)
+		}
+	}
+}
+
+// inputs.modbus' own counters are the input's, labelled by its alias, not by its first device.
+func TestMetricsModbusInput(t *testing.T) {
+	sim, err := modbussim.Listen("127.0.0.1:0", modbussim.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	_, srv := startAgent(t, modbusPlant(sim.Addr(), 0))
+	var fams map[string]*dto.MetricFamily
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + srv.Addr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fams = parseProm(t, resp.Body)
+		resp.Body.Close()
+		if v, _ := sampleValue(fams["internal_modbus_polls"], map[string]string{"input": "plant"}); v > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no internal_modbus_polls{input=\"plant\"} after 10 s: %v", fams["internal_modbus_polls"])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, m := range fams["internal_modbus_polls"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetValue() == "good" {
+				t.Errorf("internal_modbus_polls is labelled with a device's name: %v", m)
+			}
+		}
+	}
+	if typ := fams["internal_modbus_polls"].GetType(); typ != dto.MetricType_COUNTER {
+		t.Errorf("internal_modbus_polls: %v, want a counter", typ)
+	}
 }
 
 func parseProm(t *testing.T, r io.Reader) map[string]*dto.MetricFamily {
@@ -450,6 +500,12 @@ next:
 			if labels[l.GetName()] != l.GetValue() {
 				continue next
 			}
+		}
+		switch f.GetType() {
+		case dto.MetricType_COUNTER:
+			return m.GetCounter().GetValue(), true
+		case dto.MetricType_GAUGE:
+			return m.GetGauge().GetValue(), true
 		}
 		return m.GetUntyped().GetValue(), true
 	}

@@ -10,8 +10,8 @@ import (
 
 // AppendPrometheus appends ms in the Prometheus text exposition format (0.0.4) to dst: one
 // family per measurement and field, named MEASUREMENT_FIELD (internal_output_metrics_written),
-// the tags as labels, untyped (a stat does not say whether it is a counter or a gauge), no
-// timestamps. Two metrics with the same name and tags (two outputs of one plugin without an
+// the tags as labels, typed gauge when the stat was made as one (models.Stats.Gauge: buffer
+// sizes, times taken, series held) and counter otherwise, no timestamps. Two metrics with the same name and tags (two outputs of one plugin without an
 // alias) would be one series twice, which Prometheus refuses: the second gets a label
 // index="2", the third index="3" and so on.
 //
@@ -24,6 +24,7 @@ func AppendPrometheus(dst []byte, ms []*models.Metric) []byte {
 	}
 	type field struct{ measurement, key string }
 	families := map[string][]sample{}
+	types := map[string]string{}
 	famNames := map[field]string{} // a name is made once per family, not once per sample
 	seen := map[string]int{}
 	for _, m := range ms {
@@ -50,6 +51,10 @@ func AppendPrometheus(dst []byte, ms []*models.Metric) []byte {
 			if !ok {
 				name = promName(m.Name + "_" + f.Key)
 				famNames[field{m.Name, f.Key}] = name
+				types[name] = "counter"
+				if models.IsGauge(m.Name, f.Key) {
+					types[name] = "gauge"
+				}
 			}
 			families[name] = append(families[name], sample{labels, f})
 		}
@@ -62,7 +67,9 @@ func AppendPrometheus(dst []byte, ms []*models.Metric) []byte {
 	for _, n := range names {
 		dst = append(dst, "# TYPE "...)
 		dst = append(dst, n...)
-		dst = append(dst, " untyped\n"...)
+		dst = append(dst, ' ')
+		dst = append(dst, types[n]...)
+		dst = append(dst, '\n')
 		for _, s := range families[n] {
 			dst = append(dst, n...)
 			if len(s.labels) > 0 {

@@ -168,10 +168,10 @@ func OpenDiskBuffer(cfg DiskBufferConfig) (*DiskBuffer, error) {
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 	b.wqFull = sync.NewCond(&b.wmu)
 	b.stats = RegisterStats("internal_disk_buffer", cfg.StatTags)
-	b.statBytes = b.stats.Get("bytes")
-	b.statMetrics = b.stats.Get("metrics")
+	b.statBytes = b.stats.Gauge("bytes")
+	b.statMetrics = b.stats.Gauge("metrics")
 	b.statDropped = b.stats.Get("metrics_dropped")
-	b.statSegments = b.stats.Get("segments")
+	b.statSegments = b.stats.Gauge("segments")
 	b.statCorrupt = b.stats.Get("corrupt_records")
 	b.statWriteError = b.stats.Get("write_errors")
 	if err := b.recover(); err != nil {

@@ -10,8 +10,9 @@ import (
 
 // Stat is one counter or gauge of the agent's own metrics. It is safe for concurrent use.
 type Stat struct {
-	key string
-	v   atomic.Int64
+	key   string
+	gauge bool // made by Stats.Gauge: a level (buffer size), not a count that only grows
+	v     atomic.Int64
 }
 
 // Add adds n to the stat.
@@ -52,8 +53,14 @@ func RegisterStats(measurement string, tags map[string]string) *Stats {
 	return s
 }
 
-// Get returns the stat named key, creating it at zero.
-func (s *Stats) Get(key string) *Stat {
+// Get returns the counter named key (a count that only grows), creating it at zero.
+func (s *Stats) Get(key string) *Stat { return s.stat(key, false) }
+
+// Gauge returns the gauge named key (a level that goes up and down: a buffer's size, a time
+// taken), creating it at zero.
+func (s *Stats) Gauge(key string) *Stat { return s.stat(key, true) }
+
+func (s *Stats) stat(key string, gauge bool) *Stat {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, st := range s.stats {
@@ -61,9 +68,22 @@ func (s *Stats) Get(key string) *Stat {
 			return st
 		}
 	}
-	st := &Stat{key: key}
+	st := &Stat{key: key, gauge: gauge}
 	s.stats = append(s.stats, st)
+	if gauge {
+		gauges.Store(s.measurement+"\x00"+key, true)
+	}
 	return st
+}
+
+// gauges holds "measurement\x00key" of every gauge ever made: one entry per kind of stat.
+var gauges sync.Map
+
+// IsGauge reports whether field key of the stats measurement is a gauge (else a counter), for
+// /metrics.
+func IsGauge(measurement, key string) bool {
+	_, ok := gauges.Load(measurement + "\x00" + key)
+	return ok
 }
 
 // Unregister removes the set from the agent's metrics.

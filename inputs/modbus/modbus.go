@@ -8,6 +8,7 @@
 package modbus
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	_ "embed"
@@ -288,11 +289,7 @@ func (m *Modbus) checkSerial() error {
 // stats returns the plugin's counters, registering them on first use.
 func (m *Modbus) stats() *stats {
 	if m.st == nil {
-		name := m.Alias
-		if name == "" && len(m.devices) > 0 {
-			name = m.devices[0].name
-		}
-		m.st = newStats(name)
+		m.st = newStats(cmp.Or(m.Alias, "modbus"))
 	}
 	return m.st
 }

@@ -14,8 +14,10 @@ type stats struct {
 	backupPolls, readsSplit, staleMetrics, idleCloses                     *models.Stat
 }
 
-func newStats(instance string) *stats {
-	return statsOf(models.RegisterStats("internal_modbus", map[string]string{"instance": instance}))
+// newStats registers the stats of the input named input (its alias, else "modbus"): they are
+// the whole input's, across its devices.
+func newStats(input string) *stats {
+	return statsOf(models.RegisterStats("internal_modbus", map[string]string{"input": input}))
 }
 
 func statsOf(s *models.Stats) *stats {

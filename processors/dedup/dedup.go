@@ -148,7 +148,7 @@ func checkBand(key string, v float64) error {
 
 func (d *Dedup) bindStats(s *models.Stats) {
 	d.stats = s
-	d.held, d.fieldsDropped, d.metricsDropped = s.Get("series"), s.Get("fields_dropped"), s.Get("metrics_dropped")
+	d.held, d.fieldsDropped, d.metricsDropped = s.Gauge("series"), s.Get("fields_dropped"), s.Get("metrics_dropped")
 	d.saves, d.stateErrors = s.Get("state_saves"), s.Get("state_errors")
 }
 

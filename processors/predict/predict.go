@@ -171,7 +171,7 @@ func (p *Predict) Init() error {
 
 func (p *Predict) bindStats(s *models.Stats) {
 	p.stats = s
-	p.held, p.forecasts = s.Get("series"), s.Get("forecasts")
+	p.held, p.forecasts = s.Gauge("series"), s.Get("forecasts")
 	p.anomalies, p.predictions = s.Get("anomalies"), s.Get("disconnect_predictions")
 }
 

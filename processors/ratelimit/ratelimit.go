@@ -130,7 +130,7 @@ func (r *RateLimit) Init() error {
 
 func (r *RateLimit) bindStats(s *models.Stats) {
 	r.stats = s
-	r.held, r.dropped, r.folded, r.merged = s.Get("series"), s.Get("dropped"), s.Get("folded"), s.Get("merged")
+	r.held, r.dropped, r.folded, r.merged = s.Gauge("series"), s.Get("dropped"), s.Get("folded"), s.Get("merged")
 }
 
 // Start implements models.ServiceProcessor: it registers the processor's stats.
