@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -68,6 +69,32 @@ Installed from the package: /etc/tagpipe/tagpipe.conf, /etc/tagpipe/tagpipe.d/*.
 /var/lib/tagpipe, logs with journalctl -u tagpipe. The manual: man tagpipe.
 `
 
+// versionLine is what `tagpipe version` prints. The release build stamps version, commit and
+// date; a plain `go build` or `go install` does not, and then the module version and the VCS
+// revision and time that Go records in the binary stand in.
+func versionLine() string {
+	v, c, d, modified := version, commit, date, false
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v == "dev" && info.Main.Version != "" {
+			v = info.Main.Version // "(devel)" when built in a checkout
+		}
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision" && c == "unknown":
+				c = s.Value[:min(12, len(s.Value))]
+			case s.Key == "vcs.time" && d == "unknown":
+				d = s.Value
+			case s.Key == "vcs.modified":
+				modified = s.Value == "true" && commit == "unknown"
+			}
+		}
+	}
+	if modified {
+		c += " with uncommitted changes"
+	}
+	return fmt.Sprintf("tagpipe %s (commit %s, built %s)", v, c, d)
+}
+
 type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
@@ -81,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":
-			fmt.Fprintf(stdout, "tagpipe %s (commit %s, built %s)\n", version, commit, date)
+			fmt.Fprintln(stdout, versionLine())
 			return 0
 		case "config":
 			fmt.Fprint(stdout, config.Sample())
@@ -112,7 +139,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "tagpipe %s (commit %s, built %s)\n", version, commit, date)
+		fmt.Fprintln(stdout, versionLine())
 		return 0
 	}
 	if fs.NArg() > 0 {

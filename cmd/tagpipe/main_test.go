@@ -305,6 +305,18 @@ func TestVersionAndHelp(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "tagpipe ") {
 		t.Fatalf("%v %s", err, out)
 	}
+	// A plain go build in a checkout stamps no -ldflags: the commit and its time come from the
+	// build info Go records (-buildvcs, on by default; this machine's GOFLAGS may turn it off).
+	if head, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		plain := filepath.Join(t.TempDir(), "tagpipe")
+		if b, err := exec.Command("go", "build", "-buildvcs=true", "-o", plain, ".").CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, b)
+		}
+		out, err := exec.Command(plain, "version").Output()
+		if want := "(commit " + string(head[:12]); err != nil || !strings.Contains(string(out), want) || strings.Contains(string(out), "unknown") {
+			t.Errorf("version: %q (%v), want the checkout's commit %s… and its time", out, err, head[:12])
+		}
+	}
 	out, _ = exec.Command(binary, "--help").CombinedOutput()
 	for _, flagName := range []string{"-config", "-config-directory", "-test", "-once", "-check", "-debug", "-version", "demo", "config"} {
 		if !strings.Contains(string(out), flagName) {
@@ -324,5 +336,11 @@ func TestDemoPrintsLineProtocol(t *testing.T) {
 	}
 	if names := parseLines(t, out); len(names) == 0 {
 		t.Fatalf("demo printed no line protocol; log:\n%s", stderr.String())
+	}
+	// The log is the agent's: no start-up chatter of the OPC UA simulator's library.
+	for _, chatter := range []string{"New Node Set", "doing objects", "Started listening"} {
+		if strings.Contains(stderr.String(), chatter) {
+			t.Errorf("the demo's log carries the simulator's %q:\n%s", chatter, stderr.String())
+		}
 	}
 }

@@ -27,6 +27,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"math"
 	"math/big"
 	"net"
@@ -89,7 +91,27 @@ func Start(opts Options) (*Server, error) {
 	}
 }
 
+// startLog serialises quietStart: the standard logger's output is one global.
+var startLog sync.Mutex
+
+// quietStart runs f with the standard log package silenced. gopcua's server reports its start
+// (each nodeset it imports, the address it listens on) through the standard log package, which
+// the agent routes into its own log: `tagpipe demo` would print a dozen lines of it. Errors it
+// logs after the start still show.
+func quietStart[T any](f func() (T, error)) (T, error) {
+	startLog.Lock()
+	defer startLog.Unlock()
+	w := log.Writer()
+	log.SetOutput(io.Discard)
+	defer log.SetOutput(w)
+	return f()
+}
+
 func start(opts Options) (*Server, error) {
+	return quietStart(func() (*Server, error) { return start1(opts) })
+}
+
+func start1(opts Options) (*Server, error) {
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
 	}
