@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
+	"github.com/tagpipe/tagpipe/internal/testkit/tsdb"
 )
 
 // influxSeq reads the seq measurement back from InfluxDB: n by series and timestamp. InfluxDB

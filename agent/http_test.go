@@ -22,8 +22,8 @@ import (
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/inputs"
 	_ "github.com/tagpipe/tagpipe/inputs/all"
-	"github.com/tagpipe/tagpipe/internal/modbussim"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 	_ "github.com/tagpipe/tagpipe/outputs/all"
 )

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/tagpipe/tagpipe/internal/modbussim"
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 )
 
 func init() {

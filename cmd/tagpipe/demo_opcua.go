@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/opcuasim"
+	"github.com/tagpipe/tagpipe/internal/sim/opcuasim"
 )
 
 // The demo's OPC UA part: a simulated server (gopcua's server package, in process, loopback)

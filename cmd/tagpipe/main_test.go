@@ -17,7 +17,7 @@ import (
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
 	"github.com/tagpipe/tagpipe/config"
-	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
+	"github.com/tagpipe/tagpipe/internal/testkit/lptest"
 )
 
 var update = flag.Bool("update", false, "rewrite the root sample.conf from the plugins' sample.conf files")

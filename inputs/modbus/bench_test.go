@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/modbussim"
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 	"github.com/tagpipe/tagpipe/models"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 

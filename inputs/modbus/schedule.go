@@ -23,7 +23,7 @@ func phase(i, n int, interval time.Duration) time.Duration {
 
 // nextSlot is the first time at or after t that is phase past a multiple of interval since the
 // Unix epoch: polls keep their place in the interval across restarts, and their schedule can be
-// known from outside (internal/loadtest checks lateness against it).
+// known from outside (cmd/loadtest checks lateness against it).
 func nextSlot(t time.Time, phase, interval time.Duration) time.Time {
 	iv := int64(interval)
 	x := t.UnixNano() - int64(phase)

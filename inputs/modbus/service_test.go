@@ -12,8 +12,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/tagpipe/tagpipe/internal/modbussim"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 

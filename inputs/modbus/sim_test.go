@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/modbussim"
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 )
 
 // TestSimulator reads modbussim over each framing (ASCII over TCP too: pymodbus serves it, and

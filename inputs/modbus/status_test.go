@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/modbussim"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 

@@ -3,7 +3,7 @@ package modbus
 import (
 	"crypto/tls"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 )
 
 // Each transport reads the whole typed layout from pymodbus and needs the same five requests.

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 

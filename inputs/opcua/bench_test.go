@@ -1,7 +1,7 @@
 package opcua
 
 // Benchmarks. The servers run as processes of their own (opcuasim built from
-// internal/opcuasim/cmd/opcuasim, node-opcua), so that allocations and CPU are this process's:
+// cmd/opcuasim, node-opcua), so that allocations and CPU are this process's:
 // the client's.
 //
 //	go test -run '^$' -bench . -benchmem -count 5 ./inputs/opcua/
@@ -21,8 +21,8 @@ import (
 
 	"github.com/gopcua/opcua/ua"
 
-	"github.com/tagpipe/tagpipe/internal/opcuasim"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/sim/opcuasim"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -42,7 +42,7 @@ func startSimProcess(b testing.TB, args ...string) string {
 			return
 		}
 		simBinary.path = filepath.Join(dir, "opcuasim")
-		out, err := exec.Command("go", "build", "-o", simBinary.path, "github.com/tagpipe/tagpipe/internal/opcuasim/cmd/opcuasim").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", simBinary.path, "github.com/tagpipe/tagpipe/cmd/opcuasim").CombinedOutput()
 		if err != nil {
 			simBinary.err = fmt.Errorf("go build opcuasim: %v\n%s", err, out)
 		}

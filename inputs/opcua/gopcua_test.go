@@ -1,6 +1,6 @@
 package opcua
 
-// Tests against gopcua's own server package (v0.9.1), through internal/opcuasim.
+// Tests against gopcua's own server package (v0.9.1), through internal/sim/opcuasim.
 
 import (
 	"fmt"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/opcuasim"
+	"github.com/tagpipe/tagpipe/internal/sim/opcuasim"
 )
 
 func TestGopcuaServer(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
-	"github.com/tagpipe/tagpipe/internal/opcuasim"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/sim/opcuasim"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gopcua/opcua/ua"
 
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 

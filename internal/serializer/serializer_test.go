@@ -10,7 +10,7 @@ import (
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 
-	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
+	"github.com/tagpipe/tagpipe/internal/testkit/lptest"
 	"github.com/tagpipe/tagpipe/models"
 )
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"github.com/tagpipe/tagpipe/internal/tlsconfig"
-	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
 )
 
 // handshake dials a TLS server that demands a client certificate, with the client config c.

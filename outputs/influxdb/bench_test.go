@@ -3,11 +3,11 @@ package influxdb
 import (
 	"context"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
+	"github.com/tagpipe/tagpipe/internal/testkit/tsdb"
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/outputtest"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 )
 

@@ -3,14 +3,14 @@ package influxdb
 import (
 	"context"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
+	"github.com/tagpipe/tagpipe/internal/testkit/tsdb"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/tagpipe/tagpipe/config"
-	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )

@@ -4,14 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
+	"github.com/tagpipe/tagpipe/internal/testkit/tsdb"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/outputtest"
-	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"github.com/tagpipe/tagpipe/models"
 )
 

@@ -3,7 +3,7 @@ package influxdb
 import (
 	"context"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
+	"github.com/tagpipe/tagpipe/internal/testkit/tsdb"
 	"log/slog"
 	"maps"
 	"reflect"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/outputtest"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )

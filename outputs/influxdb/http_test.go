@@ -9,7 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
+	"github.com/tagpipe/tagpipe/internal/testkit/tsdb"
 	"io"
 	"net"
 	"net/http"
@@ -22,7 +22,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"github.com/tagpipe/tagpipe/models"
 )
 

@@ -3,7 +3,7 @@ package influxdb
 import (
 	"context"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/testpeer/tsdb"
+	"github.com/tagpipe/tagpipe/internal/testkit/tsdb"
 	"testing"
 	"time"
 

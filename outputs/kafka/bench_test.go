@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/outputtest"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )

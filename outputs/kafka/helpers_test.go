@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
+	"github.com/tagpipe/tagpipe/internal/testkit/lptest"
 	"maps"
 	"net"
 	"slices"
@@ -18,7 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/tagpipe/tagpipe/internal/outputtest"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )

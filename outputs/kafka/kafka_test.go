@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/tagpipe/tagpipe/internal/outputtest"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 )
 

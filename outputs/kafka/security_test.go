@@ -14,7 +14,7 @@ import (
 	kgoplain "github.com/twmb/franz-go/pkg/sasl/plain"
 
 	"github.com/tagpipe/tagpipe/config"
-	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 )

@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/testkit/seriestest"
 	"github.com/tagpipe/tagpipe/models"
-	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 // BenchmarkApply: 10,000 series of 8 float fields with a deadband, every pass a second later.

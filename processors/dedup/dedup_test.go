@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/testkit/seriestest"
 	"github.com/tagpipe/tagpipe/models"
-	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)

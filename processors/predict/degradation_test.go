@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/testkit/seriestest"
 	"github.com/tagpipe/tagpipe/models"
-	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 // errorSum is the sum of a health metric's cumulative error counters.

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/testkit/seriestest"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/processors"
-	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 // BenchmarkValues: 10,000 series of 8 float fields. forecast=none: no forecast_fields (the

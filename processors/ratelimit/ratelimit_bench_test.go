@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/testkit/seriestest"
 	"github.com/tagpipe/tagpipe/models"
-	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 // BenchmarkApply: 10,000 series of 8 fields arriving twice as often as the limit lets through

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/testkit/seriestest"
 	"github.com/tagpipe/tagpipe/models"
-	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)

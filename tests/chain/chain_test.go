@@ -13,10 +13,10 @@ import (
 	"github.com/tagpipe/tagpipe/agent"
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/inputs"
+	"github.com/tagpipe/tagpipe/internal/testkit/seriestest"
 	"github.com/tagpipe/tagpipe/models"
 	_ "github.com/tagpipe/tagpipe/outputs/all"
 	_ "github.com/tagpipe/tagpipe/processors/all"
-	"github.com/tagpipe/tagpipe/processors/internal/series/seriestest"
 )
 
 // replay is an input that hands the agent the metrics of replayed once, on its first gather.
@@ -82,7 +82,7 @@ type line struct {
 
 func TestChain(t *testing.T) {
 	dir := t.TempDir()
-	health := seriestest.ReadLP(t, "../../predict/testdata/degradation.lp")
+	health := seriestest.ReadLP(t, "../../processors/predict/testdata/degradation.lp")
 	start := health[0].Time
 	// boiler temperature, one a second:
 	//   s:  0   1   2     3     4     5   6   7   8     9

@@ -9,8 +9,8 @@
 // arrived), the time from starting the agent to the first complete round, the agent's CPU (share
 // of one core, from /proc over the steady window) and its peak resident memory (VmHWM).
 //
-//	go run ./internal/loadtest -devices 10000
-//	go run ./internal/loadtest -devices 10000 -dead 0.01 -blackholed 0.01 -runs 3
+//	go run ./cmd/loadtest -devices 10000
+//	go run ./cmd/loadtest -devices 10000 -dead 0.01 -blackholed 0.01 -runs 3
 //
 // The schedule it checks lateness against is the one inputs/modbus documents (README,
 // "Schedule"): device i of n polls at phase ⌊i·interval/n⌋, truncated to 10 ms, after every

@@ -4,7 +4,7 @@
 package tsdb
 
 // Each database is started on free loopback ports with its own folders and
-// config file, stopped by its PID when the test ends (internal/testpeer). InfluxDB and
+// config file, stopped by its PID when the test ends (internal/testkit/testpeer). InfluxDB and
 // VictoriaMetrics print no READY line: the command line is wrapped as
 // `sh -c 'echo READY; exec …'` (the server keeps the shell's PID) and the test then waits for
 // /ping or /health.
@@ -26,8 +26,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/testpeer"
-	"github.com/tagpipe/tagpipe/internal/tlsconfig/tlstest"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 )
 
 const (

@@ -7,7 +7,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/modbussim"
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 )
 
 // kind is what a simulated device does.

@@ -2,7 +2,7 @@
 // own, so that a benchmark measures the client alone (CPU and allocations of one process) and a
 // test can kill the server as a crash would:
 //
-//	go run ./internal/opcuasim/cmd/opcuasim -port 0 -tags 10000
+//	go run ./cmd/opcuasim -port 0 -tags 10000
 //
 // It prints "READY opc.tcp://HOST:PORT" when it serves and stops on SIGTERM or SIGINT.
 package main
@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tagpipe/tagpipe/internal/opcuasim"
+	"github.com/tagpipe/tagpipe/internal/sim/opcuasim"
 )
 
 func main() {
