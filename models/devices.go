@@ -20,13 +20,15 @@ const (
 	// DeviceStale: no poll was answered for StaleIntervals intervals, though the last one did not
 	// fail (the polls are skipped or late: its connection is overloaded or stuck).
 	DeviceStale
+	// DeviceRemote: in cluster mode, another agent of the group polls it (DeviceStatus.Owner).
+	DeviceRemote
 )
 
 // StaleIntervals is how many intervals a device may go without an answered poll before it
 // counts as stale (and one never polled after start, as failing).
 const StaleIntervals = 3
 
-var deviceStateNames = [...]string{"starting", "ok", "failing", "breaker open", "half-open", "stale"}
+var deviceStateNames = [...]string{"starting", "ok", "failing", "breaker open", "half-open", "stale", "remote"}
 
 func (s DeviceState) String() string {
 	if int(s) < len(deviceStateNames) {
@@ -36,7 +38,13 @@ func (s DeviceState) String() string {
 }
 
 // Failing reports whether a device in state s counts against its input's health.
-func (s DeviceState) Failing() bool { return s >= DeviceFailing }
+func (s DeviceState) Failing() bool {
+	switch s {
+	case DeviceFailing, DeviceBreakerOpen, DeviceHalfOpen, DeviceStale:
+		return true
+	}
+	return false
+}
 
 // DeviceStatus is what the agent knows of one device at a moment.
 type DeviceStatus struct {
@@ -46,6 +54,7 @@ type DeviceStatus struct {
 	LastGood   time.Time // the last answered poll; zero: none since the input started
 	LastError  string    // the last poll error, "" when there was none
 	ErrorAt    time.Time // when LastError happened
+	Owner      string    // cluster mode: the agent (group member) that polls it
 }
 
 // DeviceReporter is implemented by inputs that talk to many devices (Modbus) or hold sessions
@@ -54,4 +63,20 @@ type DeviceReporter interface {
 	// DeviceStates calls fn with the status of each device at now, in a stable order. It is safe for
 	// concurrent use with the input's polls, and cheap: nothing is kept for it between calls.
 	DeviceStates(now time.Time, fn func(DeviceStatus))
+}
+
+// UnitRunner is implemented by inputs whose work divides into units that can run on their own,
+// so that cluster mode can share an inventory between agents. A unit is one connection: a Modbus
+// device, a gateway or serial line with every device behind it, or devices tied together by
+// backup controllers.
+type UnitRunner interface {
+	// Units returns the identity of each unit in configuration order: a string that is stable
+	// across restarts and reloads and does not depend on the other units (its connection's
+	// address), so that adding a device moves no other unit.
+	Units() []string
+	// RunUnits makes the input poll only the units keep returns true for. Before Start it
+	// chooses what Start starts; while running, the units no longer kept stop, and their
+	// connections are closed, before it returns, and the newly kept ones start at their usual
+	// phase. keep must be safe to call from any goroutine.
+	RunUnits(keep func(unit string) bool)
 }

@@ -59,11 +59,6 @@ func runDemo(args []string, _, stderr io.Writer) int {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	if *duration > 0 {
-		var c context.CancelFunc
-		ctx, c = context.WithTimeout(ctx, *duration)
-		defer c()
-	}
 	if err := logging.Setup(logging.Options{Debug: *debug}); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -93,6 +88,11 @@ func runDemo(args []string, _, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if *duration > 0 { // the agent's run: the simulators may take a while to start on a busy machine
+		var c context.CancelFunc
+		ctx, c = context.WithTimeout(ctx, *duration)
+		defer c()
 	}
 	if err := a.Run(ctx); err != nil {
 		fmt.Fprintln(stderr, err)

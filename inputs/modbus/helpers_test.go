@@ -177,7 +177,7 @@ func startPymodbus(t testing.TB, args ...string) *peer {
 	if !isSerial {
 		args = append([]string{"--port", "0"}, args...)
 	}
-	p := testpeer.Start(t, testpeer.Options{Timeout: 20 * time.Second}, testpeer.Python, append([]string{script}, args...)...)
+	p := testpeer.Start(t, testpeer.Options{}, testpeer.Python, append([]string{script}, args...)...)
 	pr := &peer{Process: p}
 	switch len(p.Ready) {
 	case 1:

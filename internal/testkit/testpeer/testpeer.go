@@ -76,7 +76,7 @@ type Process struct {
 type Options struct {
 	Dir     string        // working directory
 	Env     []string      // added to the environment
-	Timeout time.Duration // to wait for READY (default 30s)
+	Timeout time.Duration // to wait for READY (default 2m: a loaded CI machine starts node slowly)
 	// ReadyPrefix is the start of the line that says the peer serves (default "READY").
 	ReadyPrefix string
 }
@@ -130,7 +130,7 @@ func Start(t testing.TB, opts Options, name string, args ...string) *Process {
 	}()
 	timeout := opts.Timeout
 	if timeout == 0 {
-		timeout = 30 * time.Second
+		timeout = 2 * time.Minute
 	}
 	select {
 	case p.Ready = <-ready:
