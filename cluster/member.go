@@ -64,20 +64,22 @@ type Member struct {
 
 	// st is what Status reports, under its own lock so that /healthz never waits for a
 	// rebalance.
-	stMu sync.Mutex
-	st   Status
+	stMu      sync.Mutex
+	st        Status
+	polledNow []bool // a copy of running, for Owner
 
 	stats                                            *models.Stats
 	sGen, sShards, sAssigned, sLast, sLost, sMembers *models.Stat
-	sRebalances, sRevoked, sLostN                    *models.Stat
+	sRebalances, sRevoked, sLostN, sDevices          *models.Stat
 
-	ctx      context.Context
-	cancel   context.CancelFunc
-	done     chan struct{}
-	describe chan struct{}
-	clMu     sync.Mutex
-	cl       *kgo.Client
-	admin    *kgo.Client
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	describe  chan struct{}
+	closeOnce sync.Once
+	clMu      sync.Mutex
+	cl        *kgo.Client
+	admin     *kgo.Client
 }
 
 // Status is the member's view of the group, for /healthz and /metrics.
@@ -97,6 +99,7 @@ type Status struct {
 	LostSince time.Time
 	Keep      bool
 	Members   int      // members the last description of the group listed
+	Devices   int      // devices of the shards polled here (SetDevices)
 	owners    []string // member polling each shard, from the last description
 	Err       string   // the last error talking to Kafka, "" after a success
 }
@@ -148,6 +151,7 @@ func New(cfg *config.Cluster, runner Runner, log *slog.Logger) (*Member, error) 
 	m.sGen, m.sShards, m.sAssigned = m.stats.Gauge("generation"), m.stats.Gauge("shards_polled"), m.stats.Gauge("shards_assigned")
 	m.sLast, m.sLost, m.sMembers = m.stats.Gauge("last_rebalance_unix"), m.stats.Gauge("coordinator_lost"), m.stats.Gauge("members")
 	m.sRebalances, m.sRevoked, m.sLostN = m.stats.Get("rebalances"), m.stats.Get("shards_revoked"), m.stats.Get("coordinator_losses")
+	m.sDevices = m.stats.Gauge("devices_polled")
 	m.sGen.Set(-1)
 	return m, nil
 }
@@ -411,7 +415,11 @@ func (m *Member) lostSince() time.Time {
 func (m *Member) apply() {
 	m.runner.RunShards(slices.Clone(m.running))
 	m.sShards.Set(int64(count(m.running)))
-	m.setStatus(func(s *Status) { s.Polled = count(m.running) })
+	polled := slices.Clone(m.running)
+	m.setStatus(func(s *Status) { s.Polled = count(polled) })
+	m.stMu.Lock()
+	m.polledNow = polled
+	m.stMu.Unlock()
 }
 
 // rebalanced records a rebalance in the status and asks for a new description of the group.
@@ -503,6 +511,27 @@ func (m *Member) describeGroup(adm *kadm.Client) {
 	}
 }
 
+// Owner returns the member polling shard: this one for the shards polled here, else the one
+// the last description of the group named ("" when unknown). It is cheap: the device page and
+// /healthz call it for every device.
+func (m *Member) Owner(shard int) string {
+	m.stMu.Lock()
+	defer m.stMu.Unlock()
+	if shard < len(m.polledNow) && m.polledNow[shard] {
+		return m.cfg.Member
+	}
+	if shard < len(m.st.owners) {
+		return m.st.owners[shard]
+	}
+	return ""
+}
+
+// SetDevices records how many devices the shards polled here hold, for Status and /metrics.
+func (m *Member) SetDevices(n int) {
+	m.sDevices.Set(int64(n))
+	m.setStatus(func(s *Status) { s.Devices = n })
+}
+
 // Status returns the member's view of the group. Owner(shard) of the result is this member for
 // the shards polled here, and otherwise the member the last description of the group named.
 func (m *Member) Status() Status {
@@ -527,9 +556,12 @@ func (m *Member) fail(err error) {
 }
 
 // Close stops every unit polled here, then leaves the group (a LeaveGroup, so that the others
-// take the shards over at once) and unregisters the stats. The units stop first: the group
+// take the shards over at once) and unregisters the stats. It may be called more than once, and
+// without Start. The units stop first: the group
 // hands a shard to another agent only once this one has closed its connections.
-func (m *Member) Close() {
+func (m *Member) Close() { m.closeOnce.Do(m.close) }
+
+func (m *Member) close() {
 	m.mu.Lock()
 	m.closing = true
 	if count(m.running) > 0 {
