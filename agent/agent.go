@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/diskbuffer"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -94,7 +95,7 @@ func newBuffer(o *config.Output, ro *atomic.Pointer[models.RunningOutput]) (mode
 	if o.Config.Alias != "" {
 		tags["alias"] = o.Config.Alias
 	}
-	return models.OpenDiskBuffer(models.DiskBufferConfig{
+	return diskbuffer.Open(diskbuffer.Config{
 		Dir:      filepath.Join(set.BufferDirectory, bufferDirName(o.Identity)),
 		Limit:    set.BufferBytes,
 		Fsync:    set.BufferFsync,

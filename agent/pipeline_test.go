@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/diskbuffer"
 	"github.com/tagpipe/tagpipe/internal/serializer"
 	"github.com/tagpipe/tagpipe/models"
 )
@@ -81,7 +82,7 @@ func (rename) Apply(in ...*models.Metric) []*models.Metric {
 // state: at that rate the agent's share of one core is cpu-ns/metric × 100,000 / 10⁹.
 func BenchmarkPipeline(b *testing.B) {
 	disk := func(b *testing.B) models.Buffer {
-		d, err := models.OpenDiskBuffer(models.DiskBufferConfig{Dir: b.TempDir(), Limit: 8 << 30, Log: quiet})
+		d, err := diskbuffer.Open(diskbuffer.Config{Dir: b.TempDir(), Limit: 8 << 30, Log: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}
