@@ -97,7 +97,7 @@ func BenchmarkPipeline(b *testing.B) {
 func benchPipeline(b *testing.B, buf models.Buffer, rate int) {
 	out := &lineOut{ser: serializer.NewInflux(0)}
 	ro := models.NewRunningOutput(out, &models.PluginConfig{Name: "bench"},
-		models.OutputSettings{BatchSize: 5000, BufferLimit: 1 << 22}, buf, quiet)
+		models.OutputSettings{BatchSize: 5000, BufferLimit: 1 << 22}, nil, buf, quiet)
 	defer ro.Close()
 	procs := []*models.RunningProcessor{
 		models.NewRunningProcessor(scale{}, &models.PluginConfig{Name: "scale"}, quiet),

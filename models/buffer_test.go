@@ -112,7 +112,7 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 func TestRunningOutputKeepsBatchUntilDelivered(t *testing.T) {
 	out := &failingOutput{down: true}
 	cfg := &PluginConfig{Name: "test"}
-	ro := NewRunningOutput(out, cfg, OutputSettings{BatchSize: 4, BufferLimit: 8}, nil, quietLog())
+	ro := NewRunningOutput(out, cfg, OutputSettings{BatchSize: 4, BufferLimit: 8}, nil, nil, quietLog())
 	defer ro.Close()
 	ro.AddBatch(buffertest.Seq(0, 6))
 	if err := ro.Flush(context.Background(), true); err == nil {
@@ -145,7 +145,7 @@ func TestRunningOutputKeepsBatchUntilDelivered(t *testing.T) {
 
 func TestRunningOutputFlushFullBatchesOnly(t *testing.T) {
 	out := &failingOutput{}
-	ro := NewRunningOutput(out, &PluginConfig{Name: "t"}, OutputSettings{BatchSize: 4, BufferLimit: 100}, nil, quietLog())
+	ro := NewRunningOutput(out, &PluginConfig{Name: "t"}, OutputSettings{BatchSize: 4, BufferLimit: 100}, nil, nil, quietLog())
 	defer ro.Close()
 	ro.AddBatch(buffertest.Seq(0, 10))
 	select {
@@ -164,7 +164,7 @@ func TestRunningOutputFilterCopiesSharedMetric(t *testing.T) {
 	if err := cfg.Filter.Compile(); err != nil {
 		t.Fatal(err)
 	}
-	ro := NewRunningOutput(&failingOutput{}, cfg, OutputSettings{BatchSize: 10, BufferLimit: 10}, nil, quietLog())
+	ro := NewRunningOutput(&failingOutput{}, cfg, OutputSettings{BatchSize: 10, BufferLimit: 10}, nil, nil, quietLog())
 	defer ro.Close()
 	m := New("m", nil, []Field{Int("v", 1), Int("secret", 2)}, time.Time{})
 	ro.AddBatch([]*Metric{m})
@@ -232,7 +232,7 @@ func TestErrorsAreCountedAndLogsThrottled(t *testing.T) {
 func TestBufferFullIsLoggedOnce(t *testing.T) {
 	var logged strings.Builder
 	ro := NewRunningOutput(&failingOutput{}, &PluginConfig{Name: "t"}, OutputSettings{BatchSize: 1, BufferLimit: 5},
-		nil, slog.New(slog.NewTextHandler(&logged, nil)))
+		nil, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	defer ro.Close()
 	for i := range 20 {
 		ro.AddBatch(buffertest.Seq(i*5, 5))

@@ -47,8 +47,9 @@ type Config struct {
 	Fsync       time.Duration // 0: fsync after every write; otherwise at most this long apart
 	Log         *slog.Logger
 	StatTags    map[string]string // tags of the internal_disk_buffer stats
-	// OnDrop is told how many metrics were dropped for space (the output's dropped counter).
-	OnDrop func(n int)
+	// Dropped is the output's metrics_dropped (nil: none): metrics the buffer drops by itself,
+	// for space or to a failed write, are counted there as well as in its own stats.
+	Dropped *models.Stat
 }
 
 // Buffer is the disk buffer: a models.Buffer, safe for concurrent use.
@@ -199,6 +200,13 @@ func (b *Buffer) Add(ms ...*models.Metric) (dropped int) {
 	default:
 	}
 	return 0
+}
+
+// CountDropsIn makes the buffer count the metrics it drops by itself in dropped from now on,
+// instead of Config.Dropped: a buffer handed over to a new output by a reload counts in the new
+// output's stats.
+func (b *Buffer) CountDropsIn(dropped *models.Stat) {
+	b.do(func(l *log) { l.cfg.Dropped = dropped })
 }
 
 // Sync returns once everything added before the call is written and fsynced.

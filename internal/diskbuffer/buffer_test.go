@@ -206,16 +206,16 @@ func TestDiskBufferTruncatedMiddleSegment(t *testing.T) {
 
 func TestDiskBufferFullDropsOldestSegment(t *testing.T) {
 	dir := t.TempDir()
-	var onDrop int
-	b := openDisk(t, dir, Config{SegmentSize: 300, Limit: 1000, OnDrop: func(n int) { onDrop += n }})
+	var outDropped models.Stat // the output's metrics_dropped
+	b := openDisk(t, dir, Config{SegmentSize: 300, Limit: 1000, Dropped: &outDropped})
 	defer b.Close()
 	addEach(b, buffertest.Seq(0, 200))
 	if b.Bytes() > 1000+300 {
 		t.Fatalf("%d bytes held with a limit of 1000", b.Bytes())
 	}
 	dropped := b.log.statDropped.Get()
-	if dropped == 0 || int64(onDrop) != dropped {
-		t.Fatalf("dropped %d (OnDrop told %d)", dropped, onDrop)
+	if dropped == 0 || outDropped.Get() != dropped {
+		t.Fatalf("dropped %d (the output's counter %d)", dropped, outDropped.Get())
 	}
 	got := buffertest.Drain(t, b)
 	if int64(len(got))+dropped != 200 {

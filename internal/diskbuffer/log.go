@@ -392,8 +392,8 @@ func (l *log) writeFailed(err error, count int) {
 // and the output's.
 func (l *log) countDropped(n int) {
 	l.statDropped.Add(int64(n))
-	if l.cfg.OnDrop != nil {
-		l.cfg.OnDrop(n)
+	if l.cfg.Dropped != nil {
+		l.cfg.Dropped.Add(int64(n))
 	}
 }
 
