@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/influxdata/line-protocol/v2/lineprotocol"
+
+	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
+	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/models"
+)
+
+const fixtures = "../../importer/testdata/telegraf"
+
+// runBinary runs the tagpipe binary and returns its stdout and stderr and the exit code.
+func runBinary(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errb.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), 0
+}
+
+// pymodbusPort starts modbus_server.py (Debian's python3-pymodbus) on a free loopback port and
+// returns the port; the peer is stopped by its PID when the test ends.
+func pymodbusPort(t *testing.T, args ...string) string {
+	t.Helper()
+	if out, err := exec.Command(testpeer.Python, "-c", "import pymodbus").CombinedOutput(); err != nil {
+		testpeer.Missing(t, "python3-pymodbus", "apt-get install python3-pymodbus", fmt.Errorf("%v: %s", err, out))
+	}
+	script := filepath.Join(testpeer.Root(t), "inputs/modbus/testdata/modbus_server.py")
+	p := testpeer.Start(t, testpeer.Options{Timeout: 20 * time.Second}, testpeer.Python, append([]string{script, "--port", "0"}, args...)...)
+	return p.Ready[1]
+}
+
+// series maps a series (measurement and tags, without tagpipe's own device tag) to its fields.
+func series(t *testing.T, lp string, drop ...string) map[string][]models.Field {
+	t.Helper()
+	out := map[string][]models.Field{}
+	for _, m := range lptest.Parse(t, []byte(lp), lineprotocol.Nanosecond) {
+		if strings.HasSuffix(m.Name, "_health") {
+			continue
+		}
+		var tags []string
+		for _, tg := range m.Tags {
+			if !contains(drop, tg.Key) {
+				tags = append(tags, tg.Key+"="+tg.Value)
+			}
+		}
+		key := m.Name + "," + strings.Join(tags, ",")
+		out[key] = append(out[key], m.Fields...)
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// sameSeries fails the test unless got has exactly the series of want, each with the same
+// fields: name, type and value.
+func sameSeries(t *testing.T, got, want map[string][]models.Field) {
+	t.Helper()
+	var keys []string
+	for k := range want {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		g, ok := got[k]
+		if !ok {
+			t.Errorf("no series %s; got %v", k, sortedSeries(got))
+			continue
+		}
+		byName := map[string]models.Field{}
+		for _, f := range g {
+			byName[f.Key] = f
+		}
+		for _, f := range want[k] {
+			gf, ok := byName[f.Key]
+			switch {
+			case !ok:
+				t.Errorf("%s: no field %s", k, f.Key)
+			case !gf.Equal(f):
+				t.Errorf("%s: field %s = %v (%v), want %v (%v)", k, f.Key, gf.Value(), gf.Type(), f.Value(), f.Type())
+			}
+			delete(byName, f.Key)
+		}
+		for name := range byName {
+			t.Errorf("%s: field %s that Telegraf would not write", k, name)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("series %s that Telegraf would not write", k)
+		}
+	}
+}
+
+func sortedSeries(m map[string][]models.Field) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestImportTelegrafModbus imports a Telegraf configuration in each of the three Modbus styles
+// (and over three transports), runs the result with --test against pymodbus serving the typed
+// layout, and compares every series with the line protocol Telegraf's semantics give for the
+// same registers (the .lp files beside the fixtures, written from Telegraf's type, byte order
+// and scale rules and the layout's values): the same measurements, tags and fields, of the same
+// types and values. tagpipe's own device tag and its modbus_health metric are left out.
+func TestImportTelegrafModbus(t *testing.T) {
+	for _, c := range []struct {
+		fixture string
+		peer    []string
+		profile int // profiles the import must make
+	}{
+		{"register", []string{"--typed", "--units", "1,2"}, 1},
+		{"request", []string{"--typed", "--units", "1,2", "--transport", "rtu-over-tcp"}, 1},
+		{"metric", []string{"--typed", "--transport", "ascii-over-tcp"}, 1},
+	} {
+		t.Run(c.fixture, func(t *testing.T) {
+			conf := filepath.Join(t.TempDir(), "tagpipe.conf")
+			_, report, code := runBinary(t, nil, "import", "telegraf", filepath.Join(fixtures, c.fixture+".conf"), "--out", conf)
+			if code != 0 {
+				t.Fatalf("import: exit %d\n%s", code, report)
+			}
+			text, err := os.ReadFile(conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(text), "[[inputs.modbus.profile]]"); n != c.profile {
+				t.Errorf("%d profiles, want %d:\n%s", n, c.profile, text)
+			}
+			port := pymodbusPort(t, c.peer...)
+			out, logs, code := runBinary(t, []string{"MODBUS_PORT=" + port}, "--config", conf, "--test")
+			if code != 0 {
+				t.Fatalf("--test: exit %d\n%s\nconfig:\n%s", code, logs, text)
+			}
+			want, err := os.ReadFile(filepath.Join(fixtures, c.fixture+".lp"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameSeries(t, series(t, out, "device"), series(t, string(want)))
+			if t.Failed() {
+				t.Logf("config:\n%s\n--test:\n%s", text, out)
+			}
+		})
+	}
+}
