@@ -291,7 +291,9 @@ func (t *table) rest() {
 			keys = append(keys, k)
 		}
 	}
-	sort.Slice(keys, func(a, b int) bool { return t.lineOf(keys[a]) < t.lineOf(keys[b]) || keys[a] < keys[b] && t.lineOf(keys[a]) == t.lineOf(keys[b]) })
+	sort.Slice(keys, func(a, b int) bool {
+		return t.lineOf(keys[a]) < t.lineOf(keys[b]) || keys[a] < keys[b] && t.lineOf(keys[a]) == t.lineOf(keys[b])
+	})
 	for _, k := range keys {
 		t.report(k, Unmapped, "tagpipe has no such setting; left out")
 	}

@@ -163,4 +163,3 @@ func (im *telegrafImport) output(order int, name string, t *table) {
 		e.kvs(1, list)
 	}})
 }
-
