@@ -189,7 +189,7 @@ func (t *modbusTable) write(e *emitter) {
 		for _, f := range p.fields {
 			e.blank()
 			if f.comment != "" {
-				e.comment(3, f.comment)
+				e.comment(2, f.comment)
 			}
 			e.header(2, "[[inputs.modbus.profile.field]]")
 			list := fieldKVs(f.Field)

@@ -15,6 +15,9 @@ import (
 type Result struct {
 	Config string
 	Report *Report
+	// Partial says why Config is not a whole configuration yet (a profile without devices);
+	// "" when it is, and must pass --check.
+	Partial string
 }
 
 // part is one piece of the written configuration, in the order of the input.

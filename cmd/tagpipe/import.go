@@ -113,6 +113,10 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "%s: %d not mapped, %d approximate, %d left out as wrong, %d notes\n", name,
 		res.Report.Count(importer.Unmapped), res.Report.Count(importer.Approximate), res.Report.Count(importer.Bad),
 		res.Report.Count(importer.Note))
+	if res.Partial != "" {
+		fmt.Fprintf(stderr, "%s: %s\n", name, res.Partial)
+		return 0
+	}
 	// The written configuration must load as tagpipe --check loads it.
 	if _, err := config.LoadText(name, res.Config, nil); err != nil {
 		fmt.Fprintf(stderr, "%s does not pass --check:\n%v\n", name, err)

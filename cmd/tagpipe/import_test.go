@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
+	"github.com/xuri/excelize/v2"
 
 	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
 	"github.com/tagpipe/tagpipe/internal/testpeer"
@@ -107,12 +109,12 @@ func sameSeries(t *testing.T, got, want map[string][]models.Field) {
 			delete(byName, f.Key)
 		}
 		for name := range byName {
-			t.Errorf("%s: field %s that Telegraf would not write", k, name)
+			t.Errorf("%s: field %s, not expected", k, name)
 		}
 	}
 	for k := range got {
 		if _, ok := want[k]; !ok {
-			t.Errorf("series %s that Telegraf would not write", k)
+			t.Errorf("series %s, not expected", k)
 		}
 	}
 }
@@ -167,6 +169,80 @@ func TestImportTelegrafModbus(t *testing.T) {
 			sameSeries(t, series(t, out, "device"), series(t, string(want)))
 			if t.Failed() {
 				t.Logf("config:\n%s\n--test:\n%s", text, out)
+			}
+		})
+	}
+}
+
+const taglists = "../../importer/testdata/taglists"
+
+// neuronXLSX writes the rows of neuron.csv into an xlsx workbook with excelize, as Neuron's
+// template is filled in, and returns its path.
+func neuronXLSX(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(taglists, "neuron.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := excelize.NewFile()
+	defer f.Close()
+	for r, row := range rows {
+		for c, v := range row {
+			cell, _ := excelize.CoordinatesToCellName(c+1, r+1)
+			if err := f.SetCellValue("Sheet1", cell, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	path := filepath.Join(t.TempDir(), "neuron.xlsx")
+	if err := f.SaveAs(path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestImportTagLists imports a Kepware CSV export, a Neuron template (xlsx) and tagpipe's own tag
+// list with a device list, runs each result with --test against pymodbus serving the typed
+// layout and compares every series with the values the tag list describes (the .lp files).
+func TestImportTagLists(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args func(t *testing.T) []string
+		want string
+	}{
+		{"kepware", func(*testing.T) []string {
+			return []string{"csv", filepath.Join(taglists, "kepware.csv"), "--profile", "meter", "--controller", "tcp://127.0.0.1:${MODBUS_PORT}"}
+		}, "kepware.lp"},
+		{"neuron-xlsx", func(t *testing.T) []string {
+			return []string{"xlsx", neuronXLSX(t), "--profile", "meter", "--controller", "tcp://127.0.0.1:${MODBUS_PORT}"}
+		}, "neuron.lp"},
+		{"plain-and-devices", func(*testing.T) []string {
+			return []string{"csv", filepath.Join(taglists, "plain.csv"), filepath.Join(taglists, "devices.csv")}
+		}, "plain.lp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conf := filepath.Join(t.TempDir(), "tagpipe.conf")
+			_, report, code := runBinary(t, nil, append(append([]string{"import"}, c.args(t)...), "--out", conf)...)
+			if code != 0 {
+				t.Fatalf("import: exit %d\n%s", code, report)
+			}
+			text, _ := os.ReadFile(conf)
+			port := pymodbusPort(t, "--typed", "--units", "1,2")
+			out, logs, code := runBinary(t, []string{"MODBUS_PORT=" + port}, "--config", conf, "--test")
+			if code != 0 {
+				t.Fatalf("--test: exit %d\n%s\nconfig:\n%s", code, logs, text)
+			}
+			want, err := os.ReadFile(filepath.Join(taglists, c.want))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameSeries(t, series(t, out, "device", "host"), series(t, string(want)))
+			if t.Failed() {
+				t.Logf("report:\n%s\nconfig:\n%s\n--test:\n%s", report, text, out)
 			}
 		})
 	}
