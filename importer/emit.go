@@ -28,9 +28,20 @@ func (e *emitter) String() string { return e.b.String() }
 
 func (e *emitter) blank() { e.b.WriteByte('\n') }
 
+// commentText makes text fit in a TOML comment: valid UTF-8, no control characters but tabs.
+func commentText(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\t' && r != '\n' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
 // comment writes "# text" lines at depth, one per line of text.
 func (e *emitter) comment(depth int, text string) {
-	for _, line := range strings.Split(text, "\n") {
+	for _, line := range strings.Split(commentText(text), "\n") {
 		e.b.WriteString(strings.Repeat("  ", depth))
 		if line == "" {
 			e.b.WriteString("#\n")
@@ -48,7 +59,7 @@ func (e *emitter) kvs(depth int, list []kv) {
 	for _, x := range list {
 		e.b.WriteString(strings.Repeat("  ", depth) + tomlKey(x.key) + " = " + tomlValue(x.val))
 		if x.comment != "" {
-			e.b.WriteString("  # " + x.comment)
+			e.b.WriteString("  # " + strings.ReplaceAll(commentText(x.comment), "\n", " "))
 		}
 		e.b.WriteByte('\n')
 	}

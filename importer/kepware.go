@@ -52,6 +52,9 @@ func kepwareAddress(s string) (register string, addr, bit, strBytes int, strOrde
 		return "", 0, 0, 0, 0, fmt.Errorf("%q: the item after the table digit is 1..65536 (the first register is 1)", s)
 	}
 	if hasSuffix {
+		if suffix == "" {
+			return "", 0, 0, 0, 0, fmt.Errorf("%q: nothing after the dot: want .BIT or .LENGTH H/L", s)
+		}
 		if register == "coil" || register == "discrete" {
 			return "", 0, 0, 0, 0, fmt.Errorf("%q: a coil or discrete input has no suffix", s)
 		}
@@ -189,7 +192,7 @@ func (s *sheet) kepwareRow(r int, l *tagList) (field, bool) {
 		if err != nil || ms < 1 {
 			s.bad(r, "scan_rate", Bad, "%q: want milliseconds; the scan rate is left out", v)
 		} else {
-			l.rates[ms] = append(l.rates[ms], r)
+			f.rate = ms
 		}
 	}
 	if err := checkField(&f.Field); err != nil {

@@ -17,6 +17,7 @@ type field struct {
 	from    string // "telegraf.conf:31", "tags.csv:5"
 	line    int    // of from, for the order of the fields
 	comment string // a description, units: written above the field
+	rate    int64  // Kepware: the scan rate in milliseconds
 }
 
 // profile is a register map; devices with equal maps share one.

@@ -37,6 +37,10 @@ func neuronAddress(s, dataType string) (slave int, register string, addr, bit in
 	suffix := ""
 	if i := strings.IndexByte(main, '.'); i >= 0 {
 		main, suffix = main[:i], main[i+1:]
+		if suffix == "" {
+			err = fmt.Errorf("%q: nothing after the dot: want .BIT or .LEN", s)
+			return
+		}
 	}
 	if i := strings.IndexByte(endian, '.'); i >= 0 { // 1!400001#LL.10 is not a form; the suffix comes first
 		err = fmt.Errorf("%q: the .BIT or .LEN suffix comes before #ENDIAN", s)

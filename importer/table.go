@@ -283,6 +283,13 @@ func (t *table) tables(key string) []*table {
 	return out
 }
 
+// drop marks every key of the table read: the table is left out as a whole, and reported so.
+func (t *table) drop() {
+	for k := range t.m {
+		t.used[k] = true
+	}
+}
+
 // rest reports every key of the table nobody read: tagpipe has nothing it maps to.
 func (t *table) rest() {
 	keys := make([]string, 0, len(t.m))

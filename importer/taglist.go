@@ -36,6 +36,14 @@ type sheet struct {
 	rep  *Report
 }
 
+// header returns the column's name as the file writes it.
+func (s *sheet) header(name string) string {
+	if c, ok := s.col[name]; ok && strings.TrimSpace(s.rows[0][c]) != "" {
+		return strings.TrimSpace(s.rows[0][c])
+	}
+	return name
+}
+
 // cell returns the cell of row r (0-based index into rows) in column name, trimmed.
 func (s *sheet) cell(r int, name string) string {
 	c, ok := s.col[name]
@@ -51,7 +59,7 @@ func (s *sheet) bad(r int, name string, kind Kind, format string, args ...any) {
 	if c, ok := s.col[name]; ok {
 		col = c + 1
 	}
-	s.rep.add(Issue{File: s.file, Line: r + 1, Column: col, Key: name, Kind: kind, Msg: fmt.Sprintf(format, args...)})
+	s.rep.add(Issue{File: s.file, Line: r + 1, Column: col, Key: s.header(name), Kind: kind, Msg: fmt.Sprintf(format, args...)})
 }
 
 // readSheet reads a CSV file (comma, semicolon or tab separated, with or without a byte order
@@ -178,13 +186,24 @@ func TagLists(paths []string, opts TagListOptions) (*Result, error) {
 		return nil, errors.New("no tag list given")
 	}
 	rep := &Report{}
-	var lists []*tagList
-	var devSheets []*sheet
+	sheets := make([]*sheet, 0, len(paths))
 	for _, p := range paths {
 		s, err := readSheet(p, rep)
 		if err != nil {
 			return nil, err
 		}
+		sheets = append(sheets, s)
+	}
+	return fromSheets(sheets, opts, rep)
+}
+
+// fromSheets turns read tag lists and device lists into the configuration.
+func fromSheets(sheets []*sheet, opts TagListOptions, rep *Report) (*Result, error) {
+	var paths []string
+	var lists []*tagList
+	var devSheets []*sheet
+	for _, s := range sheets {
+		paths = append(paths, s.file)
 		kind, err := s.format()
 		if err != nil {
 			return nil, err
@@ -317,8 +336,17 @@ func (s *sheet) tagList(kind string) *tagList {
 		}
 		f.from, f.line = fmt.Sprintf("%s:%d", s.file, r+1), r+1
 		l.fields = append(l.fields, f)
+		if f.rate > 0 {
+			l.rates[f.rate] = append(l.rates[f.rate], r)
+		}
 		if j := overlapping(l.fields, len(l.fields)-1); j >= 0 {
 			l.fields = l.fields[:len(l.fields)-1]
+			if f.rate > 0 {
+				l.rates[f.rate] = l.rates[f.rate][:len(l.rates[f.rate])-1]
+				if len(l.rates[f.rate]) == 0 {
+					delete(l.rates, f.rate)
+				}
+			}
 			s.bad(r, "address", Bad, "%s reads registers of %s (%s); the row is left out", describeField(&f.Field),
 				describeField(&l.fields[j].Field), l.fields[j].from)
 			continue

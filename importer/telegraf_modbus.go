@@ -44,16 +44,19 @@ func (im *telegrafImport) modbusBlock(order int, t *table) {
 	name, _ := t.str("name")
 	if name == "" {
 		t.report("name", Bad, "a Telegraf modbus input needs a name; the block is left out")
+		t.drop()
 		return
 	}
 	controller, ok := t.str("controller")
 	if !ok {
 		t.report("controller", Bad, "missing; the block is left out")
+		t.drop()
 		return
 	}
 	ctrl, err := telegrafController(controller)
 	if err != nil {
 		t.report("controller", Bad, "%v; the block is left out", err)
+		t.drop()
 		return
 	}
 	if ctrl != controller {
@@ -163,7 +166,7 @@ func (im *telegrafImport) modbusBlock(order int, t *table) {
 		b.metricStyle()
 	default:
 		t.report("configuration_type", Bad, "%q: Telegraf knows register, request and metric; the block is left out", style)
-		t.rest()
+		t.drop()
 		return
 	}
 	if b.maxGap > 0 {
@@ -332,7 +335,7 @@ func (b *blockFields) registerStyle(slave int) {
 			words, first, good := addressList(addrs)
 			if !ok || !good {
 				e.report("address", Bad, "want a list of consecutive addresses, e.g. [0] or [4, 5]; the field is left out")
-				e.rest()
+				e.drop()
 				continue
 			}
 			sp.address, sp.words = first, words
@@ -341,7 +344,7 @@ func (b *blockFields) registerStyle(slave int) {
 			order, known := byteOrders[bo]
 			if !known && list.register != "coil" && list.register != "discrete" {
 				e.report("byte_order", Bad, "%q is not a byte order Telegraf knows; the field is left out", bo)
-				e.rest()
+				e.drop()
 				continue
 			}
 			sp.order = order
@@ -384,7 +387,7 @@ func (b *blockFields) requestStyle() {
 		order, known := byteOrders[bo]
 		if !known || bo == "AB" || bo == "BA" {
 			r.report("byte_order", Bad, "%q: a request's byte order is ABCD, DCBA, BADC, CDAB or MSW-BE, MSW-LE, LSW-BE, LSW-LE; the request is left out", bo)
-			r.rest()
+			r.drop()
 			continue
 		}
 		register, _ := r.str("register")
@@ -393,7 +396,7 @@ func (b *blockFields) requestStyle() {
 		}
 		if telegrafTypeTag[register] == "" {
 			r.report("register", Bad, "%q: want coil, discrete, holding or input; the request is left out", register)
-			r.rest()
+			r.drop()
 			continue
 		}
 		measurement, _ := r.str("measurement")
@@ -491,7 +494,7 @@ func (b *blockFields) metricStyle() {
 		order, known := byteOrders[bo]
 		if !known || bo == "AB" || bo == "BA" {
 			m.report("byte_order", Bad, "%q: a metric's byte order is ABCD, DCBA, BADC, CDAB or MSW-BE, MSW-LE, LSW-BE, LSW-LE; the metric is left out", bo)
-			m.rest()
+			m.drop()
 			continue
 		}
 		measurement, _ := m.str("measurement")
@@ -505,7 +508,7 @@ func (b *blockFields) metricStyle() {
 			}
 			if telegrafTypeTag[register] == "" {
 				e.report("register", Bad, "%q: want coil, discrete, holding or input; the field is left out", register)
-				e.rest()
+				e.drop()
 				continue
 			}
 			sp := spec{e: e, style: "metric", register: register, order: order, measurement: measurement, tags: tags}
