@@ -305,13 +305,13 @@ func TestTagListErrors(t *testing.T) {
 // gives, and the wrong forms.
 func TestNeuronAddresses(t *testing.T) {
 	for _, c := range []struct {
-		addr, typ                 string
-		register                  string
-		address, bit              int
-		order                     string
-		strBytes                  int
-		strOrder                  byte
-		err                       string
+		addr, typ    string
+		register     string
+		address, bit int
+		order        string
+		strBytes     int
+		strOrder     byte
+		err          string
 	}{
 		{"1!400001", "INT16", "holding", 0, -1, "", -1, 0, ""},
 		{"2!300004#B", "UINT16", "input", 3, -1, "BA", -1, 0, ""},

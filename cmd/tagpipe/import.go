@@ -118,8 +118,19 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	// The written configuration must load as tagpipe --check loads it.
-	if _, err := config.LoadText(name, res.Config, nil); err != nil {
+	var unset []string
+	lookup := func(k string) (string, bool) {
+		v, ok := os.LookupEnv(k)
+		if !ok {
+			unset = append(unset, k)
+		}
+		return v, ok
+	}
+	if _, err := config.LoadText(name, res.Config, lookup); err != nil {
 		fmt.Fprintf(stderr, "%s does not pass --check:\n%v\n", name, err)
+		if len(unset) > 0 {
+			fmt.Fprintf(stderr, "(it names environment variables that are not set here: %s)\n", strings.Join(unset, ", "))
+		}
 		return 1
 	}
 	return 0

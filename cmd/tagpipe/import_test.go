@@ -170,6 +170,15 @@ func TestImportTelegrafModbus(t *testing.T) {
 			if t.Failed() {
 				t.Logf("config:\n%s\n--test:\n%s", text, out)
 			}
+			if c.fixture != "register" {
+				return
+			}
+			// Its [[outputs.file]] (standard output) writes the same series with --once.
+			out, logs, code = runBinary(t, []string{"MODBUS_PORT=" + port}, "--config", conf, "--once")
+			if code != 0 {
+				t.Fatalf("--once: exit %d\n%s", code, logs)
+			}
+			sameSeries(t, series(t, out, "device"), series(t, string(want)))
 		})
 	}
 }
@@ -245,5 +254,46 @@ func TestImportTagLists(t *testing.T) {
 				t.Logf("report:\n%s\nconfig:\n%s\n--test:\n%s", report, text, out)
 			}
 		})
+	}
+}
+
+// TestImportTelegrafOPCUA imports inputs.opcua (polled, security None) and opcua_listener
+// (Telegraf's default security, the server's certificate unchecked) and runs the result with
+// --test against node-opcua's test server: the same measurements, node names as fields with
+// their types and values, and Telegraf's id and default tags. tagpipe's own source tag is left
+// out; Telegraf's Quality field is not written (the report says so).
+func TestImportTelegrafOPCUA(t *testing.T) {
+	dir, err := filepath.Abs(filepath.Join(testpeer.Root(t), "inputs/opcua/testdata/node-opcua"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "node-opcua")); err != nil {
+		testpeer.Missing(t, "node-opcua 2.182.2", "cd inputs/opcua/testdata/node-opcua && npm ci", err)
+	}
+	testpeer.LookPath(t, "node", "apt-get install nodejs")
+	conf := filepath.Join(t.TempDir(), "tagpipe.conf")
+	// The written configuration is checked at import: its ${OPCUA_PORT} must be a port then.
+	_, report, code := runBinary(t, []string{"OPCUA_PORT=4840"}, "import", "telegraf", filepath.Join(fixtures, "opcua.conf"), "--out", conf)
+	if code != 0 {
+		t.Fatalf("import: exit %d\n%s", code, report)
+	}
+	if !strings.Contains(report, "Quality is not written") {
+		t.Errorf("the report does not say that Quality is not written:\n%s", report)
+	}
+	peer := testpeer.Start(t, testpeer.Options{Dir: dir}, "node", "opcua_server.js", "--port", "0", "--pki", t.TempDir())
+	endpoint := peer.Ready[0]
+	port := endpoint[strings.LastIndex(endpoint, ":")+1:]
+	out, logs, code := runBinary(t, []string{"OPCUA_PORT=" + port, "STATE_DIRECTORY=" + t.TempDir()}, "--config", conf, "--test")
+	text, _ := os.ReadFile(conf)
+	if code != 0 {
+		t.Fatalf("--test: exit %d\n%s\nconfig:\n%s", code, logs, text)
+	}
+	want, err := os.ReadFile(filepath.Join(fixtures, "opcua.lp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameSeries(t, series(t, out, "source"), series(t, string(want)))
+	if t.Failed() {
+		t.Logf("config:\n%s\n--test:\n%s\nlog:\n%s", text, out, logs)
 	}
 }
