@@ -53,9 +53,9 @@ func newImportFlags(name string, stderr io.Writer) *importFlags {
 	fs.SetOutput(stderr)
 	f := &importFlags{fs: fs}
 	f.out = fs.String("out", "", "write the configuration (or CSV) to `FILE` instead of standard output")
-	f.profile = fs.String("profile", "", "name of the profile a tag list becomes (import), or to write (export)")
+	f.profile = fs.String("profile", "", "the profile `NAME` a tag list becomes (import) or to write (export)")
 	f.controller = fs.String("controller", "", "with a tag list and no device list: one device on this controller `URL`")
-	f.slaveID = fs.Int("slave-id", -1, "the unit id of that device (default: the tag list's, else 1)")
+	f.slaveID = fs.Int("slave-id", -1, "the unit id `N` of that device (default: the tag list's, else 1)")
 	f.config = fs.String("config", "", "export: the configuration `FILE` that holds the profile")
 	return f
 }
