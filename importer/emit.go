@@ -3,7 +3,6 @@ package importer
 import (
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -135,6 +134,16 @@ func tomlDuration(d time.Duration) string {
 	return tomlString(s)
 }
 
+// inlineTable writes { key = value, ... } with the keys sorted.
+func inlineTable[V any](m map[string]V, value func(V) string) string {
+	keys := sortedKeys(m)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = tomlKey(k) + " = " + value(m[k])
+	}
+	return "{ " + strings.Join(parts, ", ") + " }"
+}
+
 func tomlValue(v any) string {
 	switch x := v.(type) {
 	case raw:
@@ -160,27 +169,9 @@ func tomlValue(v any) string {
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
 	case map[string]string:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		parts := make([]string, len(keys))
-		for i, k := range keys {
-			parts[i] = tomlKey(k) + " = " + tomlString(x[k])
-		}
-		return "{ " + strings.Join(parts, ", ") + " }"
+		return inlineTable(x, tomlString)
 	case map[string][]string:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		parts := make([]string, len(keys))
-		for i, k := range keys {
-			parts[i] = tomlKey(k) + " = " + tomlValue(x[k])
-		}
-		return "{ " + strings.Join(parts, ", ") + " }"
+		return inlineTable(x, func(v []string) string { return tomlValue(v) })
 	}
 	return tomlString(fmt.Sprint(v))
 }

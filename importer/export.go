@@ -20,6 +20,22 @@ func ExportCSV(configFile, profile string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	profiles, err := profilesOf(string(text))
+	if err != nil {
+		return "", tomlError(configFile, err)
+	}
+	var names []string
+	for _, p := range profiles {
+		if p.Name == profile {
+			return profileCSV(p)
+		}
+		names = append(names, p.Name)
+	}
+	return "", fmt.Errorf("%s: no profile %q (have: %s)", configFile, profile, strings.Join(names, ", "))
+}
+
+// profilesOf returns the profiles of every [[inputs.modbus]] of a configuration's text.
+func profilesOf(text string) ([]modbus.Profile, error) {
 	var doc struct {
 		Inputs struct {
 			Modbus []struct {
@@ -27,19 +43,14 @@ func ExportCSV(configFile, profile string) (string, error) {
 			} `toml:"modbus"`
 		} `toml:"inputs"`
 	}
-	if _, err := toml.Decode(string(text), &doc); err != nil {
-		return "", tomlError(configFile, err)
+	if _, err := toml.Decode(text, &doc); err != nil {
+		return nil, err
 	}
-	var names []string
+	var out []modbus.Profile
 	for _, m := range doc.Inputs.Modbus {
-		for _, p := range m.Profiles {
-			if p.Name == profile {
-				return profileCSV(p)
-			}
-			names = append(names, p.Name)
-		}
+		out = append(out, m.Profiles...)
 	}
-	return "", fmt.Errorf("%s: no profile %q (have: %s)", configFile, profile, strings.Join(names, ", "))
+	return out, nil
 }
 
 func profileCSV(p modbus.Profile) (string, error) {

@@ -199,19 +199,9 @@ func TestTelegrafOPCUA(t *testing.T) {
 
 func readProfiles(t *testing.T, text string) []modbus.Profile {
 	t.Helper()
-	var doc struct {
-		Inputs struct {
-			Modbus []struct {
-				Profiles []modbus.Profile `toml:"profile"`
-			} `toml:"modbus"`
-		} `toml:"inputs"`
-	}
-	if _, err := toml.Decode(text, &doc); err != nil {
+	out, err := profilesOf(text)
+	if err != nil {
 		t.Fatal(err)
-	}
-	var out []modbus.Profile
-	for _, m := range doc.Inputs.Modbus {
-		out = append(out, m.Profiles...)
 	}
 	return out
 }

@@ -99,34 +99,10 @@ func (s *sheet) kepwareRow(r int, l *tagList) (field, bool) {
 		s.bad(r, "data_type", Bad, "%q: tagpipe reads Boolean, Short, Word, Long, DWord, LLong, QWord, Float, Double and String; the row is left out", kt)
 		return f, false
 	}
-	bits := register == "coil" || register == "discrete"
-	switch {
-	case bits && dt != "BIT":
-		s.bad(r, "data_type", Bad, "%s: a coil or discrete input is Boolean; the row is left out", kt)
+	if !s.typedField(r, &f, register, dt, "data_type", kt, bit, strBytes, strOrder) {
 		return f, false
-	case bits:
-	case dt == "BIT":
-		if bit < 0 {
-			s.bad(r, "address", Bad, "a Boolean of a register names its bit: %s.0 to .15; the row is left out", s.cell(r, "address"))
-			return f, false
-		}
-		f.DataType, f.Bit = "BIT", &bit
-	case dt == "STRING":
-		if strBytes < 0 {
-			s.bad(r, "address", Bad, "a String names its length and byte order: %s.20H; the row is left out", s.cell(r, "address"))
-			return f, false
-		}
-		f.DataType, f.Length = "STRING", (strBytes+1)/2
-		if strOrder == 'L' {
-			f.ByteOrder = "BA"
-		}
-	default:
-		if bit >= 0 || strBytes >= 0 {
-			s.bad(r, "address", Bad, "%s takes no bit or string suffix; the row is left out", kt)
-			return f, false
-		}
-		f.DataType = dt
 	}
+	bits := register == "coil" || register == "discrete"
 	// Scaling: linear from the raw range to the scaled range; negation; clamping is not done.
 	scale, offset := 1.0, 0.0
 	switch strings.ToLower(s.cell(r, "scaling")) {

@@ -70,21 +70,20 @@ func (t *modbusTable) uniqueProfileName(name string) string {
 	if name == "" {
 		name = "profile"
 	}
-	taken := func(n string) bool {
+	return uniqueName(name, func(n string) bool {
 		return slices.ContainsFunc(t.profiles, func(p *profile) bool { return p.name == n })
-	}
-	out := name
-	for i := 2; taken(out); i++ {
-		out = name + "-" + strconv.Itoa(i)
-	}
-	return out
+	})
 }
 
 // uniqueDeviceName returns name, or name-2, name-3... when a device has it already.
 func (t *modbusTable) uniqueDeviceName(name string) string {
-	taken := func(n string) bool {
+	return uniqueName(name, func(n string) bool {
 		return slices.ContainsFunc(t.devices, func(d *device) bool { return d.name == n })
-	}
+	})
+}
+
+// uniqueName returns name, or name-2, name-3... the first that is not taken.
+func uniqueName(name string, taken func(string) bool) string {
 	out := name
 	for i := 2; taken(out); i++ {
 		out = name + "-" + strconv.Itoa(i)

@@ -136,37 +136,12 @@ func (s *sheet) neuronRow(r int, l *tagList) (field, bool) {
 			"import this slave's rows with another --profile; the row is left out", slave, l.slave)
 		return f, false
 	}
-	bits := register == "coil" || register == "discrete"
 	if register != "holding" {
 		f.Register = register
 	}
 	f.Address, f.ByteOrder = &addr, order
-	switch {
-	case bits && dt != "BIT":
-		s.bad(r, "type", Bad, "%s: a coil or discrete input is BIT; the row is left out", nt)
+	if !s.typedField(r, &f, register, dt, "type", nt, bit, strBytes, strOrder) {
 		return f, false
-	case bits:
-	case dt == "BIT":
-		if bit < 0 {
-			s.bad(r, "address", Bad, "a BIT of a register names its bit: %s.0 to .15; the row is left out", s.cell(r, "address"))
-			return f, false
-		}
-		f.DataType, f.Bit = "BIT", &bit
-	case dt == "STRING":
-		if strBytes < 0 {
-			s.bad(r, "address", Bad, "a STRING names its length: %s.10H; the row is left out", s.cell(r, "address"))
-			return f, false
-		}
-		if strOrder == 'D' || strOrder == 'E' {
-			s.bad(r, "address", Bad, "%c: one character per register; tagpipe reads two per register (H or L); the row is left out", strOrder)
-			return f, false
-		}
-		f.DataType, f.Length = "STRING", (strBytes+1)/2
-		if strOrder == 'L' {
-			f.ByteOrder = "BA"
-		}
-	default:
-		f.DataType = dt
 	}
 	if v := s.cell(r, "decimal"); v != "" {
 		x, err := strconv.ParseFloat(v, 64)

@@ -462,6 +462,46 @@ func (s *sheet) plainRow(r int) (field, bool) {
 	return f, true
 }
 
+// typedField gives a row's field the data type dt (tagpipe's), with what the address says: a
+// coil or discrete input is a bit; a BIT of a register needs its bit, a STRING its length in
+// bytes and byte order (H: the first character in the high byte, L: in the low byte; D and E,
+// one character per register, are not read). shown is the type as the row writes it.
+func (s *sheet) typedField(r int, f *field, register, dt, typeCol, shown string, bit, strBytes int, strOrder byte) bool {
+	bits := register == "coil" || register == "discrete"
+	switch {
+	case bits && dt != "BIT":
+		s.bad(r, typeCol, Bad, "%s: a coil or discrete input is a bit; the row is left out", shown)
+		return false
+	case bits:
+	case dt == "BIT":
+		if bit < 0 {
+			s.bad(r, "address", Bad, "a bit of a register names the bit: %s.0 to .15; the row is left out", s.cell(r, "address"))
+			return false
+		}
+		f.DataType, f.Bit = "BIT", &bit
+	case dt == "STRING":
+		switch {
+		case strBytes < 0:
+			s.bad(r, "address", Bad, "a string names its length in bytes and byte order: %s.20H; the row is left out", s.cell(r, "address"))
+			return false
+		case strOrder == 'D' || strOrder == 'E':
+			s.bad(r, "address", Bad, "%c: one character per register; tagpipe reads two per register (H or L); the row is left out", strOrder)
+			return false
+		}
+		f.DataType, f.Length = "STRING", (strBytes+1)/2
+		if strOrder == 'L' {
+			f.ByteOrder = "BA"
+		}
+	default:
+		if bit >= 0 || strBytes >= 0 {
+			s.bad(r, "address", Bad, "%s takes no bit or string suffix; the row is left out", shown)
+			return false
+		}
+		f.DataType = dt
+	}
+	return true
+}
+
 // parseTags reads "key=value;key=value".
 func parseTags(v string) (map[string]string, error) {
 	tags := map[string]string{}

@@ -383,11 +383,8 @@ func (b *blockFields) requestStyle() {
 	for _, r := range b.t.tables("request") {
 		r.where = b.t.where
 		slave, _ := r.integer("slave_id")
-		bo, _ := r.str("byte_order")
-		order, known := byteOrders[bo]
-		if !known || bo == "AB" || bo == "BA" {
-			r.report("byte_order", Bad, "%q: a request's byte order is ABCD, DCBA, BADC, CDAB or MSW-BE, MSW-LE, LSW-BE, LSW-LE; the request is left out", bo)
-			r.drop()
+		order, ok := styleOrder(r, "request")
+		if !ok {
 			continue
 		}
 		register, _ := r.str("register")
@@ -432,6 +429,19 @@ func (b *blockFields) requestStyle() {
 		}
 		r.rest()
 	}
+}
+
+// styleOrder reads the byte order of a request or a metric (what); a byte order Telegraf
+// refuses there leaves the table out.
+func styleOrder(t *table, what string) (string, bool) {
+	bo, _ := t.str("byte_order")
+	order, known := byteOrders[bo]
+	if !known || bo == "AB" || bo == "BA" {
+		t.report("byte_order", Bad, "%q: the byte order of a %s is ABCD, DCBA, BADC, CDAB or MSW-BE, MSW-LE, LSW-BE, LSW-LE; the %s is left out", bo, what, what)
+		t.drop()
+		return "", false
+	}
+	return order, true
 }
 
 // requestField reads the keys a field has in the request and metric styles.
@@ -490,11 +500,8 @@ func (b *blockFields) metricStyle() {
 	for _, m := range b.t.tables("metric") {
 		m.where = b.t.where
 		slave, _ := m.integer("slave_id")
-		bo, _ := m.str("byte_order")
-		order, known := byteOrders[bo]
-		if !known || bo == "AB" || bo == "BA" {
-			m.report("byte_order", Bad, "%q: a metric's byte order is ABCD, DCBA, BADC, CDAB or MSW-BE, MSW-LE, LSW-BE, LSW-LE; the metric is left out", bo)
-			m.drop()
+		order, ok := styleOrder(m, "metric")
+		if !ok {
 			continue
 		}
 		measurement, _ := m.str("measurement")

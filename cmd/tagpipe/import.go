@@ -69,18 +69,29 @@ func printImportUsage(w io.Writer, fs *flag.FlagSet) {
 	})
 }
 
-func runImport(args []string, stdout, stderr io.Writer) int {
-	f := newImportFlags("tagpipe import", stderr)
+// parseCommand parses the flags and arguments of import or export; code >= 0 means return it
+// (--help printed, or a bad flag).
+func parseCommand(name string, args []string, stdout, stderr io.Writer) (f *importFlags, rest []string, code int) {
+	f = newImportFlags("tagpipe "+name, stderr)
 	f.fs.Usage = func() {}
 	rest, err := parseInterspersed(f.fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printImportUsage(stdout, f.fs)
-			return 0
+			return nil, nil, 0
 		}
-		fmt.Fprintln(stderr, "see tagpipe import --help")
-		return 2
+		fmt.Fprintf(stderr, "see tagpipe %s --help\n", name)
+		return nil, nil, 2
 	}
+	return f, rest, -1
+}
+
+func runImport(args []string, stdout, stderr io.Writer) int {
+	f, rest, code := parseCommand("import", args, stdout, stderr)
+	if code >= 0 {
+		return code
+	}
+	var err error
 	if len(rest) < 2 {
 		fmt.Fprintln(stderr, "tagpipe import: say what to import: telegraf FILE|DIR..., csv FILE... or xlsx FILE... (see tagpipe import --help)")
 		return 2
@@ -137,16 +148,9 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 }
 
 func runExport(args []string, stdout, stderr io.Writer) int {
-	f := newImportFlags("tagpipe export", stderr)
-	f.fs.Usage = func() {}
-	rest, err := parseInterspersed(f.fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			printImportUsage(stdout, f.fs)
-			return 0
-		}
-		fmt.Fprintln(stderr, "see tagpipe export --help")
-		return 2
+	f, rest, code := parseCommand("export", args, stdout, stderr)
+	if code >= 0 {
+		return code
 	}
 	if len(rest) != 1 || rest[0] != "csv" || *f.profile == "" || *f.config == "" {
 		fmt.Fprintln(stderr, "tagpipe export: write tagpipe export csv --profile NAME --config FILE [--out FILE]")
