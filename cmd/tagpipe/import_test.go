@@ -15,8 +15,8 @@ import (
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 	"github.com/xuri/excelize/v2"
 
-	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
-	"github.com/tagpipe/tagpipe/internal/testpeer"
+	"github.com/tagpipe/tagpipe/internal/testkit/lptest"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/models"
 )
 
