@@ -80,7 +80,7 @@ func newClusterRun(a *Agent) (*clusterRun, error) {
 			c.wholes = append(c.wholes, &wholeInput{ri: ri, si: in, unit: id, shard: cluster.Shard(id, cfg.Shards)})
 		}
 	}
-	m, err := cluster.New(cfg, c, a.log)
+	m, err := cluster.New(cfg, c, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}

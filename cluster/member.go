@@ -60,6 +60,7 @@ type Member struct {
 	lost      bool   // the coordinator was lost; cleared by the next assignment
 	afterLoss bool   // keep mode: the next assignment is the first after a loss
 	waitSeq   int    // identifies the takeover wait in force
+	loggedGen int32  // the generation last logged
 	closing   bool
 
 	// st is what Status reports, under its own lock so that /healthz never waits for a
@@ -365,8 +366,10 @@ func (m *Member) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 	if m.closing {
 		return
 	}
+	// kgo calls it again after each failed attempt to rejoin; the first call tells.
 	now := time.Now()
-	if !m.lost {
+	first := !m.lost
+	if first {
 		m.lost = true
 		m.sLostN.Incr()
 		m.setStatus(func(s *Status) { s.LostSince, s.MemberID, s.Assigned = now, "", 0 })
@@ -375,13 +378,19 @@ func (m *Member) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 	m.sAssigned.Set(0)
 	n := count(m.running)
 	if m.cfg.OnCoordinatorLoss == "stop" {
-		clear(m.running)
-		m.apply()
-		m.log.Warn("lost the group coordinator; on_coordinator_loss = \"stop\": polling nothing until the group is rejoined", "shards_stopped", n)
+		if n > 0 {
+			clear(m.running)
+			m.apply()
+		}
+		if first {
+			m.log.Warn("lost the group coordinator; on_coordinator_loss = \"stop\": polling nothing until the group is rejoined", "shards_stopped", n)
+		}
 		return
 	}
 	m.afterLoss = true
-	m.log.Warn("lost the group coordinator; on_coordinator_loss = \"keep\": polling the shards last assigned until the group is rejoined", "shards", n)
+	if first {
+		m.log.Warn("lost the group coordinator; on_coordinator_loss = \"keep\": polling the shards last assigned until the group is rejoined", "shards", n)
+	}
 }
 
 // endWait starts the shards that waited out the takeover wait and are still assigned here.
@@ -434,7 +443,10 @@ func (m *Member) rebalanced(cl *kgo.Client, now time.Time, started, stopped int)
 	m.setStatus(func(s *Status) {
 		s.MemberID, s.Generation, s.Assigned, s.LastRebalance, s.LostSince = id, gen, assigned, now, time.Time{}
 	})
-	m.log.Info("rebalanced", "generation", gen, "shards_polled", count(m.running), "shards_assigned", assigned, "started", started, "stopped", stopped)
+	if started > 0 || stopped > 0 || gen != m.loggedGen {
+		m.loggedGen = gen
+		m.log.Info("rebalanced", "generation", gen, "shards_polled", count(m.running), "shards_assigned", assigned, "started", started, "stopped", stopped)
+	}
 	select {
 	case m.describe <- struct{}{}:
 	default:
