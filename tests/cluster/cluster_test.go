@@ -443,7 +443,7 @@ func TestThreeAgentsShareAPlant(t *testing.T) {
 		}
 		return true
 	})
-	waitFor(t, "a stable group", time.Minute, func() bool { return stable(a...) })
+	stableAt := waitFor(t, "a stable group", time.Minute, func() bool { return stable(a...) })
 	time.Sleep(3*interval + 4*interval)
 	now := time.Now()
 	reqs := p.requests()
@@ -459,7 +459,7 @@ func TestThreeAgentsShareAPlant(t *testing.T) {
 			t.Errorf("start: agent-%d polls %d of %d devices: the split %v is not within ±20%% of even", i+1, c, n, split)
 		}
 	}
-	t.Logf("start: the group was stable %s after the third agent joined; split %v", time.Since(joined).Round(time.Millisecond), split)
+	t.Logf("start: the group was stable %s after the third agent joined; split %v", stableAt.Sub(joined).Round(time.Millisecond), split)
 
 	// 2. Graceful stop: agent-1's devices are polled by the others within 2 intervals, no
 	// other device misses an interval.
