@@ -28,12 +28,23 @@ import (
 // 3 s (not the default 10 s; kfake is started allowing it): every wait below is a number of
 // intervals or session timeouts, so with the defaults the same run takes five times as long
 // and the bounds scale with them (docs/cluster.md gives the times measured both ways).
-const (
-	interval = 2 * time.Second
-	session  = 3 * time.Second
-	shards   = 64
-	outage   = 30 * time.Second
+// TAGPIPE_CLUSTER_INTERVAL and TAGPIPE_CLUSTER_SESSION_TIMEOUT set them for such a run.
+var (
+	interval = envDuration("TAGPIPE_CLUSTER_INTERVAL", 2*time.Second)
+	session  = envDuration("TAGPIPE_CLUSTER_SESSION_TIMEOUT", 3*time.Second)
 )
+
+const (
+	shards = 64
+	outage = 30 * time.Second
+)
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
+}
 
 // device is one simulated device: a unit behind a listener.
 type device struct {
