@@ -243,10 +243,15 @@ func (m *Member) run() {
 // topic with another number of partitions than shards would assign shards that no unit has, or
 // leave some unpolled.
 func (m *Member) ensureTopic(ctx context.Context, adm *kadm.Client) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	limit := max(5*time.Second, m.cfg.SessionTimeout.D())
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	resp, err := adm.CreateTopic(ctx, int32(m.cfg.Shards), -1, nil, m.topic)
 	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		// kgo retries a refused login or a TLS mismatch as it retries a broker that is down.
+		return fmt.Errorf("no answer from the brokers %s within %s (are they up? check the TLS and SASL settings): %w",
+			strings.Join(m.cfg.Brokers, ", "), limit, err)
 	case err == nil:
 		m.log.Info("membership topic created", "topic", resp.Topic, "partitions", m.cfg.Shards)
 		return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 )
 
 // These tests run members in one process against franz-go's kfake, which serves consumer
@@ -283,4 +284,40 @@ func TestTopicWithOtherPartitions(t *testing.T) {
 	if r.polled() != 0 {
 		t.Errorf("polls %d shards", r.polled())
 	}
+}
+
+// TestSASLAndTLS: a member logs in with SASL (the keys of outputs.kafka) over TLS to brokers that
+// require both, and polls; with a wrong password it polls nothing and its status says why.
+func TestSASLAndTLS(t *testing.T) {
+	f := tlstest.New(t)
+	c := startBroker(t, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "tagpipe", "s3cret"), kfake.TLS(f.ServerConfig(t, false)))
+	defer c.Close()
+	p := newPlant()
+	cfg := testConfig(c.ListenAddrs(), "agent-0", "keep")
+	cfg.SASLMechanism, cfg.SASLUsername, cfg.SASLPassword = "SCRAM-SHA-512", "tagpipe", "s3cret"
+	cfg.CA = f.CA
+	r := &runner{p: p, name: "agent-0"}
+	m, err := New(cfg, r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	defer m.Close()
+	waitFor(t, "the member polls every shard", func() bool { return r.polled() == testShards })
+
+	bad := testConfig(c.ListenAddrs(), "agent-1", "keep")
+	bad.SASLMechanism, bad.SASLUsername, bad.SASLPassword = "SCRAM-SHA-512", "tagpipe", "wrong"
+	bad.CA = f.CA
+	r2 := &runner{p: newPlant(), name: "agent-1"}
+	m2, err := New(bad, r2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2.Start()
+	defer m2.Close()
+	waitFor(t, "the error shows", func() bool { return m2.Status().Err != "" })
+	if r2.polled() != 0 || r.polled() != testShards {
+		t.Errorf("with a wrong password: polls %d; the other %d", r2.polled(), r.polled())
+	}
+	t.Logf("wrong password: %s", m2.Status().Err)
 }
