@@ -477,7 +477,7 @@ func TestThreeAgentsShareAPlant(t *testing.T) {
 	mine := h.polledBy(a[0], now.Add(-2*interval), now)
 	stopAt := time.Now()
 	a[0].signal(syscall.SIGTERM)
-	waitFor(t, "two agents hold every shard", time.Minute, func() bool { return stable(a[1], a[2]) })
+	heldAt := waitFor(t, "two agents hold every shard", time.Minute, func() bool { return stable(a[1], a[2]) })
 	time.Sleep(4 * interval)
 	reqs = p.requests()
 	worst := time.Duration(0)
@@ -499,7 +499,8 @@ func TestThreeAgentsShareAPlant(t *testing.T) {
 	report("graceful stop, the others' devices", missed, doubled)
 	_, doubled = sched.tally(reqs, mine, stopAt, time.Now())
 	report("graceful stop, agent-1's devices", nil, doubled)
-	t.Logf("graceful stop: agent-1's %d devices were polled by the others at most %s after SIGTERM", len(mine), worst.Round(time.Millisecond))
+	t.Logf("graceful stop: the others held every shard %s after SIGTERM; agent-1's %d devices were polled by them at most %s after it",
+		heldAt.Sub(stopAt).Round(time.Millisecond), len(mine), worst.Round(time.Millisecond))
 
 	// Back to three, for the rest.
 	a[0] = h.start("agent-1")
@@ -512,7 +513,7 @@ func TestThreeAgentsShareAPlant(t *testing.T) {
 	mine = h.polledBy(a[1], now.Add(-2*interval), now)
 	killAt := time.Now()
 	a[1].signal(syscall.SIGKILL)
-	waitFor(t, "two agents hold every shard", time.Minute, func() bool { return stable(a[0], a[2]) })
+	heldAt = waitFor(t, "two agents hold every shard", time.Minute, func() bool { return stable(a[0], a[2]) })
 	time.Sleep(3 * interval)
 	reqs = p.requests()
 	worst = 0
@@ -531,7 +532,8 @@ func TestThreeAgentsShareAPlant(t *testing.T) {
 	}
 	missed, doubled = sched.tally(reqs, without(all(n), mine), killAt, time.Now())
 	report("kill, the others' devices", missed, doubled)
-	t.Logf("kill: agent-2's %d devices were polled again at most %s after SIGKILL (session_timeout %s)", len(mine), worst.Round(time.Millisecond), session)
+	t.Logf("kill: the others held every shard %s after SIGKILL (session_timeout %s); agent-2's %d devices were polled again at most %s after it",
+		heldAt.Sub(killAt).Round(time.Millisecond), session, len(mine), worst.Round(time.Millisecond))
 
 	// 4. Return: at most shards/3 + 1 shards move back, never with two connections at once.
 	before := [2]map[string]float64{a[0].stats(), a[2].stats()}
