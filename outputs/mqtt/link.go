@@ -147,13 +147,13 @@ func (l *link) note(key string, level slog.Level, msg string, args ...any) {
 
 func (l *link) run(ctx context.Context, first chan struct{}) {
 	defer close(l.done)
+	var once sync.Once
+	firstDone := func() { once.Do(func() { close(first) }) }
+	defer firstDone()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := l.session(ctx, first)
-		if first != nil {
-			close(first)
-			first = nil
-		}
+		err := l.session(ctx, firstDone)
+		firstDone()
 		if ctx.Err() != nil {
 			return
 		}
@@ -179,7 +179,7 @@ func (l *link) run(ctx context.Context, first chan struct{}) {
 
 // session makes one connection and serves it until it ends. It returns nil when a connection
 // was up and then lost, else why none was made.
-func (l *link) session(ctx context.Context, first chan struct{}) error {
+func (l *link) session(ctx context.Context, firstDone func()) error {
 	c, lost, broker, err := l.dial(ctx)
 	if err != nil {
 		l.mu.Lock()
@@ -208,9 +208,7 @@ func (l *link) session(ctx context.Context, first chan struct{}) error {
 	l.mu.Lock()
 	l.c, l.lost, l.why = c, lost, nil
 	l.mu.Unlock()
-	if first != nil {
-		close(first)
-	}
+	firstDone()
 	var tick <-chan time.Time
 	if d := l.sess.tick(); d > 0 {
 		t := time.NewTicker(d)
