@@ -224,8 +224,10 @@ func (o *MQTT) Init() error {
 		o.w = n
 		return nil
 	}
-	if o.GroupID != "" || o.EdgeNodeID != "" || o.PrimaryHostID != "" {
-		return config.KeyErrorf("sparkplug", "group_id, edge_node_id and primary_host_id need sparkplug = true")
+	for _, k := range []struct{ key, v string }{{"group_id", o.GroupID}, {"edge_node_id", o.EdgeNodeID}, {"primary_host_id", o.PrimaryHostID}} {
+		if k.v != "" {
+			return config.KeyErrorf(k.key, "needs sparkplug = true")
+		}
 	}
 	p, err := o.newPlain(lk)
 	if err != nil {

@@ -39,13 +39,15 @@ func parseTemplate(src string, withField bool) (*template, error) {
 	if src == "" {
 		return nil, errors.New("empty")
 	}
-	trees, err := parse.Parse("topic", src, "{{", "}}")
-	if err != nil {
+	// Functions are not checked at parse: any call is refused below with the same message.
+	tree := parse.New("topic")
+	tree.Mode = parse.SkipFuncCheck
+	trees := map[string]*parse.Tree{}
+	if _, err := tree.Parse(src, "{{", "}}", trees); err != nil {
 		return nil, fmt.Errorf("%q: %v", src, strings.TrimPrefix(err.Error(), "template: "))
 	}
 	t := &template{src: src}
-	tree := trees["topic"]
-	if len(trees) != 1 || tree == nil || tree.Root == nil {
+	if len(trees) != 1 || tree.Root == nil {
 		return nil, fmt.Errorf("%q: only {{.Name}}, {{.Tag \"key\"}} and text may appear", src)
 	}
 	allowed := `{{.Name}} and {{.Tag "key"}}`
