@@ -359,7 +359,7 @@ func TestSparkplugDeviceTimeout(t *testing.T) {
 		return strings.Contains(ms[len(ms)-1].Topic, "DDATA/n/quiet")
 	}))
 	ks := strings.Join(kinds(msgs), " ")
-	if strings.Count(ks, "DDEATH") != 1 || !strings.HasSuffix(ks, "DBIRTH:quiet DDATA:quiet") || strings.Index(ks, "DDEATH:quiet") > strings.Index(ks, "DBIRTH:quiet DDATA:quiet") || strings.Contains(ks, "DDEATH:busy") {
+	if strings.Count(ks, "DDEATH") != 1 || !strings.HasSuffix(ks, "DBIRTH:quiet DDATA:quiet") || strings.Index(ks, "DDEATH:quiet") > strings.LastIndex(ks, "DBIRTH:quiet DDATA:quiet") || strings.Contains(ks, "DDEATH:busy") {
 		t.Fatalf("messages: %s", ks)
 	}
 	checkSeq(t, msgs)
