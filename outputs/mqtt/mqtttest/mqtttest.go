@@ -60,7 +60,7 @@ func StartBroker(t testing.TB, o Options) *Broker {
 	var c strings.Builder
 	// "user root": mosquitto started as root would otherwise become user mosquitto and lose
 	// access to the test's folder (the setting is ignored when not run as root).
-	fmt.Fprintf(&c, "user root\nper_listener_settings false\nlog_dest stderr\nlog_type error\nlog_type warning\n")
+	fmt.Fprintf(&c, "user root\nper_listener_settings false\nlog_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n")
 	fmt.Fprintf(&c, "max_queued_messages 1000000\nmax_inflight_messages 0\n")
 	if o.Persist {
 		fmt.Fprintf(&c, "persistence true\npersistence_location %s/\nautosave_interval 0\n", dir)
