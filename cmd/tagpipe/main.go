@@ -58,6 +58,8 @@ Demo flags (tagpipe demo):
   --format F               "influx" or "json" (default influx)
   --debug                  log at debug level
   --print-config           print the demo's configuration to standard error
+  --mqtt ADDR              also publish to the MQTT broker at ADDR (host:port)
+  --sparkplug              with --mqtt: as a Sparkplug B edge node
 
 Signals: SIGHUP reloads the configuration (a broken one is logged and the running one kept);
 SIGINT and SIGTERM stop the inputs, flush every output once more and exit.

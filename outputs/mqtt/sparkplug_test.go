@@ -492,8 +492,8 @@ func TestSparkplugBadValues(t *testing.T) {
 	batch := []*models.Metric{
 		models.New("m", d, []models.Field{models.Int("x", 1), models.Bool("b", true)}, now),
 		models.New("m", d, []models.Field{models.Float("x", 2.0), models.String("b", "no")}, now), // 2.0 converts
-		models.New("m", d, []models.Field{models.Float("x", 2.5)}, now),                          // cannot
-		models.New("m", nil, []models.Field{models.Int("x", 3)}, now),                            // no device
+		models.New("m", d, []models.Field{models.Float("x", 2.5)}, now),                           // cannot
+		models.New("m", nil, []models.Field{models.Int("x", 3)}, now),                             // no device
 	}
 	err := o.Write(context.Background(), batch)
 	p, ok := models.AsPartialWrite(err)
