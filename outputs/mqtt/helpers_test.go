@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -154,3 +156,5 @@ func head(ns []int64) string {
 	}
 	return fmt.Sprint(ns)
 }
+
+var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
