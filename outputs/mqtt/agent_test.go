@@ -5,7 +5,6 @@ package mqtt
 // binary, re-executed), through broker outages and kills.
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/tagpipe/tagpipe/agent"
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/outputtest"
 	"github.com/tagpipe/tagpipe/internal/serializer/lptest"
 	"github.com/tagpipe/tagpipe/internal/testpeer"
 	"github.com/tagpipe/tagpipe/models"
@@ -124,34 +124,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type childAgent struct {
-	cmd      *exec.Cmd
-	produced atomic.Int64
-}
-
-func startChildAgent(t *testing.T, env ...string) *childAgent {
+func startChildAgent(t *testing.T, env ...string) *outputtest.Child {
 	t.Helper()
-	c := &childAgent{cmd: exec.Command(os.Args[0], "-test.run=^$")}
-	c.cmd.Env = append(os.Environ(), append(env, "TAGPIPE_MQTT_CHILD=1")...)
-	c.cmd.Stderr = io.Discard
-	out, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c.produced.Store(-1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "N "), 10, 64); err == nil {
-				c.produced.Store(n)
-			}
-		}
-	}()
-	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
-	return c
+	return outputtest.StartChild(t, append(env, "TAGPIPE_MQTT_CHILD=1")...)
 }
 
 // counted returns how often each n of the counter arrived, checking each metric's topic.
@@ -282,14 +257,14 @@ func TestDiskBufferKillDuringOutage(t *testing.T) {
 	c1 := startChildAgent(t, "COUNT_FROM=0", "BROKER="+b.Addr, "BUFFER_DIR="+bufDir)
 	sub.WaitFor("the first run's first 500", 20*time.Second, func(ms []mqtttest.Message) bool { return len(counted(t, ms)) >= 500 })
 	b.Stop()
-	at := c1.produced.Load()
-	waitTrue(t, "2,000 more during the outage", func() bool { return c1.produced.Load() >= at+2000 })
-	c1.cmd.Process.Kill()
-	c1.cmd.Wait()
-	produced1 := c1.produced.Load()
+	at := c1.Produced.Load()
+	waitTrue(t, "2,000 more during the outage", func() bool { return c1.Produced.Load() >= at+2000 })
+	c1.Cmd.Process.Kill()
+	c1.Cmd.Wait()
+	produced1 := c1.Produced.Load()
 
 	c2 := startChildAgent(t, "COUNT_FROM=1000000", "BROKER="+b.Addr, "BUFFER_DIR="+bufDir)
-	waitTrue(t, "the second run to produce during the outage", func() bool { return c2.produced.Load() >= 1000500 })
+	waitTrue(t, "the second run to produce during the outage", func() bool { return c2.Produced.Load() >= 1000500 })
 	b.Start()
 	var last string
 	deadline := time.Now().Add(60 * time.Second)
@@ -297,21 +272,21 @@ func TestDiskBufferKillDuringOutage(t *testing.T) {
 		got := counted(t, sub.Messages())
 		k, _ := contiguous(got, 0)
 		k2, _ := contiguous(got, 1000000)
-		if k > produced1-slack && c2.produced.Load() >= 1002000 {
+		if k > produced1-slack && c2.Produced.Load() >= 1002000 {
 			break
 		}
 		last = fmt.Sprintf("run 1 produced up to %d, arrived up to %d without a gap; run 2 produced up to %d, arrived up to %d; %d distinct; run 1 missing%s",
-			produced1, k-1, c2.produced.Load(), k2-1, len(got), gaps(got, 0, produced1))
+			produced1, k-1, c2.Produced.Load(), k2-1, len(got), gaps(got, 0, produced1))
 		if time.Now().After(deadline) {
 			t.Fatalf("the first run's metrics: not after 60s: %s", last)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c2.cmd.Process.Signal(syscall.SIGTERM)
-	if err := c2.cmd.Wait(); err != nil {
+	c2.Cmd.Process.Signal(syscall.SIGTERM)
+	if err := c2.Cmd.Wait(); err != nil {
 		t.Fatalf("agent after SIGTERM: %v", err)
 	}
-	produced2 := c2.produced.Load()
+	produced2 := c2.Produced.Load()
 	msgs := sub.WaitFor("the second run's metrics", 30*time.Second, func(ms []mqtttest.Message) bool {
 		k, _ := contiguous(counted(t, ms), 1000000)
 		return k > produced2

@@ -43,19 +43,46 @@ type plain struct {
 	escaped, tooLarge, rejected *models.Stat
 
 	// Reused between writes.
+	outbox
 	topics  map[string]string // topic names built, so that each allocates once
 	groups  map[string]*topicGroup
 	order   []*topicGroup
 	gen     int
-	buf     []byte
 	one     []byte
 	scratch []byte
+}
+
+// outbox is the messages of a write (payloads in buf, the metrics of each in members) and
+// what became of them. Both modes plan into one and send it.
+type outbox struct {
+	buf     []byte
 	msgs    []message
 	members []int32
 	toks    []paho.Token
 	done    []bool
 	status  []uint8
 	verdict verdict
+}
+
+// send publishes the messages in order and waits for their acknowledgements; it returns how
+// many were acknowledged and why the others were not.
+func (b *outbox) send(ctx context.Context, l *link, c paho.Client, lost <-chan struct{}, qos byte, retain bool, timeout time.Duration) (int, error) {
+	b.toks = b.toks[:0]
+	for i := range b.msgs {
+		m := &b.msgs[i]
+		b.toks = append(b.toks, c.Publish(m.topic, qos, retain, b.buf[m.from:m.to]))
+	}
+	b.done = growBools(b.done, len(b.toks))
+	n, err := awaitAll(ctx, b.toks, lost, timeout, b.done)
+	l.st.messages.Add(int64(n))
+	if n < len(b.toks) {
+		// paho may still hold (and later send) payloads of this write: leave it the buffer.
+		b.buf = nil
+		if err != nil && !errors.Is(err, context.Canceled) {
+			l.st.ackTimeouts.Incr()
+		}
+	}
+	return n, err
 }
 
 // message is one MQTT message of a write: its topic, its payload in plain.buf, and the
@@ -196,49 +223,42 @@ func (p *plain) write(ctx context.Context, batch []*models.Metric) error {
 	}
 	p.verdict.reset()
 	p.plan(batch)
-	p.toks = p.toks[:0]
-	for i := range p.msgs {
-		m := &p.msgs[i]
-		payload := p.buf[m.from:m.to]
-		p.toks = append(p.toks, c.Publish(m.topic, p.qos, p.retain, payload))
-	}
-	p.done = growBools(p.done, len(p.toks))
-	n, werr := awaitAll(ctx, p.toks, lost, p.timeout, p.done)
-	p.link.st.messages.Add(int64(n))
-	if n < len(p.toks) {
-		// paho may still hold (and later send) payloads of this write: leave it the buffer.
-		p.buf = nil
-		if werr != nil && !errors.Is(werr, context.Canceled) {
-			p.link.st.ackTimeouts.Incr()
-		}
-	}
-	// A metric is written when every message holding it was acknowledged.
-	p.status = growStatus(p.status, len(batch))
-	for _, i := range p.verdict.rejected {
-		p.status[i] = statusRejected
-	}
-	for j := range p.msgs {
-		m := &p.msgs[j]
-		for _, i := range p.members[m.memFrom:m.memTo] {
-			switch {
-			case !p.done[j]:
-				p.status[i] = statusKept
-			case p.status[i] == statusNone:
-				p.status[i] = statusDone
-			}
-		}
-	}
-	for i, s := range p.status {
-		if s == statusDone {
-			p.verdict.accepted = append(p.verdict.accepted, i)
-		}
-	}
+	_, werr := p.send(ctx, p.link, c, lost, p.qos, p.retain, p.timeout)
+	p.status = p.verdict.settle(p.status, len(batch), p.msgs, p.members, p.done, false)
 	if len(p.verdict.rejected) > 0 {
 		p.rejected.Add(int64(len(p.verdict.rejected)))
 		p.link.log.Warn("metrics dropped: they can never be written", "count", len(p.verdict.rejected),
 			"first", p.verdict.firstWhat, "reason", p.verdict.firstWhy)
 	}
 	return p.verdict.result(len(batch), werr)
+}
+
+// settle records, for a write of n metrics whose messages msgs (members: the metrics in each)
+// were acknowledged where done says so, which metrics were accepted: those whose every message
+// was. A metric in no message counts as accepted with inNone (Sparkplug: taken into the node's
+// state), else it is kept. status is reused scratch; settle returns it.
+func (v *verdict) settle(status []uint8, n int, msgs []message, members []int32, done []bool, inNone bool) []uint8 {
+	status = growStatus(status, n)
+	for _, i := range v.rejected {
+		status[i] = statusRejected
+	}
+	for j := range msgs {
+		m := &msgs[j]
+		for _, i := range members[m.memFrom:m.memTo] {
+			switch {
+			case !done[j]:
+				status[i] = statusKept
+			case status[i] == statusNone:
+				status[i] = statusDone
+			}
+		}
+	}
+	for i, s := range status {
+		if s == statusDone || (inNone && s == statusNone) {
+			v.accepted = append(v.accepted, i)
+		}
+	}
+	return status
 }
 
 const (

@@ -79,18 +79,12 @@ type node struct {
 	nextAlias uint64
 
 	// Reused between writes.
+	outbox
 	gen     int
 	active  []*device
 	hist    []int32
 	live    []int32
-	buf     []byte
 	mbuf    []byte
-	msgs    []message
-	members []int32
-	toks    []paho.Token
-	done    []bool
-	status  []uint8
-	verdict verdict
 	scratch []byte
 }
 
@@ -430,21 +424,7 @@ func (n *node) flush(ctx context.Context, c paho.Client) error {
 
 // publish publishes n.msgs in order and waits for them; it returns how many were acknowledged.
 func (n *node) publish(ctx context.Context, c paho.Client, lost <-chan struct{}) (int, error) {
-	n.toks = n.toks[:0]
-	for i := range n.msgs {
-		m := &n.msgs[i]
-		n.toks = append(n.toks, c.Publish(m.topic, n.qos, false, n.buf[m.from:m.to]))
-	}
-	n.done = growBools(n.done, len(n.toks))
-	ok, err := awaitAll(ctx, n.toks, lost, n.ackWait, n.done)
-	n.link.st.messages.Add(int64(ok))
-	if ok < len(n.toks) {
-		n.buf = nil // paho may still hold payloads of this write
-		if err != nil && !errors.Is(err, context.Canceled) {
-			n.link.st.ackTimeouts.Incr()
-		}
-	}
-	return ok, err
+	return n.send(ctx, n.link, c, lost, n.qos, false, n.ackWait)
 }
 
 func (n *node) resetMsgs() {
@@ -497,28 +477,8 @@ func (n *node) write(ctx context.Context, batch []*models.Metric) error {
 		// Births may not have arrived: declare everything again before the next data.
 		n.needBirth = true
 	}
-	n.status = growStatus(n.status, len(batch))
-	for _, i := range n.verdict.rejected {
-		n.status[i] = statusRejected
-	}
-	for j := range n.msgs {
-		m := &n.msgs[j]
-		for _, i := range n.members[m.memFrom:m.memTo] {
-			switch {
-			case !n.done[j]:
-				n.status[i] = statusKept
-			case n.status[i] == statusNone:
-				n.status[i] = statusDone
-			}
-		}
-	}
-	for i, s := range n.status {
-		// A metric in no message was taken in (a health metric of a dead device, the
-		// breaker's state): it is done.
-		if s == statusDone || s == statusNone {
-			n.verdict.accepted = append(n.verdict.accepted, i)
-		}
-	}
+	// A metric in no message was taken in (a health metric of a dead device): it is done.
+	n.status = n.verdict.settle(n.status, len(batch), n.msgs, n.members, n.done, true)
 	if len(n.verdict.rejected) > 0 {
 		n.link.log.Warn("metrics dropped: they can never be written", "count", len(n.verdict.rejected),
 			"first", n.verdict.firstWhat, "reason", n.verdict.firstWhy)
