@@ -66,6 +66,8 @@ Demo flags (tagpipe demo):
   --format F               "influx" or "json" (default influx)
   --debug                  log at debug level
   --print-config           print the demo's configuration to standard error
+  --mqtt ADDR              also publish to the MQTT broker at ADDR (host:port)
+  --sparkplug              with --mqtt: as a Sparkplug B edge node
 `
 
 const usageEnd = `
