@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -222,4 +223,59 @@ func TestControllerDownThenUp(t *testing.T) {
 	}
 	defer s.Close()
 	a.waitFor(t, 10*time.Second, "polls after the device came up", func(ms []*models.Metric) bool { return len(ms) >= 3 })
+}
+
+// TestNotConnectedError: the error of a device whose controller refuses says when the next dial
+// is due as a time of day, fixed when the error is made: read later, as /healthz reads the last
+// error, it says the same, never a wait that has passed. While the link waits, the error says
+// since when it is not connected.
+func TestNotConnectedError(t *testing.T) {
+	addr := testpeer.FreeAddr(t) // nothing listens
+	pollErr := func(m *Modbus) func() error {
+		p, d := onePoller(t, m, newAcc())
+		var last error
+		p.onErr = func(err error) { last = err }
+		return func() error {
+			last = nil
+			p.poll(context.Background(), d, time.Now())
+			if last == nil {
+				t.Fatal("a poll of a refusing controller gave no error")
+			}
+			return last
+		}
+	}
+	nextDial := regexp.MustCompile(`\(next dial at (\d\d:\d\d:\d\d\.\d\d\d)\)$`)
+
+	oneRead := func(extra string) string { // one read: one request error per poll
+		return strings.Replace(meterDevice(addr, extra, ""), modbussim.Profile, voltageProfile, 1)
+	}
+	m := load(t, oneRead("  reconnect_min = \"50ms\"\n  reconnect_max = \"50ms\""))
+	before := time.Now()
+	err := pollErr(m)()
+	after := time.Now()
+	text := err.Error()
+	at := nextDial.FindStringSubmatch(text)
+	if at == nil || strings.Contains(text, "not connected since") {
+		t.Fatalf("%q: want the dial's error and the next dial's time", text)
+	}
+	// reconnect backoff 50 ms ± 20%
+	if lo, hi := before.Add(40*time.Millisecond).Truncate(time.Millisecond).Format("15:04:05.000"),
+		after.Add(60*time.Millisecond).Format("15:04:05.000"); lo <= hi && (at[1] < lo || at[1] > hi) { // (not across midnight)
+		t.Errorf("next dial at %s, want 50ms ± 20%% after the dial (%s..%s)", at[1], lo, hi)
+	}
+	time.Sleep(100 * time.Millisecond) // past the next dial
+	if again := err.Error(); again != text {
+		t.Errorf("the error reads %q after its next dial passed; it read %q when it was made", again, text)
+	}
+
+	// Waiting for the next dial (an hour away): not connected since the failed dial.
+	m = load(t, oneRead("  reconnect_min = \"1h\"\n  reconnect_max = \"1h\""))
+	poll := pollErr(m)
+	first := time.Now()
+	poll()
+	text = poll().Error()
+	since := regexp.MustCompile(`not connected since (\d\d:\d\d:\d\d\.\d\d\d): .*connection refused.* \(next dial at ([-\d]+ )?\d\d:\d\d:\d\d\.\d\d\d\)$`).FindStringSubmatch(text)
+	if since == nil || since[2] == "" && since[1] < first.Truncate(time.Millisecond).Format("15:04:05.000") {
+		t.Errorf("%q: want since when it is not connected (the dial at %s or after) and the next dial", text, first.Format("15:04:05.000"))
+	}
 }
