@@ -17,6 +17,7 @@ import (
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/internal/testkit/lptest"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 )
 
 var update = flag.Bool("update", false, "rewrite the root sample.conf from the plugins' sample.conf files")
@@ -378,5 +379,62 @@ func TestDemoPrintsLineProtocol(t *testing.T) {
 		if strings.Contains(stderr.String(), chatter) {
 			t.Errorf("the demo's log carries the simulator's %q:\n%s", chatter, stderr.String())
 		}
+	}
+}
+
+// TestOnceLogsEachDevice: --once with two Modbus devices whose ports refuse logs one record per
+// device (not one record joining both), each saying the connection was refused and by whom, and
+// exits 1.
+func TestOnceLogsEachDevice(t *testing.T) {
+	dir := t.TempDir()
+	a, b := testpeer.FreeAddr(t), testpeer.FreeAddr(t) // nothing listens
+	conf := writeConf(t, dir, fmt.Sprintf(`
+[[inputs.modbus]]
+  [[inputs.modbus.profile]]
+    name = "p"
+    [[inputs.modbus.profile.field]]
+      name = "c"
+      register = "coil"
+      address = 0
+  [[inputs.modbus.device]]
+    name = "meter-a"
+    controller = "tcp://%s"
+    profile = "p"
+  [[inputs.modbus.device]]
+    name = "meter-b"
+    controller = "tcp://%s"
+    profile = "p"
+[[outputs.file]]
+  files = [%q]
+`, a, b, filepath.Join(dir, "out.lp")))
+	cmd := exec.Command(binary, "--config", conf, "--once")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Fatalf("exit %v, want 1\n%s", err, stderr.String())
+	}
+	var records []string
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(line, "level=ERROR") {
+			records = append(records, line)
+		}
+	}
+	for _, dev := range []struct{ name, addr string }{{"meter-a", a}, {"meter-b", b}} {
+		n := 0
+		for _, r := range records {
+			if strings.Contains(r, dev.name) {
+				n++
+				if !strings.Contains(r, "connection refused by "+dev.addr) {
+					t.Errorf("%s: %s; want \"connection refused by %s\"", dev.name, r, dev.addr)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s is named in %d error records, want 1", dev.name, n)
+		}
+	}
+	if len(records) != 2 || strings.Contains(stderr.String(), `\n`) {
+		t.Errorf("%d error records, want 2, one line each:\n%s", len(records), stderr.String())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/goburrow/serial"
@@ -144,6 +145,28 @@ func (e *errBackoff) Error() string {
 }
 func (e *errBackoff) Unwrap() error { return e.err }
 
+// dialError says why a dial failed in plain words ("connection refused by 127.0.0.1:5020"),
+// keeping the dialler's error for errors.Is and errors.As.
+type dialError struct {
+	target  target
+	timeout time.Duration // of the dial
+	err     error
+}
+
+func (e *dialError) Error() string {
+	switch resilience.Classify(e.err) {
+	case resilience.KindRefused:
+		return "connection refused by " + e.target.addr
+	case resilience.KindTimeout:
+		return fmt.Sprintf("no connection to %s within %s (timeout_max)", e.target.addr, e.timeout)
+	}
+	if errors.Is(e.err, syscall.EHOSTUNREACH) || errors.Is(e.err, syscall.ENETUNREACH) {
+		return e.target.addr + " is unreachable (no route)"
+	}
+	return fmt.Sprintf("connect %s: %v", e.target, e.err)
+}
+func (e *dialError) Unwrap() error { return e.err }
+
 // clock formats t to the millisecond in local time, with its date when that is not ref's.
 func clock(t, ref time.Time) string {
 	if y, m, d := t.Date(); y == ref.Year() && m == ref.Month() && d == ref.Day() {
@@ -169,7 +192,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 			l.downSince = now
 		}
 		l.retryAt = time.Now().Add(l.backoff.Next())
-		l.dialErr = fmt.Errorf("connect %s: %w", l.target, err)
+		l.dialErr = &dialError{target: l.target, timeout: d.opts.timeout.Max, err: err}
 		return &errBackoff{since: l.downSince, until: l.retryAt, err: l.dialErr, fresh: true}
 	}
 	l.backoff.Reset()
