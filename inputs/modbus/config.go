@@ -592,7 +592,7 @@ func compileProfile(p *Profile, prefix string) (*profile, error) {
 	for i := range p.Fields {
 		f := &p.Fields[i]
 		fp := fmt.Sprintf("%s.field[%d]", prefix, i)
-		spec, err := compileField(f, fp, p.ByteOrder)
+		spec, err := compileField(f, fp, p.ByteOrder, keyOf(prefix, "byte_order"))
 		if err != nil {
 			return nil, err
 		}
@@ -631,8 +631,8 @@ func tagKey(tags []models.Tag) string {
 	return b.String()
 }
 
-// compileField checks one field; defOrder is the profile's byte order.
-func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
+// compileField checks one field; defOrder is the profile's byte order, set by defKey.
+func compileField(f *Field, prefix, defOrder, defKey string) (fieldSpec, error) {
 	key := func(k string) string { return prefix + "." + k }
 	spec := fieldSpec{name: f.Name, scale: 1, divisor: 1}
 	if f.Name == "" {
@@ -709,19 +709,27 @@ func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
 		return spec, config.KeyErrorf(key("address"), "%d: %s %s of %d spans %d..%d; addresses are 0..65535", addr, kind, dt, regs, addr, addr+regs-1)
 	}
 	spec.address = uint16(addr)
-	// Byte order.
-	order := orStr(f.ByteOrder, defOrder)
+	// Byte order: the field's own, or else the profile's. Of the profile's, a field of one
+	// register and a STRING (its registers are read in order) take the byte order within a
+	// register alone: ABCD and CDAB are AB to them, DCBA and BADC are BA. A value of several
+	// registers needs a four-letter order; the profile's AB or BA is an error at the profile.
 	wide := regs > 1 && typ != typeString
-	bo, err := parseByteOrder(order, wide)
-	if err != nil {
-		k := key("byte_order")
-		if f.ByteOrder == "" {
-			err = fmt.Errorf("the profile's byte_order: %w", err)
+	var bo byteOrder
+	var err error
+	if f.ByteOrder != "" {
+		if bo, err = parseByteOrder(f.ByteOrder, wide); err != nil {
+			return spec, config.KeyErrorf(key("byte_order"), "%v", err)
 		}
-		return spec, config.KeyErrorf(k, "%v", err)
-	}
-	if typ == typeString && bo.wordSwap {
-		return spec, config.KeyErrorf(key("byte_order"), "%q: a STRING is AB (first character in the high byte) or BA", order)
+		if typ == typeString && bo.wordSwap {
+			return spec, config.KeyErrorf(key("byte_order"), "%q: a STRING is AB (first character in the high byte) or BA", f.ByteOrder)
+		}
+	} else {
+		if bo, err = parseByteOrder(defOrder, wide); err != nil {
+			return spec, config.KeyErrorf(defKey, "%v (field %q is %s: give it a byte_order of its own)", err, f.Name, dt)
+		}
+		if !wide {
+			bo.wordSwap = false
+		}
 	}
 	spec.order = bo
 	// Output.

@@ -2,9 +2,13 @@ package modbus
 
 import (
 	"fmt"
+	"math"
+	"math/bits"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 )
 
 // base is a valid config; cases change one line (marked with "# <-" where the error must point).
@@ -54,7 +58,9 @@ func TestConfigErrors(t *testing.T) {
 		{"slave id", "slave_id = 2", "slave_id = 300 # <-", "device[1].slave_id: 300: must be 0..247"},
 		{"data type", `data_type = "FLOAT32"`, `data_type = "REAL" # <-`, `profile[0].field[0].data_type: "REAL": want one of BIT, INT8L`},
 		{"string length", "      length = 4\n", "", "profile[0].field[1].length: 0: a STRING needs its length in registers"},
-		{"byte order", `byte_order = "ABCD"`, `byte_order = "ABDC" # <-`, `profile[0].field[0].byte_order: "ABDC" is not a byte order`},
+		{"byte order", `byte_order = "ABCD"`, `byte_order = "ABDC" # <-`, `profile[0].field[0].byte_order: "ABDC" is not a byte order (ABCD or big, DCBA or little, BADC, CDAB, or AB, BA for one-register types)`},
+		{"profile's 16-bit order on 32 bits", "      byte_order = \"ABCD\"\n", "", `profile[0].byte_order: "BA" is for one-register types; a value of several registers needs ABCD, DCBA, BADC or CDAB (field "voltage" is FLOAT32: give it a byte_order of its own)`},
+		{"profile's byte order", `measurement = "power"`, "measurement = \"power\"\n    byte_order = \"CBAD\" # <-", `profile[0].byte_order: "CBAD" is not a byte order`},
 		{"16-bit order on 32 bits", `byte_order = "ABCD"`, `byte_order = "BA" # <-`, `profile[0].field[0].byte_order: "BA" is for one-register types`},
 		{"string word swap", "length = 4", "length = 4\n      byte_order = \"CDAB\" # <-", `profile[0].field[1].byte_order: "CDAB": a STRING is AB`},
 		{"overlap", "address = 10", "address = 1 # <-", `profile[0].field[1].address: holding 1..4 of "serial" overlaps "voltage" (holding 0..1)`},
@@ -96,6 +102,9 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("%q not in base", c.old)
 			}
 			text := strings.Replace(base, c.old, c.new, 1)
+			if strings.HasPrefix(c.name, "profile's 16-bit") { // the field inherits the profile's BA
+				text = strings.Replace(text, `measurement = "power"`, "measurement = \"power\"\n    byte_order = \"BA\" # <-", 1)
+			}
 			line := 0
 			for i, l := range strings.Split(text, "\n") {
 				if strings.Contains(l, "# <-") {
@@ -194,5 +203,73 @@ func TestOptionLevels(t *testing.T) {
 	}
 	if m.devices[1].staleTags == nil || m.devices[2].staleTags != nil {
 		t.Error("stale tags made for the devices with stale_after only")
+	}
+}
+
+// TestProfileByteOrder: a profile's byte order is the default of its fields; a STRING, a BIT and
+// a field of one register take the order within a register from it (CDAB is AB to them, DCBA
+// and little are BA), so that a profile of word-swapped 32-bit values keeps its strings. A field's
+// own byte_order goes before the profile's. Read from modbussim, whose registers are big endian.
+func TestProfileByteOrder(t *testing.T) {
+	at := time.Unix(1_800_000_005, 0)
+	s := sim(t, "127.0.0.1:0", modbussim.Config{Now: func() time.Time { return at }})
+	energy := uint32(uint64(at.Unix()) * 101) // unit 1
+	voltage := float64(float32(230 + 3*math.Sin(2*math.Pi*float64(at.Unix())/60+1)))
+	for _, c := range []struct {
+		order   string
+		serial  string
+		running bool
+		energy  uint64
+		reg30   uint64 // holding 30 holds 30 (0x001E)
+	}{
+		{"CDAB", "SIM-0001", true, uint64(energy<<16 | energy>>16), 30},
+		{"DCBA", "IS-M0010", false, uint64(bits.ReverseBytes32(energy)), 0x1E00},
+		{"little", "IS-M0010", false, uint64(bits.ReverseBytes32(energy)), 0x1E00},
+		{"big", "SIM-0001", true, uint64(energy), 30},
+	} {
+		t.Run(c.order, func(t *testing.T) {
+			m := load(t, fmt.Sprintf(`[[inputs.modbus]]
+  [[inputs.modbus.profile]]
+    name = "p"
+    byte_order = %q
+    [[inputs.modbus.profile.field]]
+      name = "voltage"
+      address = 0
+      data_type = "FLOAT32"
+      byte_order = "ABCD"
+    [[inputs.modbus.profile.field]]
+      name = "energy"
+      address = 6
+      data_type = "UINT32"
+    [[inputs.modbus.profile.field]]
+      name = "serial"
+      address = 10
+      data_type = "STRING"
+      length = 8
+    [[inputs.modbus.profile.field]]
+      name = "running"
+      address = 18
+      data_type = "BIT"
+      bit = 0
+    [[inputs.modbus.profile.field]]
+      name = "reg30"
+      address = 30
+      data_type = "UINT16"
+  [[inputs.modbus.device]]
+    name = "d"
+    controller = "tcp://%s"
+    profile = "p"
+`, c.order, s.Addr()))
+			ms, err := gather(t, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]any{"voltage": voltage, "energy": c.energy, "serial": c.serial, "running": c.running, "reg30": c.reg30}
+			for k, w := range want {
+				if got := field(t, ms, k).Value(); got != w {
+					t.Errorf("%s: %v, want %v", k, got, w)
+				}
+			}
+		})
 	}
 }
