@@ -103,7 +103,8 @@ type Config struct {
 	Processors []*Processor
 	Outputs    []*Output
 	Files      []string
-	// Warnings are worth a log line but do not stop the start (an unset ${VAR}).
+	// Warnings are worth a log line but do not stop the start (an unset ${VAR}, a plugin's
+	// ConfigWarnings).
 	Warnings []string
 }
 
@@ -149,6 +150,13 @@ func (e *KeyError) ConfigKey() string { return e.Key }
 type keyedError interface {
 	error
 	ConfigKey() string
+}
+
+// Warner is implemented by a plugin whose Init finds things worth a warning that do not stop
+// the start (an address that looks 1-based). Each warning names its key as a KeyError does; the
+// loader puts it in Config.Warnings as FILE:LINE: PLUGIN: KEY: what.
+type Warner interface {
+	ConfigWarnings() []error
 }
 
 // KeyErrorf returns a *KeyError for key.
@@ -487,6 +495,11 @@ func (s *section) plugin() {
 			return
 		}
 	}
+	if w, ok := plugin.(Warner); ok {
+		for _, warning := range w.ConfigWarnings() {
+			s.l.cfg.Warnings = append(s.l.cfg.Warnings, s.placed(warning).Error())
+		}
+	}
 	switch kind {
 	case "inputs":
 		s.l.cfg.Inputs = append(s.l.cfg.Inputs, &Input{Plugin: plugin.(models.Input), Config: cfg, Log: log})
@@ -507,17 +520,20 @@ func (s *section) plugin() {
 	}
 }
 
-func (s *section) initErr(err error) {
+func (s *section) initErr(err error) { s.l.errs = append(s.l.errs, s.placed(err)) }
+
+// placed gives a plugin's error or warning its place: the line of the key it names (a
+// keyedError), else the line of the plugin's table.
+func (s *section) placed(err error) *Error {
+	line := 0
 	var ke keyedError
 	if errors.As(err, &ke) {
-		line := s.sc.lookupIn(s.span.path, ke.ConfigKey())
-		if line == 0 {
-			line = s.span.start
-		}
-		s.l.fail(s.file, line, s.label, "%v", err)
-		return
+		line = s.sc.lookupIn(s.span.path, ke.ConfigKey())
 	}
-	s.l.fail(s.file, s.span.start, s.label, "%v", err)
+	if line == 0 {
+		line = s.span.start
+	}
+	return &Error{File: s.file, Line: line, Plugin: s.label, Msg: err.Error()}
 }
 
 // validFsync accepts "batch" (fsync every write) or a positive duration.

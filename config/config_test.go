@@ -46,6 +46,18 @@ func (d *testDev) Init() error {
 	return nil
 }
 
+// ConfigWarnings implements config.Warner: a device at slave_id 0 (the broadcast id) is worth a
+// warning.
+func (d *testDev) ConfigWarnings() []error {
+	var out []error
+	for i, dev := range d.Devices {
+		if dev.SlaveID == 0 {
+			out = append(out, config.KeyErrorf(fmt.Sprintf("device[%d].slave_id", i), "0 is the broadcast id"))
+		}
+	}
+	return out
+}
+
 type testProc struct {
 	Tag string `toml:"tag"`
 }
@@ -312,5 +324,25 @@ func TestLabelOfSecondTable(t *testing.T) {
 	_, err := config.LoadText("x.conf", "[[inputs.testdev]]\n  alias = \"one\"\n  endpoint = \"x\"\n[[inputs.testdev]]\n  alias = \"two\"\n  endpoint = 5\n", nil)
 	if err == nil || !strings.Contains(err.Error(), `x.conf:6: inputs.testdev "two": endpoint`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestPluginWarnings: a plugin's warnings (config.Warner) land in Config.Warnings with FILE:LINE
+// of the key they name.
+func TestPluginWarnings(t *testing.T) {
+	cfg, err := config.LoadText("w.conf", `[[inputs.testdev]]
+  endpoint = "x"
+  [[inputs.testdev.device]]
+    name = "a"
+    slave_id = 3
+  [[inputs.testdev.device]]
+    name = "b"
+    slave_id = 0
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "w.conf:8: inputs.testdev: device[1].slave_id: 0 is the broadcast id"; len(cfg.Warnings) != 1 || cfg.Warnings[0] != want {
+		t.Errorf("warnings %q, want [%q]", cfg.Warnings, want)
 	}
 }

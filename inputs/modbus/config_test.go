@@ -65,6 +65,7 @@ func TestConfigErrors(t *testing.T) {
 		{"string word swap", "length = 4", "length = 4\n      byte_order = \"CDAB\" # <-", `profile[0].field[1].byte_order: "CDAB": a STRING is AB`},
 		{"overlap", "address = 10", "address = 1 # <-", `profile[0].field[1].address: holding 1..4 of "serial" overlaps "voltage" (holding 0..1)`},
 		{"address range", "address = 0", "address = 65535 # <-", "profile[0].field[0].address: 65535: holding FLOAT32 of 2 spans 65535..65536"},
+		{"six-digit 1-based address", "address = 0", "address = 400001 # <-", "profile[0].field[0].address: 400001: holding FLOAT32 of 2 spans 400001..400002; addresses are 0..65535; 400001 is probably address 0 (the 1-based numbering of holding registers starts at 400001)"},
 		{"type of a coil", `register = "coil"`, "register = \"coil\"\n      data_type = \"INT16\" # <-", "profile[0].field[2].data_type: INT16: a coil holds one bit"},
 		{"bit of a register", `register = "coil"`, `register = "input"`, "profile[0].field[2].data_type: missing for an input register"},
 		{"bit number", `register = "coil"`, "register = \"input\"\n      data_type = \"BIT\"", "profile[0].field[2].bit: a BIT of an input register needs bit = 0..15"},
@@ -271,5 +272,76 @@ func TestProfileByteOrder(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOneBasedAddressWarning: an address of the 1-based numbering many manuals use (40001 for the
+// first holding register, 30001 input, 10001 discrete) in a field of that table loads with a
+// warning at the address's line; the same number in another table, or a coil's, does not.
+func TestOneBasedAddressWarning(t *testing.T) {
+	fields := []struct {
+		register string
+		address  int
+		warn     string
+	}{
+		{"holding", 40001, "40001: addresses are 0-based; 40001 is probably address 0 (the 1-based numbering of holding registers starts at 40001)"},
+		{"input", 30010, "30010: addresses are 0-based; 30010 is probably address 9 (the 1-based numbering of input registers starts at 30001)"},
+		{"discrete", 10001, "10001: addresses are 0-based; 10001 is probably address 0 (the 1-based numbering of discrete inputs starts at 10001)"},
+		{"holding", 30001, ""},
+		{"input", 40001, ""},
+		{"holding", 40000, ""},
+		{"holding", 50000, ""},
+		{"coil", 1, ""},
+	}
+	var b strings.Builder
+	b.WriteString("[[inputs.modbus]]\n  [[inputs.modbus.profile]]\n    name = \"p\"\n")
+	var want []string
+	for i, f := range fields {
+		typ := "      data_type = \"UINT16\"\n"
+		if f.register == "coil" || f.register == "discrete" {
+			typ = ""
+		}
+		fmt.Fprintf(&b, "    [[inputs.modbus.profile.field]]\n      name = \"f%d\"\n      register = %q\n      address = %d\n%s", i, f.register, f.address, typ)
+		if f.warn != "" {
+			line := strings.Count(b.String(), "\n") - strings.Count(typ, "\n")
+			want = append(want, fmt.Sprintf("test.conf:%d: inputs.modbus: profile[0].field[%d].address: %s", line, i, f.warn))
+		}
+	}
+	b.WriteString("  [[inputs.modbus.device]]\n    name = \"d\"\n    controller = \"tcp://127.0.0.1:5020\"\n    profile = \"p\"\n")
+	cfg, err := loadText(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Warnings, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(cfg.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestIllegalAddressHint: exception 2 (illegal data address) to a read at an address of the
+// 1-based numbering says what the address probably is; at another address it does not.
+func TestIllegalAddressHint(t *testing.T) {
+	s := sim(t, "127.0.0.1:0", modbussim.Config{}) // 1000 addresses: past them, exception 2
+	for _, c := range []struct {
+		address int
+		hint    bool
+	}{{40001, true}, {20000, false}} {
+		m := load(t, fmt.Sprintf(`[[inputs.modbus]]
+  [[inputs.modbus.profile]]
+    name = "p"
+    [[inputs.modbus.profile.field]]
+      name = "v"
+      address = %d
+      data_type = "UINT16"
+  [[inputs.modbus.device]]
+    name = "d"
+    controller = "tcp://%s"
+    profile = "p"
+`, c.address, s.Addr()))
+		_, err := gather(t, m)
+		want := fmt.Sprintf("read holding %d..%d (function 3): exception 2 (illegal data address)", c.address, c.address)
+		hint := "; addresses are 0-based; 40001 is probably address 0 (the 1-based numbering of holding registers starts at 40001)"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), hint) != c.hint {
+			t.Errorf("address %d: %v; want %q, with the hint %v", c.address, err, want, c.hint)
+		}
 	}
 }

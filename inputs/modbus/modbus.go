@@ -58,6 +58,7 @@ type Modbus struct {
 	tls      *tls.Config
 	serial   serial.Config
 	gap      time.Duration
+	warnings []error // of Init: fields whose address looks 1-based
 
 	mu      sync.Mutex
 	st      *stats
@@ -72,6 +73,10 @@ func init() {
 
 // SampleConfig implements models.Input.
 func (*Modbus) SampleConfig() string { return sampleConfig }
+
+// ConfigWarnings implements config.Warner: what Init found that looks wrong but may be meant
+// (an address of the 1-based convention, like 40001).
+func (m *Modbus) ConfigWarnings() []error { return m.warnings }
 
 // SetInterval implements models.IntervalSetter: the agent tells the interval before Start.
 func (m *Modbus) SetInterval(d time.Duration) { m.interval = d }
@@ -109,10 +114,11 @@ func (m *Modbus) Init() error {
 		if err := p.Options.check(prefix); err != nil {
 			return err
 		}
-		prof, err := compileProfile(p, prefix)
+		prof, warnings, err := compileProfile(p, prefix)
 		if err != nil {
 			return err
 		}
+		m.warnings = append(m.warnings, warnings...)
 		profiles[p.Name], compiled[i] = i, prof
 	}
 
