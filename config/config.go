@@ -159,6 +159,14 @@ type Warner interface {
 	ConfigWarnings() []error
 }
 
+// KeyHinter is implemented by a plugin that recognises, among the unknown keys of its table
+// (paths below it, like "holding_registers" or "request.slave_id"), another program's keys: a
+// Telegraf table, say. The loader reports every unknown key as usual and the hint, if not
+// empty, once at the line of the table.
+type KeyHinter interface {
+	UnknownKeysHint(keys []string) string
+}
+
 // KeyErrorf returns a *KeyError for key.
 func KeyErrorf(key, format string, args ...any) error {
 	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
@@ -325,25 +333,33 @@ func (s *section) keyErr(err error, prefix string) {
 	s.l.fail(s.file, line, s.label, "%s", msg)
 }
 
-func (s *section) unknownKeys(md toml.MetaData, prefix string, skip map[string]bool) bool {
-	ok := true
+// unknownKeys reports the keys below prefix that nothing decoded, each at its line. A plugin that
+// recognises some of them as another program's (a KeyHinter) adds its hint, once, at the line
+// of its table.
+func (s *section) unknownKeys(md toml.MetaData, prefix string, plugin any) bool {
+	var keys []string
 	for _, k := range md.Undecoded() {
 		full := k.String()
-		if !strings.HasPrefix(full, prefix+".") {
-			continue
+		if strings.HasPrefix(full, prefix+".") {
+			keys = append(keys, strings.TrimPrefix(full, prefix+"."))
 		}
-		rel := strings.TrimPrefix(full, prefix+".")
-		if skip[rel] {
-			continue
+	}
+	if len(keys) == 0 {
+		return true
+	}
+	if h, ok := plugin.(KeyHinter); ok {
+		if hint := h.UnknownKeysHint(keys); hint != "" {
+			s.l.fail(s.file, s.span.start, s.label, "%s", hint)
 		}
+	}
+	for _, rel := range keys {
 		line := s.sc.lookupIn(s.span.path, rel)
 		if line == 0 {
 			line = s.span.start
 		}
 		s.l.fail(s.file, line, s.label, "%s: unknown key", rel)
-		ok = false
 	}
-	return ok
+	return false
 }
 
 // decodeTable decodes a plain table ([agent], [global_tags]) strictly.
@@ -484,7 +500,7 @@ func (s *section) plugin() {
 		s.keyErr(err, prefix)
 		return
 	}
-	if !s.unknownKeys(md, prefix, nil) {
+	if !s.unknownKeys(md, prefix, plugin) {
 		return
 	}
 	log := logging.Plugin(kind, name, cfg.Alias)

@@ -58,6 +58,16 @@ func (d *testDev) ConfigWarnings() []error {
 	return out
 }
 
+// UnknownKeysHint implements config.KeyHinter: "host" and "port" are another program's keys.
+func (*testDev) UnknownKeysHint(keys []string) string {
+	for _, k := range keys {
+		if k == "host" || k == "port" {
+			return "this looks like another program's table"
+		}
+	}
+	return ""
+}
+
 type testProc struct {
 	Tag string `toml:"tag"`
 }
@@ -327,9 +337,10 @@ func TestLabelOfSecondTable(t *testing.T) {
 	}
 }
 
-// TestPluginWarnings: a plugin's warnings (config.Warner) land in Config.Warnings with FILE:LINE
-// of the key they name.
-func TestPluginWarnings(t *testing.T) {
+// TestPluginWarningsAndHints: a plugin's warnings (config.Warner) land in Config.Warnings with
+// FILE:LINE of the key they name; a plugin's hint on unknown keys (config.KeyHinter) comes once,
+// at the table's line, before the unknown keys, and only when the plugin recognises them.
+func TestPluginWarningsAndHints(t *testing.T) {
 	cfg, err := config.LoadText("w.conf", `[[inputs.testdev]]
   endpoint = "x"
   [[inputs.testdev.device]]
@@ -344,5 +355,17 @@ func TestPluginWarnings(t *testing.T) {
 	}
 	if want := "w.conf:8: inputs.testdev: device[1].slave_id: 0 is the broadcast id"; len(cfg.Warnings) != 1 || cfg.Warnings[0] != want {
 		t.Errorf("warnings %q, want [%q]", cfg.Warnings, want)
+	}
+
+	_, err = config.LoadText("h.conf", "[[inputs.testdev]]\n  endpoint = \"x\"\n  host = \"10.0.0.1\"\n  port = 502\n", nil)
+	want := "h.conf:1: inputs.testdev: this looks like another program's table\n" +
+		"h.conf:3: inputs.testdev: host: unknown key\n" +
+		"h.conf:4: inputs.testdev: port: unknown key"
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+	_, err = config.LoadText("h.conf", "[[inputs.testdev]]\n  endpoint = \"x\"\n  hots = 1\n", nil)
+	if err == nil || err.Error() != "h.conf:3: inputs.testdev: hots: unknown key" {
+		t.Errorf("an unknown key the plugin does not recognise: %v", err)
 	}
 }

@@ -345,3 +345,31 @@ func TestIllegalAddressHint(t *testing.T) {
 		}
 	}
 }
+
+// TestTelegrafTable: a Telegraf inputs.modbus table gets, besides an error for each key, one
+// line that says so, at the table's line; a table with one stray key does not.
+func TestTelegrafTable(t *testing.T) {
+	_, err := loadText(`[[inputs.modbus]]
+  name = "Device"
+  slave_id = 1
+  timeout = "1s"
+  controller = "tcp://127.0.0.1:502"
+  configuration_type = "register"
+  byte_order = "ABCD"
+  coils = [
+    { name = "motor1_run", address = [0]},
+  ]
+  holding_registers = [
+    { name = "power_factor", byte_order = "AB", data_type = "FIXED", scale = 0.01, address = [8]},
+  ]
+`)
+	hint := `test.conf:1: inputs.modbus "Device": this looks like a Telegraf inputs.modbus table; see README#coming-from-telegraf`
+	if err == nil || strings.Count(err.Error(), hint) != 1 || !strings.HasPrefix(err.Error(), hint) ||
+		!strings.Contains(err.Error(), `test.conf:6: inputs.modbus "Device": configuration_type: unknown key`) {
+		t.Errorf("got\n%v\nwant first %q, then the unknown keys", err, hint)
+	}
+	_, err = loadText(strings.Replace(base, `timeout = "1s"`, `timeout = "1s"`+"\n  slave_id = 1", 1))
+	if err == nil || strings.Contains(err.Error(), "Telegraf") {
+		t.Errorf("one stray key: %v", err)
+	}
+}
