@@ -209,63 +209,41 @@ func TestOptionLevels(t *testing.T) {
 
 // TestProfileByteOrder: a profile's byte order is the default of its fields; a STRING, a BIT and
 // a field of one register take the order within a register from it (CDAB is AB to them, DCBA
-// and little are BA), so that a profile of word-swapped 32-bit values keeps its strings. A field's
-// own byte_order goes before the profile's. Read from modbussim, whose registers are big endian.
+// and little are BA), so that a profile of word-swapped 32-bit values keeps its strings. Read
+// from modbussim (big endian) through its meter profile with a byte_order added.
 func TestProfileByteOrder(t *testing.T) {
-	at := time.Unix(1_800_000_005, 0)
+	at := time.Unix(1_800_000_005, 0) // second 5 of a minute: alarm on, status 3
 	s := sim(t, "127.0.0.1:0", modbussim.Config{Now: func() time.Time { return at }})
-	energy := uint32(uint64(at.Unix()) * 101) // unit 1
-	voltage := float64(float32(230 + 3*math.Sin(2*math.Pi*float64(at.Unix())/60+1)))
+	sec := float64(at.Unix())
+	voltage := math.Float32bits(float32(230 + 3*math.Sin(2*math.Pi*sec/60+1))) // unit 1
+	energy := uint32(uint64(at.Unix()) * 101)
+	uptime := uint16(at.Unix())
+	words := func(x uint32) uint32 { return x<<16 | x>>16 }
 	for _, c := range []struct {
-		order   string
-		serial  string
-		running bool
-		energy  uint64
-		reg30   uint64 // holding 30 holds 30 (0x001E)
+		order           string
+		wide            func(uint32) uint32 // what the order does to 32 bits
+		serial          string
+		running, uptime any
 	}{
-		{"CDAB", "SIM-0001", true, uint64(energy<<16 | energy>>16), 30},
-		{"DCBA", "IS-M0010", false, uint64(bits.ReverseBytes32(energy)), 0x1E00},
-		{"little", "IS-M0010", false, uint64(bits.ReverseBytes32(energy)), 0x1E00},
-		{"big", "SIM-0001", true, uint64(energy), 30},
+		{"CDAB", words, "SIM-0001", true, uint64(uptime)},
+		{"DCBA", bits.ReverseBytes32, "IS-M0010", false, uint64(bits.ReverseBytes16(uptime))},
+		{"little", bits.ReverseBytes32, "IS-M0010", false, uint64(bits.ReverseBytes16(uptime))},
+		{"big", func(x uint32) uint32 { return x }, "SIM-0001", true, uint64(uptime)},
 	} {
 		t.Run(c.order, func(t *testing.T) {
-			m := load(t, fmt.Sprintf(`[[inputs.modbus]]
-  [[inputs.modbus.profile]]
-    name = "p"
-    byte_order = %q
-    [[inputs.modbus.profile.field]]
-      name = "voltage"
-      address = 0
-      data_type = "FLOAT32"
-      byte_order = "ABCD"
-    [[inputs.modbus.profile.field]]
-      name = "energy"
-      address = 6
-      data_type = "UINT32"
-    [[inputs.modbus.profile.field]]
-      name = "serial"
-      address = 10
-      data_type = "STRING"
-      length = 8
-    [[inputs.modbus.profile.field]]
-      name = "running"
-      address = 18
-      data_type = "BIT"
-      bit = 0
-    [[inputs.modbus.profile.field]]
-      name = "reg30"
-      address = 30
-      data_type = "UINT16"
-  [[inputs.modbus.device]]
-    name = "d"
-    controller = "tcp://%s"
-    profile = "p"
-`, c.order, s.Addr()))
+			profile := strings.Replace(modbussim.Profile, `measurement = "power"`, fmt.Sprintf("measurement = \"power\"\n    byte_order = %q", c.order), 1)
+			m := load(t, fmt.Sprintf("[[inputs.modbus]]\n%s  [[inputs.modbus.device]]\n    name = \"d\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n", profile, s.Addr()))
 			ms, err := gather(t, m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]any{"voltage": voltage, "energy": c.energy, "serial": c.serial, "running": c.running, "reg30": c.reg30}
+			want := map[string]any{
+				"voltage":       float64(math.Float32frombits(c.wide(voltage))),
+				"energy_wh":     uint64(c.wide(energy)),
+				"serial_number": c.serial,
+				"running":       c.running,
+				"uptime":        c.uptime,
+			}
 			for k, w := range want {
 				if got := field(t, ms, k).Value(); got != w {
 					t.Errorf("%s: %v, want %v", k, got, w)
