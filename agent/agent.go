@@ -438,13 +438,16 @@ func (a *Agent) gatherOnce(ctx context.Context) ([]*models.Metric, error) {
 }
 
 // Once gathers every input once, runs the processors and writes everything to the outputs
-// (--once). It fails if an output could not take its metrics.
+// (--once). It fails if an output could not take its metrics, or else if an input's gather
+// failed. Every failure is logged where it happens (an input's errors one record each, as
+// usual), so the caller need not log the error again.
 func (a *Agent) Once(ctx context.Context) error {
 	defer a.closeAll()
 	ms, gatherErr := a.gatherOnce(ctx)
 	var errs []error
 	for _, o := range a.outputs {
 		if err := o.Output.Connect(ctx); err != nil {
+			o.Log.Error("connect failed; nothing written", "error", err, "metrics", len(ms))
 			errs = append(errs, fmt.Errorf("outputs.%s: connect: %w", o.Config.ID(), err))
 			continue
 		}

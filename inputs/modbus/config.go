@@ -575,16 +575,17 @@ func parseController(s, mode string) (target, error) {
 	return t, nil
 }
 
-// compileProfile checks a profile and builds its fields and groups.
-func compileProfile(p *Profile, prefix string) (*profile, error) {
+// compileProfile checks a profile and builds its fields and groups. The warnings name fields
+// whose address looks 1-based.
+func compileProfile(p *Profile, prefix string) (_ *profile, warnings []error, _ error) {
 	if p.Name == "" {
-		return nil, config.KeyErrorf(keyOf(prefix, "name"), "missing: devices name their profile")
+		return nil, nil, config.KeyErrorf(keyOf(prefix, "name"), "missing: devices name their profile")
 	}
 	if _, err := parseByteOrder(p.ByteOrder, false); err != nil {
-		return nil, config.KeyErrorf(keyOf(prefix, "byte_order"), "%v", err)
+		return nil, nil, config.KeyErrorf(keyOf(prefix, "byte_order"), "%v", err)
 	}
 	if len(p.Fields) == 0 {
-		return nil, config.KeyErrorf(keyOf(prefix, "name"), "profile %q has no [[inputs.modbus.profile.field]]", p.Name)
+		return nil, nil, config.KeyErrorf(keyOf(prefix, "name"), "profile %q has no [[inputs.modbus.profile.field]]", p.Name)
 	}
 	prof := &profile{name: p.Name}
 	groupIdx := map[string]int{}
@@ -592,9 +593,12 @@ func compileProfile(p *Profile, prefix string) (*profile, error) {
 	for i := range p.Fields {
 		f := &p.Fields[i]
 		fp := fmt.Sprintf("%s.field[%d]", prefix, i)
-		spec, err := compileField(f, fp, p.ByteOrder)
+		spec, err := compileField(f, fp, p.ByteOrder, keyOf(prefix, "byte_order"))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if zero, ok := oneBased(spec.kind, int(spec.address)); ok {
+			warnings = append(warnings, config.KeyErrorf(fp+".address", "%d: addresses are 0-based; %s", spec.address, oneBasedHint(spec.kind, int(spec.address), zero)))
 		}
 		meas := orStr(f.Measurement, orStr(p.Measurement, defaultMeasure))
 		tags := models.MergeTags(models.TagsFromMap(f.Tags), nil, models.TagsFromMap(p.Tags))
@@ -606,7 +610,7 @@ func compileProfile(p *Profile, prefix string) (*profile, error) {
 			prof.groups = append(prof.groups, group{measurement: meas, tags: tags})
 		}
 		if j, dup := names[key+"\x00"+f.Name]; dup {
-			return nil, config.KeyErrorf(fp+".name", "%q is also field[%d] of the same metric", f.Name, j)
+			return nil, nil, config.KeyErrorf(fp+".name", "%q is also field[%d] of the same metric", f.Name, j)
 		}
 		names[key+"\x00"+f.Name] = i
 		spec.group, spec.pos = g, prof.groups[g].fields
@@ -618,9 +622,9 @@ func compileProfile(p *Profile, prefix string) (*profile, error) {
 		prof.fields = append(prof.fields, spec)
 	}
 	if err := checkOverlaps(prof.fields, prefix); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return prof, nil
+	return prof, warnings, nil
 }
 
 func tagKey(tags []models.Tag) string {
@@ -631,8 +635,8 @@ func tagKey(tags []models.Tag) string {
 	return b.String()
 }
 
-// compileField checks one field; defOrder is the profile's byte order.
-func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
+// compileField checks one field; defOrder is the profile's byte order, set by defKey.
+func compileField(f *Field, prefix, defOrder, defKey string) (fieldSpec, error) {
 	key := func(k string) string { return prefix + "." + k }
 	spec := fieldSpec{name: f.Name, scale: 1, divisor: 1}
 	if f.Name == "" {
@@ -706,22 +710,34 @@ func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
 	spec.regs = uint16(regs)
 	addr := *f.Address
 	if addr < 0 || addr+regs > 65536 {
-		return spec, config.KeyErrorf(key("address"), "%d: %s %s of %d spans %d..%d; addresses are 0..65535", addr, kind, dt, regs, addr, addr+regs-1)
+		hint := ""
+		if zero, ok := oneBased(kind, addr); ok {
+			hint = "; " + oneBasedHint(kind, addr, zero)
+		}
+		return spec, config.KeyErrorf(key("address"), "%d: %s %s of %d spans %d..%d; addresses are 0..65535%s", addr, kind, dt, regs, addr, addr+regs-1, hint)
 	}
 	spec.address = uint16(addr)
-	// Byte order.
-	order := orStr(f.ByteOrder, defOrder)
+	// Byte order: the field's own, or else the profile's. Of the profile's, a field of one
+	// register and a STRING (its registers are read in order) take the byte order within a
+	// register alone: ABCD and CDAB are AB to them, DCBA and BADC are BA. A value of several
+	// registers needs a four-letter order; the profile's AB or BA is an error at the profile.
 	wide := regs > 1 && typ != typeString
-	bo, err := parseByteOrder(order, wide)
-	if err != nil {
-		k := key("byte_order")
-		if f.ByteOrder == "" {
-			err = fmt.Errorf("the profile's byte_order: %w", err)
+	var bo byteOrder
+	var err error
+	if f.ByteOrder != "" {
+		if bo, err = parseByteOrder(f.ByteOrder, wide); err != nil {
+			return spec, config.KeyErrorf(key("byte_order"), "%v", err)
 		}
-		return spec, config.KeyErrorf(k, "%v", err)
-	}
-	if typ == typeString && bo.wordSwap {
-		return spec, config.KeyErrorf(key("byte_order"), "%q: a STRING is AB (first character in the high byte) or BA", order)
+		if typ == typeString && bo.wordSwap {
+			return spec, config.KeyErrorf(key("byte_order"), "%q: a STRING is AB (first character in the high byte) or BA", f.ByteOrder)
+		}
+	} else {
+		if bo, err = parseByteOrder(defOrder, wide); err != nil {
+			return spec, config.KeyErrorf(defKey, "%v (field %q is %s: give it a byte_order of its own)", err, f.Name, dt)
+		}
+		if !wide {
+			bo.wordSwap = false
+		}
 	}
 	spec.order = bo
 	// Output.
@@ -745,6 +761,38 @@ func compileField(f *Field, prefix, defOrder string) (fieldSpec, error) {
 		return spec, config.KeyErrorf(key("output"), "a STRING has no scale, offset or numeric output")
 	}
 	return spec, nil
+}
+
+// oneBased reports whether addr of a table looks like a register number of the 1-based
+// convention many device manuals use, and the 0-based address it would stand for: 30001–39999
+// (300001–365536) are input registers, 40001–49999 (400001–465536) holding registers and
+// 10001–19999 (100001–165536) discrete inputs. Coils (00001–09999) are left alone: their numbers
+// cannot be told from addresses. A device may have registers that high (SunSpec maps start at
+// holding 40000), so below 65536 this is a warning, not an error.
+func oneBased(k regKind, addr int) (zero int, ok bool) {
+	var first int
+	switch k {
+	case kindDiscrete:
+		first = 1
+	case kindInput:
+		first = 3
+	case kindHolding:
+		first = 4
+	default:
+		return 0, false
+	}
+	for _, c := range []struct{ base, last int }{{first*10000 + 1, first*10000 + 9999}, {first*100000 + 1, first*100000 + 65536}} {
+		if addr >= c.base && addr <= c.last {
+			return addr - c.base, true
+		}
+	}
+	return 0, false
+}
+
+// oneBasedHint says what a 1-based address probably means.
+func oneBasedHint(k regKind, addr, zero int) string {
+	table := map[regKind]string{kindDiscrete: "discrete inputs", kindInput: "input registers", kindHolding: "holding registers"}[k]
+	return fmt.Sprintf("%d is probably address %d (the 1-based numbering of %s starts at %d)", addr, zero, table, addr-zero)
 }
 
 // partMask is the part of a register a sub-register field reads; 0 for a whole register.

@@ -266,6 +266,10 @@ func ExceptionName(code byte) string {
 }
 
 func (e *ExceptionError) Error() string {
-	return fmt.Sprintf("device %q (unit %d): read %s %d..%d (function %d): exception %d (%s)",
-		e.Device, e.Unit, regKind(e.Function), e.Address, int(e.Address)+int(e.Count)-1, e.Function, e.Code, ExceptionName(e.Code))
+	hint := ""
+	if zero, ok := oneBased(regKind(e.Function), int(e.Address)); ok && e.Code == ExcIllegalAddress {
+		hint = "; addresses are 0-based; " + oneBasedHint(regKind(e.Function), int(e.Address), zero)
+	}
+	return fmt.Sprintf("device %q (unit %d): read %s %d..%d (function %d): exception %d (%s)%s",
+		e.Device, e.Unit, regKind(e.Function), e.Address, int(e.Address)+int(e.Count)-1, e.Function, e.Code, ExceptionName(e.Code), hint)
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/goburrow/serial"
@@ -43,14 +44,15 @@ type link struct {
 	tlsConf *tls.Config    // tls://
 	serial  *serial.Config // file://
 
-	c        conn
-	mu       sync.Mutex // guards live
-	live     conn       // c, for the poller's wake on Stop (another goroutine)
-	connects int
-	retryAt  time.Time // after a failed dial: fail fast until then
-	dialErr  error     // of the failed dial
-	backoff  *resilience.Backoff
-	bucket   *resilience.Bucket // max_requests_per_second; nil: no cap
+	c         conn
+	mu        sync.Mutex // guards live
+	live      conn       // c, for the poller's wake on Stop (another goroutine)
+	connects  int
+	retryAt   time.Time // after a failed dial: fail fast until then
+	dialErr   error     // of the failed dial
+	downSince time.Time // the first failed dial since the link was last connected
+	backoff   *resilience.Backoff
+	bucket    *resilience.Bucket // max_requests_per_second; nil: no cap
 
 	tid       uint16
 	buf       *buffers // pooled; kept between polls only while it holds bytes
@@ -124,16 +126,54 @@ func (l *link) release() {
 	}
 }
 
-// errBackoff is returned while a link waits before dialing again.
+// errBackoff is returned while a link is not connected: its dial failed just now, or it failed
+// earlier and the link waits before dialling again. Its text is fixed when it is made, with times
+// rather than waits, so that a page that shows the error later (/healthz) never reads a wait that
+// has passed.
 type errBackoff struct {
-	until time.Time
-	err   error
+	since time.Time // the first failed dial since the link was last connected
+	until time.Time // the next dial
+	err   error     // of the last dial
+	fresh bool      // the dial failed in this request (not waiting on an earlier failure)
 }
 
 func (e *errBackoff) Error() string {
-	return fmt.Sprintf("not connected (next attempt in %s): %v", time.Until(e.until).Round(time.Millisecond), e.err)
+	if e.fresh {
+		return fmt.Sprintf("%v (next dial at %s)", e.err, clock(e.until, e.until))
+	}
+	return fmt.Sprintf("not connected since %s: %v (next dial at %s)", clock(e.since, e.until), e.err, clock(e.until, e.until))
 }
 func (e *errBackoff) Unwrap() error { return e.err }
+
+// dialError says why a dial failed in plain words ("connection refused by 127.0.0.1:5020"),
+// keeping the dialler's error for errors.Is and errors.As.
+type dialError struct {
+	target  target
+	timeout time.Duration // of the dial
+	err     error
+}
+
+func (e *dialError) Error() string {
+	switch resilience.Classify(e.err) {
+	case resilience.KindRefused:
+		return "connection refused by " + e.target.addr
+	case resilience.KindTimeout:
+		return fmt.Sprintf("no connection to %s within %s (timeout_max)", e.target.addr, e.timeout)
+	}
+	if errors.Is(e.err, syscall.EHOSTUNREACH) || errors.Is(e.err, syscall.ENETUNREACH) {
+		return e.target.addr + " is unreachable (no route)"
+	}
+	return fmt.Sprintf("connect %s: %v", e.target, e.err)
+}
+func (e *dialError) Unwrap() error { return e.err }
+
+// clock formats t to the millisecond in local time, with its date when that is not ref's.
+func clock(t, ref time.Time) string {
+	if y, m, d := t.Date(); y == ref.Year() && m == ref.Month() && d == ref.Day() {
+		return t.Format("15:04:05.000")
+	}
+	return t.Format("2006-01-02 15:04:05.000")
+}
 
 // connect dials the controller unless connected. After a failed dial it fails at once until
 // the backoff has passed, so a dead controller costs no time of the devices behind it.
@@ -143,16 +183,20 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	}
 	now := time.Now()
 	if now.Before(l.retryAt) {
-		return &errBackoff{until: l.retryAt, err: l.dialErr}
+		return &errBackoff{since: l.downSince, until: l.retryAt, err: l.dialErr}
 	}
 	c, err := l.dial(ctx, d.opts.timeout.Max)
 	if err != nil {
 		l.st.connectErrors.Incr()
+		if l.downSince.IsZero() {
+			l.downSince = now
+		}
 		l.retryAt = time.Now().Add(l.backoff.Next())
-		l.dialErr = fmt.Errorf("connect %s: %w", l.target, err)
-		return &errBackoff{until: l.retryAt, err: l.dialErr}
+		l.dialErr = &dialError{target: l.target, timeout: d.opts.timeout.Max, err: err}
+		return &errBackoff{since: l.downSince, until: l.retryAt, err: l.dialErr, fresh: true}
 	}
 	l.backoff.Reset()
+	l.downSince = time.Time{}
 	l.c, l.silent, l.flushNext, l.fresh, l.lastUse = c, 0, false, true, time.Now()
 	l.mu.Lock()
 	l.live = c

@@ -58,6 +58,7 @@ type Modbus struct {
 	tls      *tls.Config
 	serial   serial.Config
 	gap      time.Duration
+	warnings []error // of Init: fields whose address looks 1-based
 
 	mu      sync.Mutex
 	st      *stats
@@ -72,6 +73,40 @@ func init() {
 
 // SampleConfig implements models.Input.
 func (*Modbus) SampleConfig() string { return sampleConfig }
+
+// ConfigWarnings implements config.Warner: what Init found that looks wrong but may be meant
+// (an address of the 1-based convention, like 40001).
+func (m *Modbus) ConfigWarnings() []error { return m.warnings }
+
+// telegrafKeys are keys of Telegraf's inputs.modbus table that [[inputs.modbus]] does not have
+// at its top; true marks those no other mistake would put there.
+var telegrafKeys = map[string]bool{
+	"controller": false, "slave_id": false, "name": false, "byte_order": false,
+	"configuration_type": true, "holding_registers": true, "input_registers": true, "coils": true,
+	"discrete_inputs": true, "request": true, "metric": true, "workarounds": true,
+	"optimization": true, "optimization_max_register_fill": true, "string_register_location": true,
+	"exclude_register_type_tag": true, "debug_connection": true,
+}
+
+// UnknownKeysHint implements config.KeyHinter: a table with keys of Telegraf's inputs.modbus
+// (one of its register lists or sections, or two of its device keys) gets a pointer to the
+// README's section on coming from Telegraf, besides an error for each key.
+func (*Modbus) UnknownKeysHint(keys []string) string {
+	seen := map[string]bool{}
+	for _, k := range keys {
+		top, _, _ := strings.Cut(k, ".")
+		if sure, ok := telegrafKeys[top]; ok {
+			if sure {
+				seen[""] = true
+			}
+			seen[top] = true
+		}
+	}
+	if seen[""] || len(seen) >= 2 {
+		return "this looks like a Telegraf inputs.modbus table; see README#coming-from-telegraf: tagpipe import telegraf FILE writes it as tagpipe's (register maps in [[inputs.modbus.profile]], devices in [[inputs.modbus.device]])"
+	}
+	return ""
+}
 
 // SetInterval implements models.IntervalSetter: the agent tells the interval before Start.
 func (m *Modbus) SetInterval(d time.Duration) { m.interval = d }
@@ -109,10 +144,11 @@ func (m *Modbus) Init() error {
 		if err := p.Options.check(prefix); err != nil {
 			return err
 		}
-		prof, err := compileProfile(p, prefix)
+		prof, warnings, err := compileProfile(p, prefix)
 		if err != nil {
 			return err
 		}
+		m.warnings = append(m.warnings, warnings...)
 		profiles[p.Name], compiled[i] = i, prof
 	}
 

@@ -327,12 +327,28 @@ func (p *poller) pollRoute(ctx context.Context, d *device, ri int) error {
 		return nil
 	}
 	p.st.pollErrors.Incr()
-	err := errors.Join(errs...)
+	var err error = pollErrors(errs)
 	if answered == 0 && !isExceptions(errs) {
 		return &noAnswerError{err}
 	}
 	return err
 }
+
+// pollErrors are the failures of one poll of a device, each naming the device and what failed.
+// They read as one line ("; " between them): a device's failed poll is one log record.
+type pollErrors []error
+
+func (e pollErrors) Error() string {
+	var b strings.Builder
+	for i, err := range e {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+func (e pollErrors) Unwrap() []error { return e }
 
 func isExceptions(errs []error) bool {
 	for _, err := range errs {
