@@ -191,7 +191,7 @@ func TestOptionLevels(t *testing.T) {
 		{"b stale_after (profile)", b.staleAfter, time.Minute},
 		{"c stale_after (default: off)", c.staleAfter, time.Duration(0)},
 		{"c cool-down (top)", c.breaker.coolDown, 10 * time.Second},
-		{"c reconnect_max (half the cool-down)", c.line.reconnectMax, 5 * time.Second},
+		{"c reconnect_max (half the cool-down)", c.link.reconnectMax, 5 * time.Second},
 		{"c breaker_failures (default)", c.breaker.failures, 5},
 		{"c retry waits (default)", fmt.Sprint(c.retry.Initial, c.retry.Max, c.retry.Multiplier), "100ms 900ms 3"},
 		{"a backup", fmt.Sprint(m.devices[0].backups), "[tcp://127.0.0.2:5020]"},

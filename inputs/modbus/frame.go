@@ -42,7 +42,6 @@ const (
 // framed any more and the connection is re-established.
 var (
 	errStreamLost  = errors.New("stream lost framing")
-	errWrongTID    = errors.New("wrong transaction id")
 	errWrongUnit   = errors.New("wrong unit id")
 	errShortFrame  = errors.New("short frame")
 	errBadChecksum = errors.New("checksum mismatch")

@@ -35,14 +35,14 @@ type conn interface {
 // comes from a pool, and answers are framed from a buffered stream, so that a late answer (wrong
 // transaction id) is drained and dropped instead of being taken for the next one.
 type link struct {
-	target  target
-	opts    *lineOptions // of the first device on it (the others agree)
-	p       *poller
-	st      *stats
-	log     *slog.Logger
-	debug   bool
-	tlsConf *tls.Config    // tls://
-	serial  *serial.Config // file://
+	controller controller
+	opts       *linkOptions // of the first device on it (the others agree)
+	p          *poller
+	st         *stats
+	log        *slog.Logger
+	debug      bool
+	tlsConf    *tls.Config    // tls://
+	serial     *serial.Config // file://
 
 	c         conn
 	mu        sync.Mutex // guards live
@@ -69,16 +69,16 @@ type link struct {
 }
 
 // newLink returns the (unconnected) link to controller t, run with the options of its devices.
-func (m *Modbus) newLink(t target, o *lineOptions, p *poller) *link {
+func (m *Modbus) newLink(t controller, o *linkOptions, p *poller) *link {
 	l := &link{
-		target:  t,
-		opts:    o,
-		p:       p,
-		st:      p.st,
-		log:     p.log,
-		debug:   p.debug,
-		backoff: resilience.NewBackoff(o.reconnectMin, o.reconnectMax),
-		bucket:  resilience.NewBucket(o.rate, o.burst),
+		controller: t,
+		opts:       o,
+		p:          p,
+		st:         p.st,
+		log:        p.log,
+		debug:      p.debug,
+		backoff:    resilience.NewBackoff(o.reconnectMin, o.reconnectMax),
+		bucket:     resilience.NewBucket(o.rate, o.burst),
 	}
 	switch t.scheme {
 	case "tls":
@@ -148,22 +148,22 @@ func (e *errBackoff) Unwrap() error { return e.err }
 // dialError says why a dial failed in plain words ("connection refused by 127.0.0.1:5020"),
 // keeping the dialler's error for errors.Is and errors.As.
 type dialError struct {
-	target  target
-	timeout time.Duration // of the dial
-	err     error
+	controller controller
+	timeout    time.Duration // of the dial
+	err        error
 }
 
 func (e *dialError) Error() string {
 	switch resilience.Classify(e.err) {
 	case resilience.KindRefused:
-		return "connection refused by " + e.target.addr
+		return "connection refused by " + e.controller.addr
 	case resilience.KindTimeout:
-		return fmt.Sprintf("no connection to %s within %s (timeout_max)", e.target.addr, e.timeout)
+		return fmt.Sprintf("no connection to %s within %s (timeout_max)", e.controller.addr, e.timeout)
 	}
 	if errors.Is(e.err, syscall.EHOSTUNREACH) || errors.Is(e.err, syscall.ENETUNREACH) {
-		return e.target.addr + " is unreachable (no route)"
+		return e.controller.addr + " is unreachable (no route)"
 	}
-	return fmt.Sprintf("connect %s: %v", e.target, e.err)
+	return fmt.Sprintf("connect %s: %v", e.controller, e.err)
 }
 func (e *dialError) Unwrap() error { return e.err }
 
@@ -192,7 +192,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 			l.downSince = now
 		}
 		l.retryAt = time.Now().Add(l.backoff.Next())
-		l.dialErr = &dialError{target: l.target, timeout: d.opts.timeout.Max, err: err}
+		l.dialErr = &dialError{controller: l.controller, timeout: d.opts.timeout.Max, err: err}
 		return &errBackoff{since: l.downSince, until: l.retryAt, err: l.dialErr, fresh: true}
 	}
 	l.backoff.Reset()
@@ -210,7 +210,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	l.connects++
 	l.st.connects.Incr()
 	if l.debug {
-		l.log.Debug("connected", "controller", l.target.String())
+		l.log.Debug("connected", "controller", l.controller.String())
 	}
 	return l.p.sleep(ctx, d.opts.pauseAfterConn)
 }
@@ -239,13 +239,13 @@ func (l *link) dialHere(ctx context.Context, timeout time.Duration) (conn, error
 	if ka := l.opts.keepAlive; ka > 0 {
 		nd.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: ka, Interval: ka, Count: 3}
 	}
-	switch l.target.scheme {
+	switch l.controller.scheme {
 	case "tls":
-		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)
+		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.controller.addr)
 	case "file":
 		return openSerial(l.serial)
 	}
-	return nd.DialContext(ctx, "tcp", l.target.addr)
+	return nd.DialContext(ctx, "tcp", l.controller.addr)
 }
 
 // close drops the connection (and with it any bytes of half-read frames).
@@ -339,7 +339,7 @@ func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry 
 	// closed long before its send buffer could fill, so a write never waits.
 	l.c.SetReadDeadline(deadline)
 	var req []byte
-	if l.target.framing == frameMBAP {
+	if l.controller.framing == frameMBAP {
 		l.tid++
 		req = l.mbapRequest(l.tid, d.unit, r)
 	} else {
@@ -355,7 +355,7 @@ func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry 
 	data, err := l.answer(d, r)
 	at := time.Now()
 	if err != nil {
-		if l.fresh && l.target.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
+		if l.fresh && l.controller.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
 			// TLS 1.3 servers refuse a client certificate after the handshake, often by
 			// just closing the connection.
 			err = fmt.Errorf("%w (the server closed the connection right after the TLS handshake: does it accept the client certificate?)", err)
@@ -377,9 +377,9 @@ func (l *link) failed(err error) {
 		l.st.timeouts.Incr()
 		l.silent++
 		switch {
-		case l.target.scheme == "file":
+		case l.controller.scheme == "file":
 			l.flushNext = true // a late answer may still be on its way
-		case l.target.framing != frameMBAP:
+		case l.controller.framing != frameMBAP:
 			// RTU and ASCII carry no transaction id: a late answer could be taken for the
 			// next one. Start over on a fresh connection.
 			l.close()
@@ -388,8 +388,8 @@ func (l *link) failed(err error) {
 			// transaction id), but a link that stays silent is likely half-open.
 			l.close()
 		}
-	case errors.Is(err, errStreamLost), errors.Is(err, errBadChecksum) && l.target.framing == frameRTU:
-		if l.target.scheme == "file" {
+	case errors.Is(err, errStreamLost), errors.Is(err, errBadChecksum) && l.controller.framing == frameRTU:
+		if l.controller.scheme == "file" {
 			l.flushNext = true
 		} else {
 			l.close()
@@ -429,7 +429,7 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 		}
 		var unit byte
 		var pdu []byte
-		switch l.target.framing {
+		switch l.controller.framing {
 		case frameMBAP:
 			if tid := binary.BigEndian.Uint16(frame); tid != l.tid {
 				l.st.wrongTID.Incr()
@@ -482,7 +482,7 @@ func (l *link) next() ([]byte, error) {
 		var n int
 		var err error
 		b := l.buf.read[l.r:l.w]
-		switch l.target.framing {
+		switch l.controller.framing {
 		case frameMBAP:
 			n, err = splitMBAP(b)
 		case frameRTU:

@@ -91,7 +91,7 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 		return until
 	}
 
-	held := NewBreaker("dev", BreakerConfig{Failures: 3, CoolDown: time.Hour})
+	held := NewBreaker(BreakerConfig{Failures: 3, CoolDown: time.Hour})
 	open(held, time.Hour)
 	if held.State() != "open" {
 		t.Fatalf("after 3 failures: %s, want open", held.State())
@@ -102,7 +102,7 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 	}
 
 	var changes []string
-	b := NewBreaker("dev", BreakerConfig{Failures: 3, CoolDown: 50 * time.Millisecond, OnChange: func(from, to string) {
+	b := NewBreaker(BreakerConfig{Failures: 3, CoolDown: 50 * time.Millisecond, OnChange: func(from, to string) {
 		changes = append(changes, from+">"+to)
 	}})
 	until := open(b, 50*time.Millisecond)
@@ -123,7 +123,7 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 }
 
 func TestBreakerFailureRate(t *testing.T) {
-	b := NewBreaker("dev", BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 10, Window: time.Minute})
+	b := NewBreaker(BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 10, Window: time.Minute})
 	fail := errors.New("x")
 	for i := range 10 {
 		var err error
@@ -139,7 +139,7 @@ func TestBreakerFailureRate(t *testing.T) {
 
 func TestBreakerIsSuccessful(t *testing.T) {
 	exc := errors.New("exception 2")
-	b := NewBreaker("dev", BreakerConfig{Failures: 2, IsSuccessful: func(err error) bool { return err == nil || err == exc }})
+	b := NewBreaker(BreakerConfig{Failures: 2, IsSuccessful: func(err error) bool { return err == nil || err == exc }})
 	for range 5 {
 		b.Do(func() error { return exc })
 	}
@@ -199,7 +199,7 @@ func TestClassify(t *testing.T) {
 func TestBreakerProbes(t *testing.T) {
 	var b *Breaker
 	var seen []string
-	b = NewBreaker("dev", BreakerConfig{Failures: 1, CoolDown: 20 * time.Millisecond, Probes: 2,
+	b = NewBreaker(BreakerConfig{Failures: 1, CoolDown: 20 * time.Millisecond, Probes: 2,
 		OnChange: func(from, to string) { seen = append(seen, b.State()) }})
 	fail := errors.New("x")
 	b.Do(func() error { return fail })
@@ -236,7 +236,7 @@ func TestBreakerProbes(t *testing.T) {
 
 // TestBreakerWindowRolls: failures older than the window no longer count toward the rate.
 func TestBreakerWindowRolls(t *testing.T) {
-	b := NewBreaker("dev", BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 4, Window: 100 * time.Millisecond})
+	b := NewBreaker(BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 4, Window: 100 * time.Millisecond})
 	fail := errors.New("x")
 	b.Do(func() error { return fail })
 	b.Do(func() error { return fail })
@@ -259,7 +259,7 @@ func TestBreakerWindowRolls(t *testing.T) {
 // (B/op of BenchmarkBreaker/new).
 func BenchmarkBreaker(b *testing.B) {
 	b.Run("do", func(b *testing.B) {
-		br := NewBreaker("dev", BreakerConfig{})
+		br := NewBreaker(BreakerConfig{})
 		f := func() error { return nil }
 		b.ReportAllocs()
 		for b.Loop() {
@@ -269,7 +269,7 @@ func BenchmarkBreaker(b *testing.B) {
 	b.Run("new", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			breakerSink = NewBreaker("dev", BreakerConfig{})
+			breakerSink = NewBreaker(BreakerConfig{})
 		}
 	})
 }
