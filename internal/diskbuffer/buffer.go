@@ -28,8 +28,6 @@
 package diskbuffer
 
 import (
-	"encoding/binary"
-	"hash/crc32"
 	"log/slog"
 	"slices"
 	"sync"
@@ -179,14 +177,11 @@ func (b *Buffer) Add(ms ...*models.Metric) (dropped int) {
 	b.held.Add(int64(len(ms)))
 	b.mu.Lock()
 	start := len(b.queue)
-	b.queue = append(b.queue, make([]byte, recHeader)...)
-	b.queue = binary.AppendUvarint(b.queue, uint64(len(ms)))
+	b.queue = append(b.queue, make([]byte, v2Header)...)
 	for _, m := range ms {
 		b.queue = AppendMetric(b.queue, m)
 	}
-	payload := b.queue[start+recHeader:]
-	binary.LittleEndian.PutUint32(b.queue[start:], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(b.queue[start+4:], crc32.Checksum(payload, castagnoli))
+	putHeader(b.queue[start:], kindPlain, len(ms))
 	b.queued += len(ms)
 	b.mems = append(b.mems, slices.Clone(ms)) // the caller reuses its slice
 	full := len(b.queue) > queueLimit

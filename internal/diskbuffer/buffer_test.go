@@ -2,6 +2,7 @@ package diskbuffer
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -159,24 +160,185 @@ func TestDiskBufferCutsTornTail(t *testing.T) {
 	}
 }
 
-func TestDiskBufferCutsCorruptRecord(t *testing.T) {
+// recordOffsets returns where each record of a segment file starts.
+func recordOffsets(t *testing.T, data []byte) []int {
+	t.Helper()
+	var offs []int
+	for off := 0; off < len(data); {
+		h, err := parseHeader(data[off:min(off+v2Header, len(data))])
+		if err != nil {
+			t.Fatalf("record at %d: %v", off, err)
+		}
+		offs = append(offs, off)
+		off += int(h.size)
+	}
+	return offs
+}
+
+// damage applies f to the bytes of a segment file.
+func damage(t *testing.T, path string, f func(data []byte, recs []int)) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(data, recordOffsets(t, data))
+	if err := os.WriteFile(path, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// One damaged record costs that record only: the records after it in its segment are read, and
+// its metrics are counted as dropped (its header, under its own CRC, says how many).
+func TestDiskBufferSkipsCorruptRecord(t *testing.T) {
 	dir := t.TempDir()
 	b := openDisk(t, dir, Config{})
 	addEach(b, buffertest.Seq(0, 6))
 	b.Close()
-	seg := segments(t, dir)[0]
-	data, _ := os.ReadFile(seg)
-	// Flip a byte in the payload of the fourth record: its CRC no longer matches.
-	off := 0
-	for range 3 {
-		off += recHeader + int(uint32(data[off])|uint32(data[off+1])<<8|uint32(data[off+2])<<16|uint32(data[off+3])<<24)
+	damage(t, segments(t, dir)[0], func(data []byte, recs []int) {
+		data[recs[3]+v2Header+2] ^= 0xff // in the payload of the fourth record
+	})
+	var dropped models.Stat
+	b = openDisk(t, dir, Config{Dropped: &dropped})
+	if b.Len() != 5 || dropped.Get() != 1 || b.log.statCorrupt.Get() != 1 {
+		t.Fatalf("Len %d, dropped %d, corrupt records %d; want 5, 1, 1", b.Len(), dropped.Get(), b.log.statCorrupt.Get())
 	}
-	data[off+recHeader+2] ^= 0xff
-	os.WriteFile(seg, data, 0o640)
+	b.Close()
+	// The damage is skipped again after the next start, and not counted again.
+	b = openDisk(t, dir, Config{Dropped: &dropped})
+	defer b.Close()
+	if b.log.statCorrupt.Get() != 0 || dropped.Get() != 1 {
+		t.Fatalf("counted again: corrupt %d, dropped %d", b.log.statCorrupt.Get(), dropped.Get())
+	}
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{0, 1, 2, 4, 5}) {
+		t.Fatalf("got %v; want every intact record", got)
+	}
+}
+
+// Five flipped bytes in one record of a large segment (the case: they cut 133,260 bytes
+// and about 730 metrics, counted in bytes only) lose that record's metrics, counted as such.
+func TestDiskBufferFlippedBytesLoseOneRecord(t *testing.T) {
+	dir := t.TempDir()
+	b := openDisk(t, dir, Config{})
+	for i := range 200 {
+		b.Add(buffertest.Seq(i*5, 5)...)
+		b.Sync() // one record each
+	}
+	b.Close()
+	damage(t, segments(t, dir)[0], func(data []byte, recs []int) {
+		for i := range 5 {
+			data[recs[50]+v2Header+3+7*i] ^= 0x5a
+		}
+	})
+	var dropped models.Stat
+	b = openDisk(t, dir, Config{Dropped: &dropped})
+	defer b.Close()
+	got := buffertest.Drain(t, b)
+	if len(got) != 995 || got[249] != 249 || got[250] != 255 || dropped.Get() != 5 || b.log.statDropped.Get() != 5 {
+		t.Fatalf("kept %d metrics (want 995, 250..254 missing), output dropped %d, buffer dropped %d",
+			len(got), dropped.Get(), b.log.statDropped.Get())
+	}
+}
+
+// A damaged length: the next record is found by its header (magic and CRC); what was lost is
+// counted in records and bytes, as its metrics cannot be known.
+func TestDiskBufferResyncsAfterDamagedHeader(t *testing.T) {
+	dir := t.TempDir()
+	b := openDisk(t, dir, Config{})
+	addEach(b, buffertest.Seq(0, 6))
+	b.Close()
+	var size int64
+	damage(t, segments(t, dir)[0], func(data []byte, recs []int) {
+		data[recs[3]+5] ^= 0x40 // the length
+		size = int64(recs[4] - recs[3])
+	})
+	var dropped models.Stat
+	b = openDisk(t, dir, Config{Dropped: &dropped})
+	defer b.Close()
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{0, 1, 2, 4, 5}) {
+		t.Fatalf("got %v; want every intact record", got)
+	}
+	if b.log.statCorrupt.Get() != 1 || b.log.statCorruptB.Get() != size || dropped.Get() != 0 {
+		t.Fatalf("corrupt records %d, bytes %d (want 1, %d), dropped metrics %d", b.log.statCorrupt.Get(),
+			b.log.statCorruptB.Get(), size, dropped.Get())
+	}
+}
+
+// dump prints a metric as testdata/v1/expected.txt holds them (written by the code that wrote the
+// segment).
+func dump(m *models.Metric) string {
+	var b strings.Builder
+	b.WriteString(m.Name)
+	for _, t := range m.Tags {
+		fmt.Fprintf(&b, " %s=%q", t.Key, t.Value)
+	}
+	for _, f := range m.Fields {
+		fmt.Fprintf(&b, " %s:%s=%#v", f.Key, f.Type(), f.Value())
+	}
+	fmt.Fprintf(&b, " %d\n", m.Time.UnixNano())
+	return b.String()
+}
+
+// copyV1 copies testdata/v1 — a buffer written by the version before v2 records: four records
+// of 5 metrics, the first acknowledged — to a new folder.
+func copyV1(t *testing.T) (dir string, expected []string) {
+	t.Helper()
+	dir = t.TempDir()
+	for _, name := range []string{"0000000000000000.seg", "ack"} {
+		data, err := os.ReadFile(filepath.Join("testdata/v1", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, name), data, 0o640)
+	}
+	exp, err := os.ReadFile("testdata/v1/expected.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expected = strings.SplitAfter(string(exp), "\n")
+	return dir, expected[:len(expected)-1]
+}
+
+func drainDump(b *Buffer) []string {
+	var out []string
+	for tx := b.Begin(3); tx != nil; tx = b.Begin(3) {
+		for _, m := range tx.Batch {
+			out = append(out, dump(m))
+		}
+		tx.All = true
+		b.End(tx)
+	}
+	return out
+}
+
+// A buffer written before an upgrade is read after it: from its acknowledged position, every
+// type, and new records appended to its segment after the old ones.
+func TestDiskBufferReadsVersion1Segments(t *testing.T) {
+	dir, want := copyV1(t)
+	b := openDisk(t, dir, Config{})
+	if got := drainDump(b); !slices.Equal(got, want) {
+		t.Fatalf("replayed:\n%s\nwant:\n%s", strings.Join(got, ""), strings.Join(want, ""))
+	}
+	addEach(b, buffertest.Seq(100, 3))
+	b.Close()
 	b = openDisk(t, dir, Config{})
 	defer b.Close()
-	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{0, 1, 2}) {
-		t.Fatalf("got %v; want the records before the corrupt one", got)
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{100, 101, 102}) || b.log.statCorrupt.Get() != 0 {
+		t.Fatalf("after appending to the old segment: %v (corrupt %d)", got, b.log.statCorrupt.Get())
+	}
+}
+
+// A damaged record of the old format is skipped too (its length is trusted when the record after
+// it checks out), counted in records and bytes.
+func TestDiskBufferSkipsCorruptVersion1Record(t *testing.T) {
+	dir, want := copyV1(t)
+	damage(t, filepath.Join(dir, "0000000000000000.seg"), func(data []byte, recs []int) {
+		data[recs[2]+v1Header+20] ^= 0xff // the third record: metrics 10..14
+	})
+	b := openDisk(t, dir, Config{})
+	defer b.Close()
+	if got := drainDump(b); !slices.Equal(got, append(want[:5:5], want[10:]...)) || b.log.statCorrupt.Get() != 1 {
+		t.Fatalf("replayed %d metrics (want 10), corrupt records %d:\n%s", len(got), b.log.statCorrupt.Get(), strings.Join(got, ""))
 	}
 }
 

@@ -66,6 +66,7 @@ type log struct {
 	statDropped    *models.Stat
 	statSegments   *models.Stat
 	statCorrupt    *models.Stat
+	statCorruptB   *models.Stat
 	statWriteError *models.Stat
 }
 
@@ -94,13 +95,9 @@ type pendingMetric struct {
 }
 
 const (
-	recHeader     = 8
-	maxRecord     = 256 << 20
 	readAhead     = 256 << 10
 	segNameDigits = 16
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrLocked is returned when another process holds the buffer directory.
 var ErrLocked = errors.New("buffer directory is in use by another agent")
@@ -129,6 +126,7 @@ func openLog(cfg Config, held *atomic.Int64) (*log, error) {
 	l.statDropped = l.stats.Get("metrics_dropped")
 	l.statSegments = l.stats.Gauge("segments")
 	l.statCorrupt = l.stats.Get("corrupt_records")
+	l.statCorruptB = l.stats.Get("corrupt_bytes")
 	l.statWriteError = l.stats.Get("write_errors")
 	if err := l.recover(); err != nil {
 		l.stats.Unregister()
@@ -222,7 +220,11 @@ func (l *log) recover() error {
 	return nil
 }
 
-// scan walks a segment's records, checking each, and cuts the file at the first bad one.
+// scan walks a segment's records, checking each. A damaged record is skipped: reading resumes at
+// the next intact record (see segFile.resync), and the damaged bytes become a record of no metrics
+// so that they are skipped again after the next start without being counted again. What is lost
+// is counted in metrics where the damaged record's header can still be read (a v2 header has its
+// own CRC), in records and bytes where it cannot. A torn tail (a write cut short) is cut off.
 func (l *log) scan(s *segment) error {
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0o640)
 	if err != nil {
@@ -233,40 +235,55 @@ func (l *log) scan(s *segment) error {
 	if err != nil {
 		return err
 	}
-	size := st.Size()
-	var hdr [recHeader]byte
-	var payload []byte
+	sf := &segFile{f: f, size: st.Size()}
 	pos := int64(0)
-	for pos < size {
-		bad := ""
-		if n, _ := f.ReadAt(hdr[:], pos); n < recHeader {
-			bad = "torn record header"
-		} else if n := int64(binary.LittleEndian.Uint32(hdr[:4])); n == 0 || n > maxRecord || pos+recHeader+n > size {
-			bad = "torn or corrupt record length"
-		} else {
-			payload = slices.Grow(payload[:0], int(n))[:n]
-			if _, err := f.ReadAt(payload, pos+recHeader); err != nil {
-				bad = "unreadable record"
-			} else if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
-				bad = "record checksum mismatch"
-			} else if count, k := binary.Uvarint(payload); k <= 0 {
-				bad = "record without a count"
-			} else {
-				s.metrics += int64(count)
-				pos += recHeader + n
-				continue
-			}
+	for pos < sf.size {
+		h, err := sf.recordAt(pos)
+		if err == nil {
+			s.metrics += h.count
+			pos += h.size
+			continue
 		}
-		l.statCorrupt.Incr()
-		l.cfg.Log.Error("disk buffer: "+bad+"; the rest of the segment is cut off", "segment", s.path, "offset", pos, "bytes_cut", size-pos)
-		if err := f.Truncate(pos); err != nil {
+		next := sf.resync(pos, h)
+		if next == sf.size { // nothing intact after it: cut the segment here
+			l.countCorrupt(s, pos, next, h, err, "cut off")
+			if err := f.Truncate(pos); err != nil {
+				return err
+			}
+			f.Sync()
+			break
+		}
+		if next-pos <= v1Header { // too short to hold a record: take the intact one after it too
+			g, _ := sf.recordAt(next)
+			l.countDropped(int(g.count))
+			next += g.size
+		}
+		l.countCorrupt(s, pos, next, h, err, "skipped; reading resumes at the next intact record")
+		if err := sf.tombstone(pos, next); err != nil {
 			return err
 		}
-		f.Sync()
-		break
+		pos = next
 	}
 	s.end = s.start + pos
 	return nil
+}
+
+// countCorrupt logs and counts the damaged bytes [pos, end) of a segment: its metrics when its
+// header tells how many (they are dropped), else one record and its bytes.
+func (l *log) countCorrupt(s *segment, pos, end int64, h header, why error, what string) {
+	l.statCorrupt.Incr()
+	l.statCorruptB.Add(end - pos)
+	attrs := []any{"segment", s.path, "offset", pos, "bytes", end - pos}
+	if h.hdrCRC && end-pos <= h.size {
+		l.countDropped(int(h.count))
+		attrs = append(attrs, "metrics_lost", h.count)
+	} else {
+		attrs = append(attrs, "records_lost", 1, "metrics_lost", "unknown (the record's header is damaged)")
+	}
+	if errors.Is(why, errBadHeader) || errors.Is(why, io.ErrUnexpectedEOF) {
+		why = errors.New("torn or damaged record header")
+	}
+	l.cfg.Log.Error("disk buffer: "+why.Error()+"; "+what, attrs...)
 }
 
 // skipAcknowledged moves the segment read counters past records before the acknowledged offset.
@@ -281,18 +298,15 @@ func (l *log) skipAcknowledged() error {
 		return err
 	}
 	defer f.Close()
-	var hdr [recHeader]byte
-	buf := make([]byte, binary.MaxVarintLen64)
+	sf := &segFile{f: f, size: s.end - s.start}
 	pos := s.start
 	for pos < l.readOff {
-		if _, err := f.ReadAt(hdr[:], pos-s.start); err != nil {
+		h, err := sf.recordAt(pos - s.start) // scan checked every record
+		if err != nil {
 			return err
 		}
-		n := int64(binary.LittleEndian.Uint32(hdr[:4]))
-		k, _ := f.ReadAt(buf, pos-s.start+recHeader)
-		count, _ := binary.Uvarint(buf[:k])
-		s.read += int64(count)
-		pos += recHeader + n
+		s.read += h.count
+		pos += h.size
 	}
 	if pos != l.readOff { // not a record boundary: the acknowledged position was damaged
 		l.cfg.Log.Warn("disk buffer: acknowledged position is not on a record; moved to the next record", "dir", l.cfg.Dir)
@@ -343,12 +357,11 @@ func (l *log) appendRecords(data []byte, count int, mems [][]*models.Metric) {
 		// Write the whole records that fit (at least one).
 		n, c := 0, 0
 		for n < len(data) {
-			rl := recHeader + int(binary.LittleEndian.Uint32(data[n:]))
+			rl, cnt := framed(data[n:])
 			if n > 0 && size+int64(n+rl) > l.cfg.SegmentSize {
 				break
 			}
-			cnt, _ := binary.Uvarint(data[n+recHeader:])
-			c += int(cnt)
+			c += cnt
 			n += rl
 		}
 		if _, err := l.active.Write(data[:n]); err != nil {
@@ -359,7 +372,7 @@ func (l *log) appendRecords(data []byte, count int, mems [][]*models.Metric) {
 		}
 		l.dirty = true
 		for off := 0; off < n; {
-			rl := recHeader + int(binary.LittleEndian.Uint32(data[off:]))
+			rl, _ := framed(data[off:])
 			l.mem = append(l.mem, memRecord{off: last.end + int64(off), size: int64(rl), ms: mems[0]})
 			l.memCount += len(mems[0])
 			mems = mems[1:]
@@ -487,22 +500,21 @@ func (l *log) load(n int) {
 			l.cfg.Log.Error("disk buffer: read failed", "segment", s.path, "error", err)
 			return
 		}
-		size := len(rec) - recHeader
+		h, _ := parseHeader(rec) // scan or this process checked the record
+		data, _ := h.body(rec[h.hlen:])
 		recStart := l.readOff
-		l.readOff += int64(recHeader + size)
-		count, k := binary.Uvarint(rec[recHeader:])
-		s.read += int64(count)
-		data := rec[recHeader+k:]
-		for i := uint64(0); i < count; i++ {
+		l.readOff += h.size
+		s.read += h.count
+		for i := range h.count {
 			m, rest, err := l.dec.Decode(data)
 			if err != nil {
 				// The CRC matched, so this is a bug or a format change: skip the record's rest.
 				l.statCorrupt.Incr()
-				lost := int64(count - i)
+				lost := h.count - i
 				l.stored -= lost
 				l.held.Add(-lost)
-				l.statDropped.Add(lost)
-				l.cfg.Log.Error("disk buffer: undecodable record skipped", "segment", s.path, "metrics", lost, "error", err)
+				l.countDropped(int(lost))
+				l.cfg.Log.Error("disk buffer: undecodable record skipped; metrics lost", "segment", s.path, "offset", recStart, "metrics", lost, "error", err)
 				break
 			}
 			data = rest
@@ -521,20 +533,24 @@ func (l *log) popMem() {
 // each.
 func (l *log) record(s *segment) ([]byte, error) {
 	rel := l.readOff - s.start
-	if rel < l.rbufOff || rel+recHeader > l.rbufOff+int64(len(l.rbuf)) || l.rbufSeg != s {
-		if err := l.fill(s, rel, recHeader); err != nil {
+	need := min(v2Header, s.end-s.start-rel) // a whole header of either format
+	if rel < l.rbufOff || rel+need > l.rbufOff+int64(len(l.rbuf)) || l.rbufSeg != s {
+		if err := l.fill(s, rel, need); err != nil {
 			return nil, err
 		}
 	}
 	i := rel - l.rbufOff
-	n := int64(binary.LittleEndian.Uint32(l.rbuf[i:]))
-	if i+recHeader+n > int64(len(l.rbuf)) {
-		if err := l.fill(s, rel, recHeader+n); err != nil {
+	h, err := parseHeader(l.rbuf[i:min(i+v2Header, int64(len(l.rbuf)))])
+	if err != nil {
+		return nil, err
+	}
+	if i+h.size > int64(len(l.rbuf)) {
+		if err := l.fill(s, rel, h.size); err != nil {
 			return nil, err
 		}
 		i = 0
 	}
-	return l.rbuf[i : i+recHeader+n], nil
+	return l.rbuf[i : i+h.size], nil
 }
 
 // fill reads at least need bytes of s from rel (up to readAhead, never past the written end).
