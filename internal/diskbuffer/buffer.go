@@ -56,13 +56,15 @@ type Config struct {
 //   - mu guards the write queue (queue, queued, mems), which Add fills and the log's goroutine
 //     empties;
 //   - held counts the metrics in the buffer (Len) without a lock: Add raises it, the log lowers it
-//     when metrics are delivered, rejected or dropped;
+//     when metrics are delivered, rejected or dropped; problem, what Err reports, is set by the
+//     log alone;
 //   - run, a goroutine, owns the log. It takes work from two channels: wake (the queue has
 //     records, never blocks Add) and calls (Begin, End, Sync, Close: a function run on the log,
 //     the caller waiting for it). stopped is closed when it has closed the log.
 type Buffer struct {
-	log  *log // run's goroutine only
-	held atomic.Int64
+	log     *log // run's goroutine only
+	held    atomic.Int64
+	problem atomic.Pointer[problem] // set by the log, read by Err
 
 	mu     sync.Mutex
 	queue  []byte             // encoded records not yet on disk
@@ -100,7 +102,7 @@ func Open(cfg Config) (*Buffer, error) {
 		cfg.SegmentSize = min(max(cfg.Limit/4, 64<<10), 64<<20)
 	}
 	b := &Buffer{wake: make(chan struct{}, 1), calls: make(chan call), stopped: make(chan struct{})}
-	l, err := openLog(cfg, &b.held)
+	l, err := openLog(cfg, &b.held, &b.problem)
 	if err != nil {
 		return nil, err
 	}
@@ -232,6 +234,16 @@ func (b *Buffer) Begin(n int) *models.Transaction {
 func (b *Buffer) End(tx *models.Transaction) (dropped int) {
 	b.do(func(l *log) { dropped = l.end(tx) })
 	return dropped
+}
+
+// Err returns what is wrong with the buffer, and since when (nil when nothing is): files it set
+// aside because it could not read them. The agent reports it in /healthz as a failure of the
+// output.
+func (b *Buffer) Err() (error, time.Time) {
+	if p := b.problem.Load(); p != nil {
+		return p.err, p.at
+	}
+	return nil, time.Time{}
 }
 
 // Len implements models.Buffer: metrics queued, on disk and not yet acknowledged, out included.

@@ -429,3 +429,106 @@ func TestDiskBufferFsyncInterval(t *testing.T) {
 		t.Fatalf("got %d", len(got))
 	}
 }
+
+// unreadable makes the file at path unopenable for this process: mode 000, or, for root (which
+// opens anything), a folder in its place.
+func unreadable(t *testing.T, path string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if err := os.Chmod(path, 0); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(path, 0o750); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A segment that cannot be opened at start is moved aside and reported (Err); the other
+// segments are read.
+func TestDiskBufferSetsAsideUnreadableSegment(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{SegmentSize: 200, Limit: 1 << 20}
+	b := openDisk(t, dir, cfg)
+	addEach(b, buffertest.Seq(0, 30))
+	b.Close()
+	segs := segments(t, dir)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments; want several", len(segs))
+	}
+	unreadable(t, segs[1])
+	b = openDisk(t, dir, cfg)
+	err, at := b.Err()
+	if err == nil || !strings.Contains(err.Error(), segs[1]+".unreadable") || at.IsZero() {
+		t.Fatalf("Err: %v at %v", err, at)
+	}
+	if _, err := os.Stat(segs[1] + ".unreadable"); err != nil {
+		t.Fatal("not moved aside:", err)
+	}
+	got := buffertest.Drain(t, b)
+	if len(got) < 15 || got[0] != 0 || got[len(got)-1] != 29 || !slices.IsSorted(got) {
+		t.Fatalf("got %v; want everything but the second segment", got)
+	}
+	b.Close()
+	b = openDisk(t, dir, cfg) // set aside before: no longer in the way
+	defer b.Close()
+	if err, _ := b.Err(); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+}
+
+// A segment that cannot be read any more while the agent runs is set aside too: its metrics not
+// yet read are counted as dropped, and reading goes on with the next segment.
+func TestDiskBufferSetsAsideSegmentUnreadableAtRunTime(t *testing.T) {
+	for name, spoil := range map[string]func(path string) error{
+		"gone":   os.Remove,                                                                 // open fails
+		"folder": func(path string) error { os.Remove(path); return os.Mkdir(path, 0o750) }, // reads fail
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := Config{SegmentSize: 200, Limit: 1 << 20}
+			b := openDisk(t, dir, cfg)
+			addEach(b, buffertest.Seq(0, 30))
+			b.Close()
+			var dropped models.Stat
+			cfg.Dropped = &dropped
+			b = openDisk(t, dir, cfg) // after a restart the records are read from disk
+			defer b.Close()
+			segs := segments(t, dir)
+			if err := spoil(segs[1]); err != nil {
+				t.Fatal(err)
+			}
+			got := buffertest.Drain(t, b)
+			if int64(len(got))+dropped.Get() != 30 || dropped.Get() == 0 || got[len(got)-1] != 29 || b.Len() != 0 {
+				t.Fatalf("got %v, %d dropped, Len %d", got, dropped.Get(), b.Len())
+			}
+			if err, _ := b.Err(); err == nil || !strings.Contains(err.Error(), segs[1]) {
+				t.Fatalf("Err: %v", err)
+			}
+		})
+	}
+}
+
+// An acknowledged position that cannot be read is set aside: everything is sent again.
+func TestDiskBufferSetsAsideUnreadableAck(t *testing.T) {
+	dir := t.TempDir()
+	b := openDisk(t, dir, Config{})
+	addEach(b, buffertest.Seq(0, 5))
+	tx := b.Begin(2)
+	tx.All = true
+	b.End(tx)
+	b.Close()
+	unreadable(t, filepath.Join(dir, "ack"))
+	b = openDisk(t, dir, Config{})
+	defer b.Close()
+	if err, _ := b.Err(); err == nil || !strings.Contains(err.Error(), "ack.unreadable") {
+		t.Fatalf("Err: %v", err)
+	}
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{0, 1, 2, 3, 4}) {
+		t.Fatalf("got %v; want everything again", got)
+	}
+}

@@ -60,6 +60,10 @@ type log struct {
 	lastErr    error // of the last failed write: the same error is logged once
 	closed     bool
 
+	problem  *atomic.Pointer[problem] // what Buffer.Err reports; set by report
+	setAside []string                 // files moved out of the way as unreadable
+	asideAt  time.Time
+
 	stats          *models.Stats
 	statBytes      *models.Stat
 	statMetrics    *models.Stat
@@ -104,7 +108,7 @@ var ErrLocked = errors.New("buffer directory is in use by another agent")
 
 // openLog locks cfg.Dir and recovers the log in it: a torn or corrupt record is logged and cut
 // off; reading starts at the acknowledged position.
-func openLog(cfg Config, held *atomic.Int64) (*log, error) {
+func openLog(cfg Config, held *atomic.Int64, prob *atomic.Pointer[problem]) (*log, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, err
 	}
@@ -119,7 +123,7 @@ func openLog(cfg Config, held *atomic.Int64) (*log, error) {
 	}
 	lock.Truncate(0)
 	lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	l := &log{cfg: cfg, lock: lock, held: held}
+	l := &log{cfg: cfg, lock: lock, held: held, problem: prob}
 	l.stats = models.RegisterStats("internal_disk_buffer", cfg.StatTags)
 	l.statBytes = l.stats.Gauge("bytes")
 	l.statMetrics = l.stats.Gauge("metrics")
@@ -139,9 +143,13 @@ func openLog(cfg Config, held *atomic.Int64) (*log, error) {
 
 // recover reads the acknowledged offset and scans every segment, cutting off what is corrupt.
 func (l *log) recover() error {
+	ackPath := filepath.Join(l.cfg.Dir, "ack")
 	var err error
-	if l.ack, err = os.OpenFile(filepath.Join(l.cfg.Dir, "ack"), os.O_CREATE|os.O_RDWR, 0o640); err != nil {
-		return err
+	if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
+		l.setAsideFile(ackPath, err, "the acknowledged position is lost")
+		if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
+			return err
+		}
 	}
 	var meta [16]byte
 	if n, _ := l.ack.ReadAt(meta[:], 0); n == 16 {
@@ -163,7 +171,9 @@ func (l *log) recover() error {
 			continue
 		}
 		s := &segment{start: start, end: start, path: name}
-		if err := l.scan(s); err != nil {
+		if err := l.scan(s); errors.Is(err, errUnreadable) {
+			continue // set aside
+		} else if err != nil {
 			return err
 		}
 		if s.end == s.start && name != names[len(names)-1] {
@@ -227,13 +237,19 @@ func (l *log) recover() error {
 // own CRC), in records and bytes where it cannot. A torn tail (a write cut short) is cut off.
 func (l *log) scan(s *segment) error {
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0o640)
-	if err != nil {
-		return err
+	if err == nil {
+		defer f.Close()
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	var st os.FileInfo
+	if err == nil {
+		st, err = f.Stat()
+	}
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
 	if err != nil {
-		return err
+		l.setAsideFile(s.path, err, "its metrics are not sent")
+		return errUnreadable
 	}
 	sf := &segFile{f: f, size: st.Size()}
 	pos := int64(0)
@@ -313,6 +329,67 @@ func (l *log) skipAcknowledged() error {
 		l.readOff, l.ackOff = pos, pos
 	}
 	return nil
+}
+
+var errUnreadable = errors.New("unreadable file set aside")
+
+// setAsideFile moves a file of the buffer that cannot be opened or read out of the way
+// (NAME.unreadable): neither this process nor the next start trips over it again, and the rest
+// of the buffer is used as if it were not there. It is logged as an error and Err reports it
+// until the buffer is closed.
+func (l *log) setAsideFile(path string, err error, consequence string) {
+	attrs := []any{"file", path, "error", err}
+	if rerr := os.Rename(path, path+".unreadable"); rerr != nil {
+		attrs = append(attrs, "not_moved", rerr)
+	} else {
+		attrs = append(attrs, "moved_to", path+".unreadable")
+		path += ".unreadable"
+	}
+	l.cfg.Log.Error("disk buffer: a file cannot be read and is set aside; "+consequence+
+		"; the output reports failing in /healthz until the agent restarts: recover the file or delete it", attrs...)
+	l.setAside = append(l.setAside, path)
+	l.asideAt = time.Now()
+	l.report()
+}
+
+// unreadableSegment sets aside the segment being read, which cannot be opened or read any more:
+// its metrics not yet read are dropped (counted), and reading goes on with the next segment. It
+// reports false when it could not (no new segment could be made in place of the active one).
+func (l *log) unreadableSegment(err error) bool {
+	s := l.segs[l.readSeg]
+	if l.readSeg == len(l.segs)-1 { // the active one: new records go to a new segment
+		if nerr := l.newSegment(l.writeOff); nerr != nil {
+			l.cfg.Log.Error("disk buffer: cannot read the active segment nor start a new one", "segment", s.path,
+				"error", err, "new_segment_error", nerr)
+			return false
+		}
+	}
+	l.closeSegment(s)
+	lost := s.metrics - s.read
+	l.setAsideFile(s.path, err, fmt.Sprintf("%d metrics in it are not sent (counted as dropped)", lost))
+	l.stored -= lost
+	l.held.Add(-lost)
+	l.countDropped(int(lost))
+	l.segs = slices.Delete(l.segs, l.readSeg, l.readSeg+1)
+	l.readOff = l.segs[l.readSeg].start
+	l.updateStats()
+	return true
+}
+
+// problem is what is wrong with the buffer, for the output's health.
+type problem struct {
+	err error
+	at  time.Time
+}
+
+// report publishes what is wrong with the buffer now for Buffer.Err.
+func (l *log) report() {
+	if len(l.setAside) == 0 {
+		l.problem.Store(nil)
+		return
+	}
+	err := fmt.Errorf("%d unreadable file(s) set aside, their metrics not sent: %s", len(l.setAside), strings.Join(l.setAside, ", "))
+	l.problem.Store(&problem{err: err, at: l.asideAt})
 }
 
 func segName(dir string, start int64) string {
@@ -490,15 +567,19 @@ func (l *log) load(n int) {
 		if s.rf == nil {
 			f, err := os.Open(s.path)
 			if err != nil {
-				l.cfg.Log.Error("disk buffer: cannot read segment", "segment", s.path, "error", err)
-				return
+				if !l.unreadableSegment(err) {
+					return
+				}
+				continue
 			}
 			s.rf = f
 		}
 		rec, err := l.record(s)
 		if err != nil {
-			l.cfg.Log.Error("disk buffer: read failed", "segment", s.path, "error", err)
-			return
+			if !l.unreadableSegment(err) {
+				return
+			}
+			continue
 		}
 		h, _ := parseHeader(rec) // scan or this process checked the record
 		data, _ := h.body(rec[h.hlen:])
