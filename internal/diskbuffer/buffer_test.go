@@ -532,3 +532,51 @@ func TestDiskBufferSetsAsideUnreadableAck(t *testing.T) {
 		t.Fatalf("got %v; want everything again", got)
 	}
 }
+
+// logTo returns a logger and the text it writes.
+func logTo() (*slog.Logger, *strings.Builder) {
+	var b strings.Builder
+	return slog.New(slog.NewTextHandler(&b, nil)), &b
+}
+
+// A missing acknowledged position replays everything, and says so with the counts; an empty ack
+// file (nothing acknowledged yet before a crash) is no reason to warn.
+func TestDiskBufferWarnsWhenAckIsMissing(t *testing.T) {
+	dir := t.TempDir()
+	b := openDisk(t, dir, Config{})
+	addEach(b, buffertest.Seq(0, 6)) // 6 records of one metric
+	tx := b.Begin(4)
+	tx.All = true
+	b.End(tx)
+	b.Close()
+	if err := os.Remove(filepath.Join(dir, "ack")); err != nil {
+		t.Fatal(err)
+	}
+	log, logged := logTo()
+	b, err := Open(Config{Dir: dir, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := buffertest.Drain(t, b); len(got) != 6 {
+		t.Fatalf("replayed %v; want all 6", got)
+	}
+	b.Close()
+	if !strings.Contains(logged.String(), "level=WARN msg=\"disk buffer: the acknowledged position is unknown (the ack file is missing); every record on disk is sent again") ||
+		!strings.Contains(logged.String(), "records=6 metrics=6") {
+		t.Fatalf("log:\n%s", logged)
+	}
+
+	dir = t.TempDir()
+	b = openDisk(t, dir, Config{})
+	addEach(b, buffertest.Seq(0, 3))
+	crash(b) // before anything was acknowledged: the ack file is empty
+	log, logged = logTo()
+	b, err = Open(Config{Dir: dir, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Len() != 3 || strings.Contains(logged.String(), "unknown") {
+		t.Fatalf("Len %d, log:\n%s", b.Len(), logged)
+	}
+}

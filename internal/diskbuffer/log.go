@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,7 +22,7 @@ import (
 // log is the storage: segments of records on disk, the read position, the acknowledged offset
 // and recovery. It is not safe for concurrent use: one goroutine (Buffer.run) owns it, and every
 // method runs there. The only state it shares is held, an atomic count that Buffer.Add raises
-// and the log lowers.
+// and the log lowers, and problem, which it sets for Buffer.Err.
 //
 // On disk:
 //
@@ -30,8 +31,8 @@ import (
 //	DIR/0000000000000000.seg      segments named by the global offset of their first byte
 //	DIR/0000000000400000.seg
 //
-// A segment holds records: uint32 length, uint32 CRC-32C of the payload, payload. A payload is a
-// batch: uvarint count, then that many metrics (codec.go). Records never span segments.
+// A segment holds records (record.go), each a header and a batch of metrics (codec.go). Records
+// never span segments.
 type log struct {
 	cfg   Config
 	lock  *os.File
@@ -77,6 +78,7 @@ type log struct {
 type segment struct {
 	start, end int64 // global offsets
 	metrics    int64 // metrics in the segment's records
+	records    int64 // records counted by scan (at start)
 	read       int64 // of them, loaded by the reader
 	path       string
 	rf         *os.File // for reading, opened on demand
@@ -144,7 +146,8 @@ func openLog(cfg Config, held *atomic.Int64, prob *atomic.Pointer[problem]) (*lo
 // recover reads the acknowledged offset and scans every segment, cutting off what is corrupt.
 func (l *log) recover() error {
 	ackPath := filepath.Join(l.cfg.Dir, "ack")
-	var err error
+	_, err := os.Lstat(ackPath)
+	ackMissing := errors.Is(err, fs.ErrNotExist)
 	if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
 		l.setAsideFile(ackPath, err, "the acknowledged position is lost")
 		if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
@@ -152,13 +155,19 @@ func (l *log) recover() error {
 		}
 	}
 	var meta [16]byte
-	if n, _ := l.ack.ReadAt(meta[:], 0); n == 16 {
-		if crc32.Checksum(meta[:8], castagnoli) == binary.LittleEndian.Uint32(meta[8:]) {
-			l.ackOff = int64(binary.LittleEndian.Uint64(meta[:8]))
-		} else {
-			l.cfg.Log.Warn("disk buffer: acknowledged position is corrupt; replaying everything (duplicates possible)", "dir", l.cfg.Dir)
-		}
-	}
+	unknown := "" // why the acknowledged position is not known
+	switch n, _ := l.ack.ReadAt(meta[:], 0); {
+	case n == 16 && crc32.Checksum(meta[:8], castagnoli) == binary.LittleEndian.Uint32(meta[8:]):
+		l.ackOff = int64(binary.LittleEndian.Uint64(meta[:8]))
+	case n == 16:
+		unknown = "the ack file is corrupt"
+	case n > 0:
+		unknown = "the ack file is cut short"
+	case len(l.setAside) > 0:
+		unknown = "the ack file was set aside"
+	case ackMissing:
+		unknown = "the ack file is missing"
+	} // an empty ack file: nothing was acknowledged yet
 	names, err := filepath.Glob(filepath.Join(l.cfg.Dir, "*.seg"))
 	if err != nil {
 		return err
@@ -224,8 +233,17 @@ func (l *log) recover() error {
 	}
 	l.removeDone()
 	l.updateStats()
-	if l.stored > 0 {
-		l.cfg.Log.Info("disk buffer: metrics waiting from before the restart", "dir", l.cfg.Dir, "metrics", l.stored, "bytes", l.writeOff-l.ackOff)
+	switch {
+	case l.stored > 0 && unknown != "":
+		// Everything from the first record on is sent again: what was delivered before too.
+		records := int64(0)
+		for _, s := range l.segs {
+			records += s.records
+		}
+		l.cfg.Log.Warn("disk buffer: the acknowledged position is unknown ("+unknown+"); every record on disk is sent again, "+
+			"what was delivered before included (duplicates)", "dir", l.cfg.Dir, "records", records, "metrics", l.stored, "bytes", l.bytes())
+	case l.stored > 0:
+		l.cfg.Log.Info("disk buffer: metrics waiting from before the restart", "dir", l.cfg.Dir, "metrics", l.stored, "bytes", l.bytes())
 	}
 	return nil
 }
@@ -257,6 +275,7 @@ func (l *log) scan(s *segment) error {
 		h, err := sf.recordAt(pos)
 		if err == nil {
 			s.metrics += h.count
+			s.records += min(h.count, 1) // not the records of no metrics that hide damage
 			pos += h.size
 			continue
 		}
