@@ -89,8 +89,11 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 	a.reportOrphans()
 	for id, b := range buffers {
 		// An output that left the config: its metrics cannot go anywhere now.
-		if n := b.Len(); n > 0 {
-			a.log.Warn("output removed by reload; its buffered metrics are dropped", "output", id, "metrics", n)
+		if n := b.Len(); n > 0 && kept(b) {
+			a.log.Warn("output removed by reload; its buffered metrics stay in its disk buffer folder, which no output sends",
+				"output", id, "metrics", n)
+		} else if n > 0 {
+			a.log.Warn("output removed by reload; its buffered metrics are lost", "output", id, "metrics", n)
 		}
 		b.Close()
 	}
@@ -133,6 +136,12 @@ func newBuffer(o *config.Output, stats *models.OutputStats) (models.Buffer, erro
 			fmt.Errorf("disk buffer %s cannot be opened (%w); buffering in memory, at most %d metrics", dir, err, set.BufferLimit), time.Now()}, nil
 	}
 	return b, nil
+}
+
+// kept reports whether b keeps its metrics when it is closed (a disk buffer).
+func kept(b models.Buffer) bool {
+	_, disk := b.(*diskbuffer.Buffer)
+	return disk
 }
 
 // memoryFallback is the buffer of an output whose disk buffer could not be opened.
@@ -301,7 +310,10 @@ func (a *Agent) finalFlush() {
 			if o.Buffer.Len() == 0 {
 				return
 			}
-			if err := o.Flush(ctx, true); err != nil {
+			if err := o.Flush(ctx, true); err != nil && kept(o.Buffer) {
+				o.Log.Warn("final flush failed; the metrics are kept in the disk buffer and sent after the next start",
+					"error", err, "metrics", o.Buffer.Len())
+			} else if err != nil {
 				o.Log.Error("final flush failed; metrics lost", "error", err, "metrics", o.Buffer.Len())
 			}
 		})

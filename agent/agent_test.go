@@ -290,10 +290,7 @@ func TestReloadHandsBuffersOver(t *testing.T) {
 func TestReloadedDiskBufferCountsDropsInNewOutput(t *testing.T) {
 	dir := t.TempDir()
 	diskConfig := func(in models.Input, out *memOut) *config.Config {
-		cfg := setup{inputs: []models.Input{in}, outputs: []*memOut{out}, batch: 10, flush: 10 * time.Millisecond}.config()
-		s := &cfg.Outputs[0].Settings
-		s.BufferStrategy, s.BufferDirectory, s.BufferBytes = "disk", dir, 1<<20
-		return cfg
+		return diskSetup(setup{inputs: []models.Input{in}, outputs: []*memOut{out}, batch: 10, flush: 10 * time.Millisecond}, dir)
 	}
 	p1 := &pusher{started: make(chan struct{})}
 	a1, stop1 := start(t, diskConfig(p1, &memOut{down: true}), nil)

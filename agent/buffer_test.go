@@ -2,14 +2,19 @@ package agent
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/diskbuffer"
+	"github.com/tagpipe/tagpipe/models"
 )
 
 // diskAgent is a configuration whose file output (alias "plant", buffer folder
@@ -107,4 +112,83 @@ func TestUnopenableDiskBufferFallsBackToMemory(t *testing.T) {
 		"buffering in memory")
 	t.Logf("/healthz:\n%s", body)
 	waitFile(t, out, "internal_output,")
+}
+
+// diskSetup is setup's configuration with every output buffering on disk in dir, limited to
+// 1 MiB.
+func diskSetup(s setup, dir string) *config.Config {
+	cfg := s.config()
+	for _, o := range cfg.Outputs {
+		o.Settings.BufferStrategy, o.Settings.BufferDirectory, o.Settings.BufferBytes = "disk", dir, 1<<20
+	}
+	return cfg
+}
+
+// At shutdown with the output down, a disk-buffered output's metrics are kept for the next start,
+// and the log says so: not "metrics lost", as it did (issue 18: metrics=4709 "lost" that were
+// delivered after the restart).
+func TestFinalFlushKeepsDiskBufferedMetrics(t *testing.T) {
+	dir := t.TempDir()
+	p := &pusher{started: make(chan struct{})}
+	down := &memOut{down: true}
+	cfg := diskSetup(setup{inputs: []models.Input{p}, outputs: []*memOut{down}, batch: 10}, dir)
+	var logged syncBuilder
+	cfg.Outputs[0].Log = slog.New(slog.NewTextHandler(&logged, nil))
+	_, stop := start(t, cfg, nil)
+	<-p.started
+	p.push(0, 50)
+	stop()
+	if log := logged.String(); strings.Contains(log, "lost") ||
+		!strings.Contains(log, `msg="final flush failed; the metrics are kept in the disk buffer and sent after the next start"`) ||
+		!strings.Contains(log, "metrics=50") {
+		t.Fatalf("log:\n%s", log)
+	}
+	up := &memOut{}
+	p2 := &pusher{started: make(chan struct{})}
+	_, stop = start(t, diskSetup(setup{inputs: []models.Input{p2}, outputs: []*memOut{up}, batch: 10}, dir), nil)
+	<-p2.started
+	stop()
+	if got := up.values(); !slices.Equal(got, seqFrom(0, 50)) {
+		t.Fatalf("after the restart the output got %v", got)
+	}
+}
+
+// A disk buffer at its limit shows in the agent's health, with the metrics lost.
+func TestFullDiskBufferShowsInHealth(t *testing.T) {
+	p := &pusher{started: make(chan struct{})}
+	a, stop := start(t, diskSetup(setup{inputs: []models.Input{p}, outputs: []*memOut{{down: true}}, batch: 10,
+		flush: 10 * time.Millisecond}, t.TempDir()), nil)
+	defer stop()
+	<-p.started
+	p.push(0, 100_000) // about 2 MB of records into 1 MiB
+	ro := a.Outputs()[0]
+	waitFor(t, "the metrics to reach the buffer", func() bool { return ro.MetricsAdded.Get() == 100_000 })
+	ro.Buffer.(*diskbuffer.Buffer).Sync()
+	var found string
+	for _, pr := range a.Health(time.Now(), DefaultMinWindow) {
+		if pr.Plugin == "outputs.out (buffer)" {
+			found = pr.String()
+		}
+	}
+	if !strings.Contains(found, "full (buffer_limit 1048576 bytes) since ") || !strings.Contains(found, "metrics lost") {
+		t.Fatalf("health: %q", found)
+	}
+}
+
+// syncBuilder is a strings.Builder safe for concurrent writes (a log several goroutines use).
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -552,8 +552,8 @@ func TestDiskBufferWarnsWhenAckIsMissing(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "ack")); err != nil {
 		t.Fatal(err)
 	}
-	log, logged := logTo()
-	b, err := Open(Config{Dir: dir, Log: log})
+	lg, logged := logTo()
+	b, err := Open(Config{Dir: dir, Log: lg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,13 +570,106 @@ func TestDiskBufferWarnsWhenAckIsMissing(t *testing.T) {
 	b = openDisk(t, dir, Config{})
 	addEach(b, buffertest.Seq(0, 3))
 	crash(b) // before anything was acknowledged: the ack file is empty
-	log, logged = logTo()
-	b, err = Open(Config{Dir: dir, Log: log})
+	lg, logged = logTo()
+	b, err = Open(Config{Dir: dir, Log: lg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	if b.Len() != 3 || strings.Contains(logged.String(), "unknown") {
 		t.Fatalf("Len %d, log:\n%s", b.Len(), logged)
+	}
+}
+
+// metricsLogged sums the metrics=N of the log lines that contain msg.
+func metricsLogged(t *testing.T, log, msg string) (sum int64, lines int) {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, msg) {
+			continue
+		}
+		lines++
+		var n int64
+		i := strings.Index(line, " metrics=")
+		if i < 0 {
+			t.Fatalf("no metrics= in %q", line)
+		}
+		fmt.Sscanf(line[i+len(" metrics="):], "%d", &n)
+		sum += n
+	}
+	return sum, lines
+}
+
+// Writes that fail (a full disk: /dev/full answers every write with ENOSPC) lose metrics, and
+// every message says how many: the messages add up to all that was lost (the issue's full disk
+// lost 4,218 metrics and logged metrics=2). Err reports it while it lasts; the total is logged
+// when writes work again.
+func TestDiskBufferWriteFailuresAreCountedInEveryMessage(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full here:", err)
+	}
+	dir := t.TempDir()
+	lg, logged := logTo()
+	var dropped models.Stat
+	b, err := Open(Config{Dir: dir, Log: lg, Dropped: &dropped})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seg string
+	b.do(func(l *log) { // the disk fills up under the active segment
+		seg = l.segs[len(l.segs)-1].path
+		l.active.Close()
+		l.active, err = os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := 0
+	for i := range 40 {
+		b.Add(buffertest.Seq(i*10, i+1)...)
+		b.Sync()
+		lost += i + 1
+	}
+	if e, at := b.Err(); e == nil || !strings.Contains(e.Error(), fmt.Sprintf("no space left on device; %d metrics lost", lost)) || at.IsZero() {
+		t.Fatalf("Err: %v", e)
+	}
+	b.do(func(l *log) { // space again
+		l.active.Close()
+		l.active, err = os.OpenFile(seg, os.O_WRONLY|os.O_APPEND, 0)
+	})
+	addEach(b, buffertest.Seq(1000, 2))
+	if e, _ := b.Err(); e != nil || b.Len() != 2 || dropped.Get() != int64(lost) {
+		t.Fatalf("after recovery: Err %v, Len %d, dropped %d of %d", e, b.Len(), dropped.Get(), lost)
+	}
+	b.Close()
+	// The repeats within a minute are in the line that ends the failure.
+	sum, lines := metricsLogged(t, logged.String(), "write failed; metrics lost")
+	if !strings.Contains(logged.String(), fmt.Sprintf("writes work again\" dir=%s metrics_lost=%d not_logged_before=%d ", dir, lost, int64(lost)-sum)) {
+		t.Fatalf("%d lines say %d metrics lost; the total %d is not logged:\n%s", lines, sum, lost, logged)
+	}
+}
+
+// A buffer at its limit reports it (Err) with the metrics lost, until it has room again.
+func TestDiskBufferFullIsReported(t *testing.T) {
+	dir := t.TempDir()
+	lg, logged := logTo()
+	b, err := Open(Config{Dir: dir, Log: lg, SegmentSize: 300, Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	addEach(b, buffertest.Seq(0, 200))
+	dropped := b.log.statDropped.Get()
+	e, _ := b.Err()
+	if e == nil || !strings.Contains(e.Error(), "full (buffer_limit 1000 bytes) since ") ||
+		!strings.Contains(e.Error(), fmt.Sprintf("the oldest records are dropped; %d metrics lost", dropped)) {
+		t.Fatalf("Err: %v (dropped %d)", e, dropped)
+	}
+	if sum, _ := metricsLogged(t, logged.String(), "disk buffer full"); sum != dropped {
+		t.Fatalf("the messages say %d metrics lost of %d:\n%s", sum, dropped, logged)
+	}
+	buffertest.Drain(t, b)
+	if e, _ := b.Err(); e != nil {
+		t.Fatalf("after draining: %v", e)
 	}
 }

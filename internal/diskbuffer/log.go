@@ -58,8 +58,9 @@ type log struct {
 	rbufSeg    *segment
 	rbufOff    int64
 	lastSynced time.Time
-	lastErr    error // of the last failed write: the same error is logged once
 	closed     bool
+	failing    lossPeriod // while writes fail (a full disk)
+	full       lossPeriod // while the log is at its limit and drops its oldest records
 
 	problem  *atomic.Pointer[problem] // what Buffer.Err reports; set by report
 	setAside []string                 // files moved out of the way as unreadable
@@ -149,7 +150,7 @@ func (l *log) recover() error {
 	_, err := os.Lstat(ackPath)
 	ackMissing := errors.Is(err, fs.ErrNotExist)
 	if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
-		l.setAsideFile(ackPath, err, "the acknowledged position is lost")
+		l.setAsideFile(ackPath, err, "the acknowledged position is unknown: everything on disk is sent again")
 		if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
 			return err
 		}
@@ -403,12 +404,30 @@ type problem struct {
 
 // report publishes what is wrong with the buffer now for Buffer.Err.
 func (l *log) report() {
-	if len(l.setAside) == 0 {
+	// Full until the next segment would no longer push the oldest one out.
+	if !l.full.since.IsZero() && l.writeOff-l.segs[0].start+l.cfg.SegmentSize <= l.cfg.Limit {
+		l.full = lossPeriod{}
+	}
+	var errs []string
+	var at time.Time
+	if len(l.setAside) > 0 {
+		errs = append(errs, fmt.Sprintf("%d unreadable file(s) set aside, their metrics not sent: %s", len(l.setAside), strings.Join(l.setAside, ", ")))
+		at = l.asideAt
+	}
+	if f := l.failing; !f.since.IsZero() {
+		errs = append(errs, fmt.Sprintf("writes fail since %s: %v; %d metrics lost", f.since.UTC().Format(time.RFC3339), f.err, f.lost))
+		at = f.since
+	}
+	if f := l.full; !f.since.IsZero() {
+		errs = append(errs, fmt.Sprintf("full (buffer_limit %d bytes) since %s: the oldest records are dropped; %d metrics lost",
+			l.cfg.Limit, f.since.UTC().Format(time.RFC3339), f.lost))
+		at = f.since
+	}
+	if len(errs) == 0 {
 		l.problem.Store(nil)
 		return
 	}
-	err := fmt.Errorf("%d unreadable file(s) set aside, their metrics not sent: %s", len(l.setAside), strings.Join(l.setAside, ", "))
-	l.problem.Store(&problem{err: err, at: l.asideAt})
+	l.problem.Store(&problem{err: errors.New(strings.Join(errs, "; ")), at: at})
 }
 
 func segName(dir string, start int64) string {
@@ -484,17 +503,54 @@ func (l *log) appendRecords(data []byte, count int, mems [][]*models.Metric) {
 		count -= c
 		data = data[n:]
 	}
+	l.writeWorks()
 	l.enforceLimit()
 }
 
+// lossPeriod is a time during which the buffer loses metrics: writes fail, or it is full.
+type lossPeriod struct {
+	err      error     // the write error (failing only)
+	since    time.Time // zero: not in such a period
+	lost     int64     // metrics lost since then
+	unlogged int64     // of them, not yet in a log message
+	logged   time.Time // the last log message
+}
+
+// add counts n metrics lost at now and reports whether to log them now: the first loss at once,
+// then at most once a minute, each message with the metrics lost since the one before.
+func (p *lossPeriod) add(n int64, now time.Time) bool {
+	if p.since.IsZero() {
+		p.since = now
+	}
+	p.lost += n
+	p.unlogged += n
+	return p.logged.IsZero() || now.Sub(p.logged) >= time.Minute
+}
+
+// writeFailed counts the metrics of a failed write as lost and logs them: every message carries
+// the metrics lost since the message before, and the total is logged when writes work again.
 func (l *log) writeFailed(err error, count int) {
 	l.held.Add(-int64(count))
 	l.statWriteError.Incr()
 	l.countDropped(count)
-	if l.lastErr == nil || l.lastErr.Error() != err.Error() {
-		l.cfg.Log.Error("disk buffer: write failed; metrics lost", "dir", l.cfg.Dir, "error", err, "metrics", count)
+	now := time.Now()
+	changed := l.failing.err == nil || l.failing.err.Error() != err.Error()
+	l.failing.err = err
+	if l.failing.add(int64(count), now) || changed {
+		l.cfg.Log.Error("disk buffer: write failed; metrics lost (repeats are logged once a minute)", "dir", l.cfg.Dir,
+			"error", err, "metrics", l.failing.unlogged, "metrics_lost_since", l.failing.since.Format(time.RFC3339))
+		l.failing.unlogged, l.failing.logged = 0, now
 	}
-	l.lastErr = err
+}
+
+// writeWorks ends a period of failed writes, logging what it cost in total.
+func (l *log) writeWorks() {
+	if l.failing.since.IsZero() {
+		return
+	}
+	l.cfg.Log.Warn("disk buffer: writes work again", "dir", l.cfg.Dir, "metrics_lost", l.failing.lost,
+		"not_logged_before", l.failing.unlogged, "failing_for", time.Since(l.failing.since).Round(time.Second))
+	l.failing = lossPeriod{}
 }
 
 // countDropped counts metrics dropped for space or lost to a failed write, in the buffer's stats
@@ -547,7 +603,10 @@ func (l *log) enforceLimit() {
 		l.stored -= lost
 		l.held.Add(-lost)
 		l.countDropped(int(lost))
-		l.cfg.Log.Warn("disk buffer full: oldest segment dropped", "dir", l.cfg.Dir, "metrics", lost, "limit_bytes", l.cfg.Limit)
+		l.full.add(lost, time.Now())
+		attrs := []any{"dir", l.cfg.Dir, "metrics", lost, "limit_bytes", l.cfg.Limit, "metrics_lost_since", l.full.since.Format(time.RFC3339),
+			"metrics_lost_total", l.full.lost}
+		l.cfg.Log.Warn("disk buffer full: oldest segment dropped; metrics lost", attrs...)
 	}
 }
 
@@ -725,6 +784,11 @@ func (l *log) end(tx *models.Transaction) (dropped int) {
 			kept++
 		}
 	}
+	if dropped > 0 {
+		l.full.add(int64(dropped), time.Now())
+		l.cfg.Log.Warn("disk buffer full: metrics of the batch that was out were in a dropped segment and not accepted; metrics lost",
+			"dir", l.cfg.Dir, "metrics", dropped, "metrics_lost_total", l.full.lost)
+	}
 	l.pending = append(l.pending[:kept], l.pending[n:]...)
 	clear(l.pending[len(l.pending):cap(l.pending)])
 	l.stored -= finished
@@ -770,6 +834,7 @@ func (l *log) updateStats() {
 	l.statBytes.Set(l.bytes())
 	l.statMetrics.Set(l.stored)
 	l.statSegments.Set(int64(len(l.segs)))
+	l.report()
 }
 
 // bytes is the size of the records not yet acknowledged.
@@ -777,6 +842,10 @@ func (l *log) bytes() int64 { return l.writeOff - l.ackOff }
 
 // close fsyncs, persists the acknowledged position and releases the directory.
 func (l *log) close() error {
+	if l.failing.unlogged > 0 {
+		l.cfg.Log.Error("disk buffer: write failed; metrics lost", "dir", l.cfg.Dir, "error", l.failing.err,
+			"metrics", l.failing.unlogged, "metrics_lost_total", l.failing.lost)
+	}
 	l.persistAck()
 	l.ack.Sync()
 	l.stats.Unregister()
