@@ -304,8 +304,8 @@ func TestReloadedDiskBufferCountsDropsInNewOutput(t *testing.T) {
 	a2, stop2 := start(t, diskConfig(p2, &memOut{down: true}), a1.Buffers())
 	defer stop2()
 	<-p2.started
-	const n = 100_000 // about 2 MB of records into a buffer of 1 MiB
-	p2.push(100, n)
+	const n = 30_000 // about 3 MB into a buffer of 1 MiB
+	p2.pushNoisy(100, n)
 	ro := a2.Outputs()[0]
 	waitFor(t, "the metrics to reach the buffer", func() bool { return ro.MetricsAdded.Get() == n })
 	ro.Buffer.(*diskbuffer.Buffer).Sync()

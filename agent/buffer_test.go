@@ -1,19 +1,20 @@
 package agent
 
 import (
+	"encoding/hex"
 	"fmt"
-	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/internal/diskbuffer"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -132,8 +133,8 @@ func TestFinalFlushKeepsDiskBufferedMetrics(t *testing.T) {
 	p := &pusher{started: make(chan struct{})}
 	down := &memOut{down: true}
 	cfg := diskSetup(setup{inputs: []models.Input{p}, outputs: []*memOut{down}, batch: 10}, dir)
-	var logged syncBuilder
-	cfg.Outputs[0].Log = slog.New(slog.NewTextHandler(&logged, nil))
+	log, logged := outputtest.NewLogger(t)
+	cfg.Outputs[0].Log = log
 	_, stop := start(t, cfg, nil)
 	<-p.started
 	p.push(0, 50)
@@ -160,9 +161,9 @@ func TestFullDiskBufferShowsInHealth(t *testing.T) {
 		flush: 10 * time.Millisecond}, t.TempDir()), nil)
 	defer stop()
 	<-p.started
-	p.push(0, 100_000) // about 2 MB of records into 1 MiB
+	p.pushNoisy(0, 30_000) // about 3 MB into 1 MiB
 	ro := a.Outputs()[0]
-	waitFor(t, "the metrics to reach the buffer", func() bool { return ro.MetricsAdded.Get() == 100_000 })
+	waitFor(t, "the metrics to reach the buffer", func() bool { return ro.MetricsAdded.Get() == 30_000 })
 	ro.Buffer.(*diskbuffer.Buffer).Sync()
 	var found string
 	for _, pr := range a.Health(time.Now(), DefaultMinWindow) {
@@ -175,20 +176,16 @@ func TestFullDiskBufferShowsInHealth(t *testing.T) {
 	}
 }
 
-// syncBuilder is a strings.Builder safe for concurrent writes (a log several goroutines use).
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// pushNoisy pushes metrics numbered from (field n) that compress poorly (96 random hex digits
+// each): a disk buffer fills with them.
+func (p *pusher) pushNoisy(from, n int) {
+	rng := rand.New(rand.NewPCG(1, uint64(from)))
+	noise := make([]byte, 48)
+	for i := from; i < from+n; i++ {
+		for j := range noise {
+			noise[j] = byte(rng.Uint32())
+		}
+		p.acc.AddMetric(models.New("push", nil, []models.Field{models.Int("n", int64(i)), models.String("noise", hex.EncodeToString(noise))},
+			time.Unix(int64(i), 0)))
+	}
 }

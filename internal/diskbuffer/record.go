@@ -17,12 +17,12 @@ import (
 //	  payload: uvarint count, then that many metrics (codec.go)
 //
 //	v2 (written now), a header of 20 bytes:
-//	  't' 'p' 'r' kind (kindPlain; the fourth byte is at least 0x80)
+//	  't' 'p' 'r' kind (kindPlain or kindZstd; the fourth byte is at least 0x80)
 //	  uint32 payload length
 //	  uint32 count of metrics
 //	  uint32 CRC-32C of the payload
 //	  uint32 CRC-32C of the 16 bytes before
-//	  payload: the metrics
+//	  payload: the metrics, compressed with zstd (one frame) when the kind is kindZstd
 //
 // All integers are little endian. A v2 header is checked by its own CRC, so its length and count
 // can be trusted when the payload is damaged: recovery skips exactly the bad record and counts
@@ -32,6 +32,10 @@ const (
 	v2Header  = 20
 	maxRecord = 256 << 20
 	kindPlain = 0x81
+	kindZstd  = 0x82
+	// recordTarget is the size of the metrics, before compression, after which the log's
+	// goroutine starts a new record.
+	recordTarget = 256 << 10
 )
 
 var (
@@ -57,7 +61,7 @@ var errBadHeader = errors.New("no record header")
 // that is not zero and not over maxRecord.
 func parseHeader(b []byte) (header, error) {
 	if len(b) >= 4 && b[3] >= 0x80 {
-		if len(b) < v2Header || !bytes.Equal(b[:3], magic) || b[3] != kindPlain {
+		if len(b) < v2Header || !bytes.Equal(b[:3], magic) || b[3] != kindPlain && b[3] != kindZstd {
 			return header{}, errBadHeader
 		}
 		h := header{v2: true, kind: b[3], hlen: v2Header}
