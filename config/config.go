@@ -65,7 +65,7 @@ func DefaultAgent() Agent {
 		ShutdownTimeout:   Duration(10 * time.Second),
 		BufferStrategy:    "memory",
 		BufferDirectory:   "/var/lib/tagpipe/buffer",
-		BufferLimit:       Size(1 << 30),
+		BufferLimit:       Size(2 << 30), // an hour of 10,000 devices takes 1.6 GiB (README)
 		BufferFsync:       "batch",
 	}
 }
