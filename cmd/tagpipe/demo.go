@@ -54,6 +54,8 @@ func runDemo(args []string, _, stderr io.Writer) int {
 	format := fs.String("format", "influx", "\"influx\" or \"json\"")
 	debug := fs.Bool("debug", false, "log at debug level")
 	printConfig := fs.Bool("print-config", false, "print the demo's configuration to stderr")
+	mqttAddr := fs.String("mqtt", "", "also publish to this MQTT broker (host:port)")
+	sparkplug := fs.Bool("sparkplug", false, "with --mqtt: as a Sparkplug B edge node")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -76,6 +78,7 @@ func runDemo(args []string, _, stderr io.Writer) int {
 		b.WriteString("\n" + tables + "\n")
 	}
 	fmt.Fprintf(&b, demoTail, *format)
+	b.WriteString(demoMQTT(*mqttAddr, *sparkplug))
 	if *printConfig {
 		fmt.Fprintln(stderr, b.String())
 	}

@@ -66,6 +66,8 @@ Demo flags (tagpipe demo):
   --format F               "influx" or "json" (default influx)
   --debug                  log at debug level
   --print-config           print the demo's configuration to standard error
+  --mqtt ADDR              also publish to the MQTT broker at ADDR (host:port)
+  --sparkplug              with --mqtt: as a Sparkplug B edge node
 `
 
 const usageEnd = `
@@ -266,8 +268,7 @@ func runOnce(cfg *config.Config) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if err := a.Once(ctx); err != nil {
-		slog.Error("once", "error", err)
-		return 1
+		return 1 // logged where it happened: each input error, failed write or connect on its own
 	}
 	return 0
 }
