@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 )
 
@@ -201,12 +203,9 @@ func TestGroupSharesShards(t *testing.T) {
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(testpeer.FreeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // outage runs three members, stops the broker until every member has lost the coordinator,

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -35,30 +32,7 @@ func runBroker() {
 
 // startBroker starts the broker process and returns its address.
 func startBroker() (*child, string, error) {
-	cmd := exec.Command(self(), "-role", "kafka")
-	cmd.Stderr = os.Stderr
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	c := &child{cmd: cmd, out: bufio.NewReader(stdout)}
-	ready := make(chan string, 1)
-	go func() {
-		line, _ := c.out.ReadString('\n')
-		ready <- line
-	}()
-	select {
-	case line := <-ready:
-		addr, ok := strings.CutPrefix(strings.TrimSpace(line), "READY ")
-		if !ok {
-			c.stop(true)
-			return nil, "", fmt.Errorf("broker: %q", line)
-		}
-		return c, addr, nil
-	case <-time.After(time.Minute):
-		c.stop(true)
-		return nil, "", errors.New("broker not ready within a minute")
-	}
+	return startChild(exec.Command(self(), "-role", "kafka"), "broker", false)
 }
 
 // clusterConfig is the [cluster] table of the agents (the member name comes from $HOSTNAME).

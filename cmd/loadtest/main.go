@@ -308,13 +308,23 @@ func startSim(o *options, from, to int) (*child, error) {
 		"-dead", fmt.Sprint(o.dead), "-blackholed", fmt.Sprint(o.blackholed), "-slow", fmt.Sprint(o.slow),
 		"-slow-delay", o.slowDelay.String(), "-base", o.base.String(), "-port", strconv.Itoa(o.port),
 		"-record="+strconv.FormatBool(o.agents > 0))
+	c, _, err := startChild(cmd, "simulator", true)
+	return c, err
+}
+
+// startChild starts cmd and waits (at most a minute) for its READY line, whose rest it returns.
+// With stdin the child gets a pipe for its standard input (a simulator stops when it closes).
+func startChild(cmd *exec.Cmd, what string, stdin bool) (*child, string, error) {
 	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
+	c := &child{cmd: cmd}
+	if stdin {
+		c.stdin, _ = cmd.StdinPipe()
+	}
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	c := &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	c.out = bufio.NewReader(stdout)
 	ready := make(chan string, 1)
 	go func() {
 		line, _ := c.out.ReadString('\n')
@@ -322,15 +332,16 @@ func startSim(o *options, from, to int) (*child, error) {
 	}()
 	select {
 	case line := <-ready:
-		if !strings.HasPrefix(line, "READY") {
-			c.stop(false)
-			return nil, fmt.Errorf("simulator: %q", line)
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "READY")
+		if !ok {
+			c.stop(!stdin)
+			return nil, "", fmt.Errorf("%s: %q", what, line)
 		}
+		return c, strings.TrimSpace(rest), nil
 	case <-time.After(time.Minute):
-		c.stop(false)
-		return nil, errors.New("simulator not ready within a minute")
+		c.stop(!stdin)
+		return nil, "", fmt.Errorf("%s not ready within a minute", what)
 	}
-	return c, nil
 }
 
 // runOnce runs the simulator and the agent once and measures.

@@ -337,13 +337,11 @@ func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) t
 	return time.Now()
 }
 
+// freePort is a loopback port that was free a moment ago.
 func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(testpeer.FreeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 func build(t *testing.T, dir, pkg, name string) string {
