@@ -61,6 +61,7 @@ type Member struct {
 	afterLoss bool   // keep mode: the next assignment is the first after a loss
 	waitSeq   int    // identifies the takeover wait in force
 	loggedGen int32  // the generation last logged
+	settled   bool   // the first assignment since Start has come
 	closing   bool
 
 	// st is what Status reports, under its own lock so that /healthz never waits for a
@@ -104,6 +105,10 @@ type Status struct {
 	owners    []string // member polling each shard, from the last description
 	Err       string   // the last error talking to Kafka, "" after a success
 }
+
+// StartSettle is how long the first member of a new group waits before it starts its shards,
+// for the agents started with it to join: three heartbeats.
+const StartSettle = 3 * time.Second
 
 // Owner returns the member polling shard, "" when unknown.
 func (s *Status) Owner(shard int) string {
@@ -305,16 +310,27 @@ func (m *Member) onAssigned(_ context.Context, cl *kgo.Client, added map[string]
 	// shards they kept and have not claimed yet (they rejoin one by one). A shard new to this
 	// agent waits one session timeout, in which any live member rejoins and claims what it
 	// polls; claimed shards are revoked from here before they start.
-	if m.afterLoss {
+	// The first member of a new group (generation 1: every agent starting together, as after a
+	// deploy) would be assigned every shard and dial every device, only to give most of them up
+	// a moment later as the others join. It waits StartSettle first; the others, joining a
+	// group already formed, take their shards as they are assigned.
+	_, gen := cl.GroupMetadata()
+	settle := !m.settled && gen == 1
+	m.settled = true
+	if m.afterLoss || settle {
+		wait, why := StartSettle, "the first member of a new group waits for the others to join"
+		if m.afterLoss {
+			wait, why = m.cfg.SessionTimeout.D(), "shards new to this agent after a coordinator loss wait before they start"
+		}
 		m.afterLoss = false
 		m.waitSeq++
-		seq, wait := m.waitSeq, m.cfg.SessionTimeout.D()
+		seq := m.waitSeq
 		time.AfterFunc(wait, func() { m.endWait(seq) })
 		for i := range m.waiting {
 			m.waiting[i] = m.assigned[i] && !m.running[i]
 		}
 		if n := count(m.waiting); n > 0 {
-			m.log.Info("shards new to this agent after a coordinator loss wait before they start", "shards", n, "wait", wait)
+			m.log.Info(why, "shards", n, "wait", wait)
 		}
 	}
 	started := 0

@@ -42,6 +42,7 @@ type runner struct {
 	mu   sync.Mutex
 	now  []bool
 	runs int
+	peak int // the most shards polled at once
 }
 
 func (r *runner) RunShards(s []bool) {
@@ -62,7 +63,7 @@ func (r *runner) RunShards(s []bool) {
 	}
 	r.p.mu.Unlock()
 	r.mu.Lock()
-	r.now, r.runs = s, r.runs+1
+	r.now, r.runs, r.peak = s, r.runs+1, max(r.peak, count(s))
 	r.mu.Unlock()
 }
 
@@ -169,6 +170,11 @@ func TestGroupSharesShards(t *testing.T) {
 	for i, r := range rs {
 		if n := r.polled(); n < testShards/3 || n > testShards/3+1 {
 			t.Errorf("agent-%d polls %d shards, want %d or %d", i, n, testShards/3, testShards/3+1)
+		}
+		// Started together: the first member waited (StartSettle) for the others, and never
+		// polled more than its share.
+		if r.peak > testShards/3+1 {
+			t.Errorf("agent-%d polled %d shards at one time", i, r.peak)
 		}
 	}
 	waitFor(t, "the owners are described", func() bool {

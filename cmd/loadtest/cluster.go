@@ -51,7 +51,7 @@ func simReport(servers []*modbussim.Server) string {
 	doubles, most := 0, 0
 	for _, s := range servers {
 		for _, r := range s.Record() {
-			if len(r.Doubles) > 0 {
+			if len(r.Doubles) > 0 || r.Interleaved > 0 {
 				doubles++
 			}
 			most = max(most, r.MaxOpen)

@@ -468,7 +468,7 @@ func runOnce(o *options, run int) (result, error) {
 	for i, ag := range ags {
 		peak, now := procMem(ag.cmd.Process.Pid)
 		cpu := 100 * (agentCPU[i][1] - agentCPU[i][0]).Seconds() / windowSec
-		r.perAgent = append(r.perAgent, agentResult{cpu: cpu, rssPeak: peak})
+		r.perAgent = append(r.perAgent, agentResult{cpu: cpu, rssPeak: peak, rss: now})
 		r.agentCPU += cpu / float64(len(ags))
 		r.rssPeak, r.rss = max(r.rssPeak, peak), max(r.rss, now)
 	}
@@ -498,7 +498,8 @@ func runOnce(o *options, run int) (result, error) {
 	if o.agents > 0 {
 		var parts []string
 		for i, a := range r.perAgent {
-			parts = append(parts, fmt.Sprintf("agent-%d %d devices, %.1f%% CPU, peak RSS %.1f MiB", i+1, a.devices, a.cpu, float64(a.rssPeak)/(1<<20)))
+			parts = append(parts, fmt.Sprintf("agent-%d %d devices, %.1f%% CPU, peak RSS %.1f MiB, RSS at end %.1f MiB",
+				i+1, a.devices, a.cpu, float64(a.rssPeak)/(1<<20), float64(a.rss)/(1<<20)))
 		}
 		fmt.Printf("run %d: %s; devices with two clients at once: %d\n", run+1, strings.Join(parts, "; "), r.doubles)
 	}
@@ -778,6 +779,7 @@ type agentResult struct {
 	devices int // devices whose last data in the window came from it
 	cpu     float64
 	rssPeak int64
+	rss     int64 // at the end of the window
 }
 
 type result struct {

@@ -143,12 +143,16 @@ func (p *plant) requests() [][]time.Time {
 	return out
 }
 
-// doubles returns the devices (listeners) that ever had two client connections at once.
+// doubles returns the devices (listeners) that ever had two client connections at once, or were
+// polled on an older connection after a newer one (modbussim.DeviceRecord).
 func (p *plant) doubles() []string {
 	var out []string
 	for addr, r := range p.srv.Record() {
 		if len(r.Doubles) > 0 {
 			out = append(out, fmt.Sprintf("%s: %d clients at once, first at %s", addr, r.MaxOpen, r.Doubles[0].Format("15:04:05.000")))
+		}
+		if r.Interleaved > 0 {
+			out = append(out, fmt.Sprintf("%s: %d requests on a connection after a newer one had polled", addr, r.Interleaved))
 		}
 	}
 	slices.Sort(out)

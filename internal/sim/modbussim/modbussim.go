@@ -145,45 +145,82 @@ type Config struct {
 }
 
 // DeviceRecord is what a device (a listener) saw, from Server.Record.
+//
+// A connection's end is seen when its goroutine reads it, which on a loaded machine may come
+// some milliseconds after the client closed it: a connection accepted while another is open
+// counts in Doubles only when the other is still open DoubleGrace later. Interleaved counts
+// the requests that came on a connection after a newer one had sent its first: two clients
+// polling at once, however quickly either closes.
 type DeviceRecord struct {
 	Addr     string
 	Open     int         // connections open now
-	MaxOpen  int         // the most open at once
+	MaxOpen  int         // the most open at once (without the grace)
 	Accepted int         // connections accepted
-	Doubles  []time.Time // each moment a connection opened while another was open
+	Doubles  []time.Time // each moment a connection opened while another was open (see above)
+	// Interleaved is the number of requests on a connection older than one that had sent a
+	// request already.
+	Interleaved int
 	// Requests are the times of the requests to each unit (all of them, answered or not).
 	Requests map[byte][]time.Time
 }
 
+// DoubleGrace is how long a connection may take to be seen closed after another opened.
+const DoubleGrace = 100 * time.Millisecond
+
 // deviceRecord is a DeviceRecord being kept.
 type deviceRecord struct {
-	mu sync.Mutex
-	r  DeviceRecord
+	mu     sync.Mutex
+	r      DeviceRecord
+	seq    int          // connections accepted so far
+	open   map[int]bool // the sequence numbers of those open
+	newest int          // the newest connection that sent a request
 }
 
-func (d *deviceRecord) opened(now time.Time) {
+// opened records a new connection and returns its sequence number.
+func (d *deviceRecord) opened(now time.Time) int {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seq++
+	n := d.seq
+	if d.open == nil {
+		d.open = map[int]bool{}
+	}
+	d.open[n] = true
 	d.r.Open++
 	d.r.Accepted++
 	d.r.MaxOpen = max(d.r.MaxOpen, d.r.Open)
 	if d.r.Open > 1 {
-		d.r.Doubles = append(d.r.Doubles, now)
+		time.AfterFunc(DoubleGrace, func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			for o := range d.open {
+				if o < n && d.open[n] {
+					d.r.Doubles = append(d.r.Doubles, now)
+					return
+				}
+			}
+		})
 	}
-	d.mu.Unlock()
+	return n
 }
 
-func (d *deviceRecord) closed() {
+func (d *deviceRecord) closed(n int) {
 	d.mu.Lock()
+	delete(d.open, n)
 	d.r.Open--
 	d.mu.Unlock()
 }
 
-func (d *deviceRecord) request(unit byte, now time.Time) {
+func (d *deviceRecord) request(conn int, unit byte, now time.Time) {
 	d.mu.Lock()
 	if d.r.Requests == nil {
 		d.r.Requests = map[byte][]time.Time{}
 	}
 	d.r.Requests[unit] = append(d.r.Requests[unit], now)
+	if conn < d.newest {
+		d.r.Interleaved++
+	}
+	d.newest = max(d.newest, conn)
 	d.mu.Unlock()
 }
 
@@ -354,14 +391,16 @@ func (s *Server) accept(l net.Listener) {
 			c.Close()
 			return
 		}
-		rec := s.recordOf(l.Addr().String())
+		rec, n := s.recordOf(l.Addr().String()), 0
+		if rec != nil {
+			n = rec.opened(time.Now()) // here, so that the numbers follow the order of accepts
+		}
 		go func() {
 			defer s.wg.Done()
 			if rec != nil {
-				rec.opened(time.Now())
-				defer rec.closed()
+				defer rec.closed(n)
 			}
-			s.serve(c, rec)
+			s.serve(c, rec, n)
 		}()
 	}
 }
@@ -387,20 +426,21 @@ type session struct {
 	s     *Server
 	c     net.Conn
 	rec   *deviceRecord // Config.Record
+	conn  int           // its sequence number in rec
 	in    [1024]byte    // requests: at most 513 bytes (ASCII)
 	r, w  int
 	frame [260]byte // decoded ASCII request: unit, PDU
 	out   [264]byte // answer: room for the MBAP header, PDU ≤ 253, CRC
 }
 
-func (s *Server) serve(c net.Conn, rec *deviceRecord) {
+func (s *Server) serve(c net.Conn, rec *deviceRecord, conn int) {
 	defer func() {
 		c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	ss := &session{s: s, c: c, rec: rec}
+	ss := &session{s: s, c: c, rec: rec, conn: conn}
 	for {
 		n, err := ss.split()
 		switch {
@@ -512,7 +552,7 @@ func (ss *session) handle(frame []byte) error {
 	}
 	s.requests.Add(1)
 	if ss.rec != nil {
-		ss.rec.request(unit, time.Now())
+		ss.rec.request(ss.conn, unit, time.Now())
 	}
 	if s.cfg.OnRequest != nil {
 		s.cfg.OnRequest(unit, pdu)

@@ -276,8 +276,12 @@ func TestRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h2, c2 := dial(2) // a second client while the first is connected
+	h2, c2 := dial(2) // a second client while the first is connected, for longer than the grace
 	if _, err := c2.ReadHoldingRegisters(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(DoubleGrace + 50*time.Millisecond)
+	if _, err := c1.ReadHoldingRegisters(0, 2); err != nil { // the older polls after the newer: interleaved
 		t.Fatal(err)
 	}
 	h1.Close()
@@ -291,8 +295,24 @@ func TestRecord(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if r.Open != 0 || r.MaxOpen != 2 || r.Accepted != 2 || len(r.Doubles) != 1 || len(r.Requests[1]) != 3 || len(r.Requests[2]) != 1 {
+	if r.Open != 0 || r.MaxOpen != 2 || r.Accepted != 2 || len(r.Doubles) != 1 || r.Interleaved != 1 || len(r.Requests[1]) != 4 || len(r.Requests[2]) != 1 {
 		t.Errorf("record %+v", r)
+	}
+	// A client that reconnects (closes, then dials) is no second client, however late the
+	// server sees the first connection end.
+	h3, c3 := dial(1)
+	if _, err := c3.ReadHoldingRegisters(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	h3.Close()
+	h4, c4 := dial(1)
+	if _, err := c4.ReadHoldingRegisters(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	h4.Close()
+	time.Sleep(DoubleGrace + 50*time.Millisecond)
+	if r := s.Record()[s.Addr()]; len(r.Doubles) != 1 || r.Interleaved != 1 {
+		t.Errorf("after reconnects: %d doubles, %d interleaved; want 1 and 1", len(r.Doubles), r.Interleaved)
 	}
 	if ir, ok := s.Record()[idle]; !ok || ir.Accepted != 0 || len(ir.Requests) != 0 {
 		t.Errorf("idle listener: %+v %v", ir, ok)
