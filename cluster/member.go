@@ -62,6 +62,7 @@ type Member struct {
 	waitSeq   int    // identifies the takeover wait in force
 	loggedGen int32  // the generation last logged
 	settled   bool   // the first assignment since Start has come
+	waitOver  bool   // the wait has ended: the next assignment starts the shards waiting
 	closing   bool
 
 	// st is what Status reports, under its own lock so that /healthz never waits for a
@@ -322,7 +323,7 @@ func (m *Member) onAssigned(_ context.Context, cl *kgo.Client, added map[string]
 		if m.afterLoss {
 			wait, why = m.cfg.SessionTimeout.D(), "shards new to this agent after a coordinator loss wait before they start"
 		}
-		m.afterLoss = false
+		m.afterLoss, m.waitOver = false, false
 		m.waitSeq++
 		seq := m.waitSeq
 		time.AfterFunc(wait, func() { m.endWait(seq) })
@@ -332,6 +333,10 @@ func (m *Member) onAssigned(_ context.Context, cl *kgo.Client, added map[string]
 		if n := count(m.waiting); n > 0 {
 			m.log.Info(why, "shards", n, "wait", wait)
 		}
+	}
+	if m.waitOver {
+		m.waitOver = false
+		clear(m.waiting)
 	}
 	started := 0
 	for i := range m.running {
@@ -417,21 +422,23 @@ func (m *Member) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int3
 // endWait starts the shards that waited out the takeover wait and are still assigned here.
 func (m *Member) endWait(seq int) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closing || seq != m.waitSeq {
+		m.mu.Unlock()
 		return
 	}
-	started := 0
-	for i := range m.waiting {
-		if m.waiting[i] && m.assigned[i] && !m.running[i] {
-			m.running[i] = true
-			started++
-		}
-		m.waiting[i] = false
-	}
-	if started > 0 {
-		m.log.Info("takeover wait over: starting the shards no other agent claimed", "shards", started)
-		m.apply()
+	// The shards waiting are not claimed, so the group may have given them to another member
+	// in a rebalance whose news has not reached this one yet: starting them here could start a
+	// shard another agent starts too. They start in the next assignment instead, which is the
+	// group's word for the current generation: the member rejoins to get it.
+	m.waitOver = true
+	n := count(m.waiting)
+	m.mu.Unlock()
+	m.clMu.Lock()
+	cl := m.cl
+	m.clMu.Unlock()
+	if n > 0 && cl != nil {
+		m.log.Info("wait over: rejoining to start the shards still assigned here", "shards", n)
+		cl.ForceRebalance()
 	}
 }
 
