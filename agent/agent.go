@@ -37,7 +37,8 @@ type Agent struct {
 type runningOutput struct {
 	*models.RunningOutput
 	identity   string
-	connectErr atomic.Pointer[failure] // while Connect fails; nil once connected
+	connectErr atomic.Pointer[failure]    // while Connect fails; nil once connected
+	disk       interface{ Bytes() int64 } // a disk buffer's size, for the device page; nil: memory
 }
 
 // failure is an error and when it happened, for Health.
@@ -69,7 +70,8 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 			}
 		}
 		ro.Store(models.NewRunningOutput(o.Plugin, o.Config, o.Settings, buf, o.Log))
-		a.outputs = append(a.outputs, &runningOutput{RunningOutput: ro.Load(), identity: o.Identity})
+		disk, _ := buf.(interface{ Bytes() int64 })
+		a.outputs = append(a.outputs, &runningOutput{RunningOutput: ro.Load(), identity: o.Identity, disk: disk})
 	}
 	a.reportOrphans()
 	for id, b := range buffers {
