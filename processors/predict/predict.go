@@ -81,7 +81,7 @@ type seriesState struct {
 	// keyed by the device and controller tags; nil: the metric has neither.
 	board    *models.LinkRisk
 	boardKey models.LinkKey
-	fields []fieldState // one per field key seen, in the order they came
+	fields   []fieldState // one per field key seen, in the order they came
 }
 
 type fieldState struct {
