@@ -154,7 +154,7 @@
       if (kinds.length) errs.title = kinds.join(", ");
       const le = td(d.last_error ? d.last_error + " (" + since(d.error_at, l.now) + ")" : "", "err c-last-error");
       const risk = td(d.disconnect_risk === undefined ? "" : d.disconnect_risk.toFixed(2), "num c-risk" + (d.disconnect_risk >= 1 ? " risk-hi" : ""));
-      const sp = td(null, "c-spark"); sp.append(spark(d.rtts));
+      const sp = td(null, "c-spark"); sp.append(spark(d.rtts_us));
       const tags = Object.keys(d.tags || {}).map((k) => k + "=" + d.tags[k]).join(" ");
       const name = td(d.name, "c-name"); if (tags) name.title = tags;
       tr.append(st, name, td(d.input, "c-input"), ctl, td(ago(d.age_s), "c-age"), rtt,
