@@ -111,6 +111,9 @@ func (h *Health) Polled(failed bool) {
 // Errors returns the count of errors of kind k.
 func (h *Health) Errors(k ErrorKind) uint64 { return h.errors[k].Load() }
 
+// LastRTT returns the round trip of the last answered request.
+func (h *Health) LastRTT() time.Duration { return time.Duration(h.lastRTT.Load()) }
+
 // Requests returns the count of requests sent.
 func (h *Health) Requests() uint64 { return h.requests.Load() }
 
