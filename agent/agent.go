@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/diskbuffer"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -59,19 +60,24 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 		a.processors = append(a.processors, models.NewRunningProcessor(p.Plugin, p.Config, p.Log))
 	}
 	for _, o := range cfg.Outputs {
+		// The stats first, so that the buffer can count what it drops by itself in them.
+		stats := models.NewOutputStats(o.Config)
 		buf := buffers[o.Identity]
 		delete(buffers, o.Identity)
-		var ro atomic.Pointer[models.RunningOutput]
-		if buf == nil {
+		switch d, handedOver := buf.(*diskbuffer.Buffer); {
+		case buf == nil:
 			var err error
-			if buf, err = newBuffer(o, &ro); err != nil {
+			if buf, err = newBuffer(o, stats); err != nil {
+				stats.Unregister()
 				a.closeAll()
 				return nil, fmt.Errorf("outputs.%s: buffer: %w", o.Config.ID(), err)
 			}
+		case handedOver:
+			d.CountDropsIn(stats.MetricsDropped) // not in the previous agent's output
 		}
-		ro.Store(models.NewRunningOutput(o.Plugin, o.Config, o.Settings, buf, o.Log))
+		ro := models.NewRunningOutput(o.Plugin, o.Config, o.Settings, stats, buf, o.Log)
 		disk, _ := buf.(interface{ Bytes() int64 })
-		a.outputs = append(a.outputs, &runningOutput{RunningOutput: ro.Load(), identity: o.Identity, disk: disk})
+		a.outputs = append(a.outputs, &runningOutput{RunningOutput: ro, identity: o.Identity, disk: disk})
 	}
 	a.reportOrphans()
 	for id, b := range buffers {
@@ -86,8 +92,8 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 
 // newBuffer returns the buffer of an output: in memory, holding metric_buffer_limit metrics, or
 // on disk in a folder of buffer_directory named after the output's identity. Metrics the disk
-// buffer drops for space are counted as the output's dropped metrics.
-func newBuffer(o *config.Output, ro *atomic.Pointer[models.RunningOutput]) (models.Buffer, error) {
+// buffer drops by itself (for space) are counted in the output's stats too.
+func newBuffer(o *config.Output, stats *models.OutputStats) (models.Buffer, error) {
 	set := o.Settings
 	if set.BufferStrategy != "disk" {
 		return models.NewMemoryBuffer(set.BufferLimit), nil
@@ -96,18 +102,18 @@ func newBuffer(o *config.Output, ro *atomic.Pointer[models.RunningOutput]) (mode
 	if o.Config.Alias != "" {
 		tags["alias"] = o.Config.Alias
 	}
-	return models.OpenDiskBuffer(models.DiskBufferConfig{
+	b, err := diskbuffer.Open(diskbuffer.Config{
 		Dir:      filepath.Join(set.BufferDirectory, bufferDirName(o.Identity)),
 		Limit:    set.BufferBytes,
 		Fsync:    set.BufferFsync,
 		Log:      o.Log,
 		StatTags: tags,
-		OnDrop: func(n int) {
-			if r := ro.Load(); r != nil {
-				r.MetricsDropped.Add(int64(n))
-			}
-		},
+		Dropped:  stats.MetricsDropped,
 	})
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // bufferDirName turns an output identity ("outputs.influxdb/plant") into a folder name.

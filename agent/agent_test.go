@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/diskbuffer"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -281,6 +282,38 @@ func TestReloadHandsBuffersOver(t *testing.T) {
 	stop2()
 	if got := up.values(); !slices.Equal(got, seqFrom(0, 50)) {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// A disk buffer handed over by a reload counts the metrics it drops for space in the new
+// output's metrics_dropped, not in the stats of the output that is gone.
+func TestReloadedDiskBufferCountsDropsInNewOutput(t *testing.T) {
+	dir := t.TempDir()
+	diskConfig := func(in models.Input, out *memOut) *config.Config {
+		cfg := setup{inputs: []models.Input{in}, outputs: []*memOut{out}, batch: 10, flush: 10 * time.Millisecond}.config()
+		s := &cfg.Outputs[0].Settings
+		s.BufferStrategy, s.BufferDirectory, s.BufferBytes = "disk", dir, 1<<20
+		return cfg
+	}
+	p1 := &pusher{started: make(chan struct{})}
+	a1, stop1 := start(t, diskConfig(p1, &memOut{down: true}), nil)
+	<-p1.started
+	p1.push(0, 100)
+	waitFor(t, "metrics to be buffered", func() bool { return a1.Outputs()[0].Buffer.Len() == 100 })
+	a1.HandOver([]string{"outputs.out/a"})
+	stop1()
+
+	p2 := &pusher{started: make(chan struct{})}
+	a2, stop2 := start(t, diskConfig(p2, &memOut{down: true}), a1.Buffers())
+	defer stop2()
+	<-p2.started
+	const n = 100_000 // about 2 MB of records into a buffer of 1 MiB
+	p2.push(100, n)
+	ro := a2.Outputs()[0]
+	waitFor(t, "the metrics to reach the buffer", func() bool { return ro.MetricsAdded.Get() == n })
+	ro.Buffer.(*diskbuffer.Buffer).Sync()
+	if d := ro.MetricsDropped.Get(); d == 0 || d+int64(ro.Buffer.Len()) != 100+n {
+		t.Fatalf("the new output counted %d dropped and holds %d of %d", d, ro.Buffer.Len(), 100+n)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/diskbuffer"
 	"github.com/tagpipe/tagpipe/internal/serializer"
 	"github.com/tagpipe/tagpipe/models"
 )
@@ -81,7 +82,7 @@ func (rename) Apply(in ...*models.Metric) []*models.Metric {
 // state: at that rate the agent's share of one core is cpu-ns/metric × 100,000 / 10⁹.
 func BenchmarkPipeline(b *testing.B) {
 	disk := func(b *testing.B) models.Buffer {
-		d, err := models.OpenDiskBuffer(models.DiskBufferConfig{Dir: b.TempDir(), Limit: 8 << 30, Log: quiet})
+		d, err := diskbuffer.Open(diskbuffer.Config{Dir: b.TempDir(), Limit: 8 << 30, Log: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -96,7 +97,7 @@ func BenchmarkPipeline(b *testing.B) {
 func benchPipeline(b *testing.B, buf models.Buffer, rate int) {
 	out := &lineOut{ser: serializer.NewInflux(0)}
 	ro := models.NewRunningOutput(out, &models.PluginConfig{Name: "bench"},
-		models.OutputSettings{BatchSize: 5000, BufferLimit: 1 << 22}, buf, quiet)
+		models.OutputSettings{BatchSize: 5000, BufferLimit: 1 << 22}, nil, buf, quiet)
 	defer ro.Close()
 	procs := []*models.RunningProcessor{
 		models.NewRunningProcessor(scale{}, &models.PluginConfig{Name: "scale"}, quiet),

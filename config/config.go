@@ -213,6 +213,7 @@ type loader struct {
 	lookup func(string) (string, bool)
 	// per-output overrides, resolved against [agent] once every file is read
 	outputOverrides []outputTable
+	notices         map[string]*noticeCount // alias notices by plugin and key
 }
 
 func newLoader(lookup func(string) (string, bool)) *loader {
@@ -427,6 +428,10 @@ func (s *section) plugin() {
 		s.label += fmt.Sprintf(" %q", n)
 	}
 
+	plugin := newPlugin(kind, name)
+	if !s.applyAliases(plugin) {
+		return
+	}
 	var holder map[string]map[string][]toml.Primitive
 	md, err := toml.Decode(s.text, &holder)
 	if err != nil {
@@ -470,7 +475,6 @@ func (s *section) plugin() {
 		return
 	}
 
-	plugin := newPlugin(kind, name)
 	if plugin == nil {
 		s.l.fail(s.file, t.start, "", "[[%s]]: unknown plugin %q (known: %s)", prefix, name, strings.Join(knownNames(kind), ", "))
 		return
@@ -545,6 +549,7 @@ func setLogger(plugin any, log *slog.Logger) {
 }
 
 func (l *loader) finish() (*Config, error) {
+	l.noticesDone()
 	c := l.cfg
 	a := &c.Agent
 	for _, chk := range []struct {

@@ -1,78 +1,47 @@
-package models
+package models_test
 
 import (
 	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tagpipe/tagpipe/internal/testkit/buffertest"
+	// A test outside the package, as buffertest imports models; the dot import keeps the names
+	// as they read inside it.
+	. "github.com/tagpipe/tagpipe/models"
 )
 
-func seq(from, n int) []*Metric {
-	out := make([]*Metric, n)
-	for i := range out {
-		out[i] = New("m", nil, []Field{Int("i", int64(from+i))}, time.Unix(int64(from+i), 0))
-	}
-	return out
-}
-
-func ids(ms []*Metric) []int64 {
-	out := make([]int64, len(ms))
-	for i, m := range ms {
-		out[i] = m.Fields[0].IntV()
-	}
-	return out
-}
-
-func drain(t *testing.T, b Buffer) []int64 {
-	t.Helper()
-	var all []int64
-	for {
-		tx := b.Begin(3)
-		if tx == nil {
-			return all
-		}
-		all = append(all, ids(tx.Batch)...)
-		tx.All = true
-		b.End(tx)
-	}
-}
-
-func equal(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+// The transaction behaviour every buffer shares.
+func TestBufferSuite(t *testing.T) {
+	buffertest.Suite(t, func(*testing.T) Buffer { return NewMemoryBuffer(1000) })
 }
 
 func TestMemoryBufferDropsOldest(t *testing.T) {
 	b := NewMemoryBuffer(5)
-	if d := b.Add(seq(0, 4)...); d != 0 {
+	if d := b.Add(buffertest.Seq(0, 4)...); d != 0 {
 		t.Fatalf("dropped %d of 4 in a buffer of 5", d)
 	}
-	if d := b.Add(seq(4, 3)...); d != 2 {
+	if d := b.Add(buffertest.Seq(4, 3)...); d != 2 {
 		t.Fatalf("dropped %d, want 2", d)
 	}
-	if got := drain(t, b); !equal(got, []int64{2, 3, 4, 5, 6}) {
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{2, 3, 4, 5, 6}) {
 		t.Fatalf("got %v, want the newest 5", got)
 	}
 }
 
 func TestMemoryBufferGrowsToLimit(t *testing.T) {
 	b := NewMemoryBuffer(5000) // starts smaller and grows
-	b.Add(seq(0, 3000)...)
+	b.Add(buffertest.Seq(0, 3000)...)
 	tx := b.Begin(10) // wrap the ring, then grow with a batch out
-	b.Add(seq(3000, 2000)...)
+	b.Add(buffertest.Seq(3000, 2000)...)
 	tx.All = true
 	b.End(tx)
-	got := drain(t, b)
+	got := buffertest.Drain(t, b)
 	if len(got) != 4990 || got[0] != 10 || got[len(got)-1] != 4999 {
 		t.Fatalf("got %d metrics from %d to %d", len(got), got[0], got[len(got)-1])
 	}
@@ -80,41 +49,41 @@ func TestMemoryBufferGrowsToLimit(t *testing.T) {
 
 func TestTransactionKeepsWhatWasNotAccepted(t *testing.T) {
 	b := NewMemoryBuffer(100)
-	b.Add(seq(0, 6)...)
+	b.Add(buffertest.Seq(0, 6)...)
 	tx := b.Begin(4) // 0..3
 	if b.Len() != 6 {
 		t.Fatalf("Len counts the batch that is out: %d", b.Len())
 	}
-	b.Add(seq(6, 2)...) // arrives while the batch is out
+	b.Add(buffertest.Seq(6, 2)...) // arrives while the batch is out
 	tx.Settle(&PartialWriteError{Accepted: []int{0, 2}, Rejected: []int{3}})
 	b.End(tx)
 	// 1 was neither accepted nor rejected: it is kept, in front, in order.
-	if got := drain(t, b); !equal(got, []int64{1, 4, 5, 6, 7}) {
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{1, 4, 5, 6, 7}) {
 		t.Fatalf("got %v", got)
 	}
 }
 
 func TestFailedTransactionKeepsAll(t *testing.T) {
 	b := NewMemoryBuffer(100)
-	b.Add(seq(0, 5)...)
+	b.Add(buffertest.Seq(0, 5)...)
 	tx := b.Begin(3)
 	tx.Settle(errors.New("connection refused"))
 	b.End(tx)
-	if got := drain(t, b); !equal(got, []int64{0, 1, 2, 3, 4}) {
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{0, 1, 2, 3, 4}) {
 		t.Fatalf("got %v", got)
 	}
 }
 
 func TestBufferFillsWhileBatchIsOut(t *testing.T) {
 	b := NewMemoryBuffer(5)
-	b.Add(seq(0, 3)...)
-	tx := b.Begin(3)           // 0,1,2 out
-	b.Add(seq(3, 5)...)        // 3..7 fill the ring
-	tx.Settle(errors.New("x")) // nothing delivered: 0,1,2 come back, oldest of all
+	b.Add(buffertest.Seq(0, 3)...)
+	tx := b.Begin(3)               // 0,1,2 out
+	b.Add(buffertest.Seq(3, 5)...) // 3..7 fill the ring
+	tx.Settle(errors.New("x"))     // nothing delivered: 0,1,2 come back, oldest of all
 	if d := b.End(tx); d != 3 {
 		t.Fatalf("dropped %d, want the 3 oldest", d)
 	}
-	if got := drain(t, b); !equal(got, []int64{3, 4, 5, 6, 7}) {
+	if got := buffertest.Drain(t, b); !slices.Equal(got, []int64{3, 4, 5, 6, 7}) {
 		t.Fatalf("got %v", got)
 	}
 }
@@ -134,7 +103,7 @@ func (o *failingOutput) Write(_ context.Context, batch []*Metric) error {
 	if o.down {
 		return errors.New("503 service unavailable")
 	}
-	o.delivered = append(o.delivered, ids(batch)...)
+	o.delivered = append(o.delivered, buffertest.IDs(batch)...)
 	return nil
 }
 
@@ -143,9 +112,9 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 func TestRunningOutputKeepsBatchUntilDelivered(t *testing.T) {
 	out := &failingOutput{down: true}
 	cfg := &PluginConfig{Name: "test"}
-	ro := NewRunningOutput(out, cfg, OutputSettings{BatchSize: 4, BufferLimit: 8}, nil, quietLog())
+	ro := NewRunningOutput(out, cfg, OutputSettings{BatchSize: 4, BufferLimit: 8}, nil, nil, quietLog())
 	defer ro.Close()
-	ro.AddBatch(seq(0, 6))
+	ro.AddBatch(buffertest.Seq(0, 6))
 	if err := ro.Flush(context.Background(), true); err == nil {
 		t.Fatal("flush to a down output must fail")
 	}
@@ -155,7 +124,7 @@ func TestRunningOutputKeepsBatchUntilDelivered(t *testing.T) {
 	if e, _ := ro.LastError(); e == nil {
 		t.Fatal("LastError must report the failure")
 	}
-	ro.AddBatch(seq(6, 4)) // 10 into a buffer of 8: 0 and 1 go
+	ro.AddBatch(buffertest.Seq(6, 4)) // 10 into a buffer of 8: 0 and 1 go
 	if ro.MetricsDropped.Get() != 2 {
 		t.Fatalf("dropped %d, want 2", ro.MetricsDropped.Get())
 	}
@@ -163,7 +132,7 @@ func TestRunningOutputKeepsBatchUntilDelivered(t *testing.T) {
 	if err := ro.Flush(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	if !equal(out.delivered, []int64{2, 3, 4, 5, 6, 7, 8, 9}) {
+	if !slices.Equal(out.delivered, []int64{2, 3, 4, 5, 6, 7, 8, 9}) {
 		t.Fatalf("delivered %v", out.delivered)
 	}
 	if ro.MetricsWritten.Get() != 8 || ro.Buffer.Len() != 0 || ro.BufferSize.Get() != 0 {
@@ -176,9 +145,9 @@ func TestRunningOutputKeepsBatchUntilDelivered(t *testing.T) {
 
 func TestRunningOutputFlushFullBatchesOnly(t *testing.T) {
 	out := &failingOutput{}
-	ro := NewRunningOutput(out, &PluginConfig{Name: "t"}, OutputSettings{BatchSize: 4, BufferLimit: 100}, nil, quietLog())
+	ro := NewRunningOutput(out, &PluginConfig{Name: "t"}, OutputSettings{BatchSize: 4, BufferLimit: 100}, nil, nil, quietLog())
 	defer ro.Close()
-	ro.AddBatch(seq(0, 10))
+	ro.AddBatch(buffertest.Seq(0, 10))
 	select {
 	case <-ro.BatchReady:
 	default:
@@ -195,7 +164,7 @@ func TestRunningOutputFilterCopiesSharedMetric(t *testing.T) {
 	if err := cfg.Filter.Compile(); err != nil {
 		t.Fatal(err)
 	}
-	ro := NewRunningOutput(&failingOutput{}, cfg, OutputSettings{BatchSize: 10, BufferLimit: 10}, nil, quietLog())
+	ro := NewRunningOutput(&failingOutput{}, cfg, OutputSettings{BatchSize: 10, BufferLimit: 10}, nil, nil, quietLog())
 	defer ro.Close()
 	m := New("m", nil, []Field{Int("v", 1), Int("secret", 2)}, time.Time{})
 	ro.AddBatch([]*Metric{m})
@@ -263,10 +232,10 @@ func TestErrorsAreCountedAndLogsThrottled(t *testing.T) {
 func TestBufferFullIsLoggedOnce(t *testing.T) {
 	var logged strings.Builder
 	ro := NewRunningOutput(&failingOutput{}, &PluginConfig{Name: "t"}, OutputSettings{BatchSize: 1, BufferLimit: 5},
-		nil, slog.New(slog.NewTextHandler(&logged, nil)))
+		nil, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 	defer ro.Close()
 	for i := range 20 {
-		ro.AddBatch(seq(i*5, 5))
+		ro.AddBatch(buffertest.Seq(i*5, 5))
 	}
 	if ro.MetricsDropped.Get() != 95 || strings.Count(logged.String(), "buffer full") != 1 {
 		t.Fatalf("dropped %d, log:\n%s", ro.MetricsDropped.Get(), logged.String())

@@ -21,6 +21,48 @@ type OutputSettings struct {
 	BufferFsync     time.Duration // disk: 0 fsyncs every write ("batch"), else the interval
 }
 
+// OutputStats are an output's counters and gauges (internal_output). They are made before the
+// output's buffer and handed to it as well as to the RunningOutput (as Telegraf's
+// models.NewBuffer hands its BufferStats to whichever buffer it makes), so that a buffer that
+// drops metrics by itself — the disk buffer, for space — counts them where the output's other
+// drops are.
+type OutputStats struct {
+	stats           *Stats
+	BufferSize      *Stat
+	BufferLimit     *Stat
+	MetricsAdded    *Stat
+	MetricsFiltered *Stat
+	MetricsDropped  *Stat
+	MetricsWritten  *Stat
+	MetricsRejected *Stat
+	WriteTime       *Stat
+	Errors          *Stat
+}
+
+// NewOutputStats registers the stats of the output cfg names.
+func NewOutputStats(cfg *PluginConfig) *OutputStats {
+	tags := map[string]string{"output": cfg.Name}
+	if cfg.Alias != "" {
+		tags["alias"] = cfg.Alias
+	}
+	s := RegisterStats("internal_output", tags)
+	return &OutputStats{
+		stats:           s,
+		BufferSize:      s.Gauge("buffer_size"),
+		BufferLimit:     s.Gauge("buffer_limit"),
+		MetricsAdded:    s.Get("metrics_added"),
+		MetricsFiltered: s.Get("metrics_filtered"),
+		MetricsDropped:  s.Get("metrics_dropped"),
+		MetricsWritten:  s.Get("metrics_written"),
+		MetricsRejected: s.Get("metrics_rejected"),
+		WriteTime:       s.Gauge("write_time_ns"),
+		Errors:          s.Get("errors"),
+	}
+}
+
+// Unregister removes the stats from the agent's metrics.
+func (s *OutputStats) Unregister() { s.stats.Unregister() }
+
 // RunningOutput wraps an output with its filter, its buffer and its counters. AddMetric is safe
 // for concurrent use; Flush is called by one goroutine at a time.
 type RunningOutput struct {
@@ -33,16 +75,7 @@ type RunningOutput struct {
 	// BatchReady receives (without blocking the sender) when a full batch waits.
 	BatchReady chan struct{}
 
-	stats           *Stats
-	BufferSize      *Stat
-	BufferLimit     *Stat
-	MetricsAdded    *Stat
-	MetricsFiltered *Stat
-	MetricsDropped  *Stat
-	MetricsWritten  *Stat
-	MetricsRejected *Stat
-	WriteTime       *Stat
-	Errors          *Stat
+	*OutputStats
 
 	lastErr   lastError
 	lastWrite lastError // err is nil: the time of the last good write
@@ -52,35 +85,25 @@ type RunningOutput struct {
 	dropLog   logThrottle
 }
 
-// NewRunningOutput wraps out with buf (a memory buffer when nil).
-func NewRunningOutput(out Output, cfg *PluginConfig, set OutputSettings, buf Buffer, log *slog.Logger) *RunningOutput {
+// NewRunningOutput wraps out with buf (a memory buffer when nil), counting in stats (made here
+// when nil; see OutputStats for when to make them first).
+func NewRunningOutput(out Output, cfg *PluginConfig, set OutputSettings, stats *OutputStats, buf Buffer, log *slog.Logger) *RunningOutput {
 	if buf == nil {
 		buf = NewMemoryBuffer(set.BufferLimit)
 	}
-	set.BatchSize = max(set.BatchSize, 1)
-	tags := map[string]string{"output": cfg.Name}
-	if cfg.Alias != "" {
-		tags["alias"] = cfg.Alias
+	if stats == nil {
+		stats = NewOutputStats(cfg)
 	}
-	s := RegisterStats("internal_output", tags)
+	set.BatchSize = max(set.BatchSize, 1)
 	o := &RunningOutput{
-		Output:          out,
-		Config:          cfg,
-		Settings:        set,
-		Log:             log,
-		Buffer:          buf,
-		BatchReady:      make(chan struct{}, 1),
-		stats:           s,
-		BufferSize:      s.Gauge("buffer_size"),
-		BufferLimit:     s.Gauge("buffer_limit"),
-		MetricsAdded:    s.Get("metrics_added"),
-		MetricsFiltered: s.Get("metrics_filtered"),
-		MetricsDropped:  s.Get("metrics_dropped"),
-		MetricsWritten:  s.Get("metrics_written"),
-		MetricsRejected: s.Get("metrics_rejected"),
-		WriteTime:       s.Gauge("write_time_ns"),
-		Errors:          s.Get("errors"),
-		dropLog:         logThrottle{period: time.Minute},
+		Output:      out,
+		Config:      cfg,
+		Settings:    set,
+		Log:         log,
+		Buffer:      buf,
+		BatchReady:  make(chan struct{}, 1),
+		OutputStats: stats,
+		dropLog:     logThrottle{period: time.Minute},
 	}
 	o.BufferLimit.Set(int64(set.BufferLimit))
 	o.BufferSize.Set(int64(buf.Len()))
@@ -227,7 +250,7 @@ func (o *RunningOutput) DetachBuffer() Buffer {
 
 // Close closes the output and its buffer (unless detached) and unregisters its stats.
 func (o *RunningOutput) Close() error {
-	o.stats.Unregister()
+	o.OutputStats.Unregister()
 	err := o.Output.Close()
 	if o.Buffer != nil {
 		err = errors.Join(err, o.Buffer.Close())

@@ -361,10 +361,31 @@ func TestHelpAndManPageCoverEveryFlag(t *testing.T) {
 			t.Errorf("demo flag --%s is not in tagpipe --help", f)
 		}
 	}
-	manDemo := manText[strings.Index(manText, ".SH DEMO OPTIONS"):]
+	manDemo := manText[strings.Index(manText, ".SH DEMO OPTIONS"):strings.Index(manText, ".SH IMPORT OPTIONS")]
 	for _, f := range demoFlags {
 		if !strings.Contains(manDemo, "--"+f) {
 			t.Errorf("demo flag --%s is not under DEMO OPTIONS in tagpipe.1", f)
+		}
+	}
+	// The import flags (their own flag set): in --help after "Import flags" and under IMPORT
+	// OPTIONS in the man page.
+	impOut, _ := exec.Command(bin, "import", "--help").CombinedOutput()
+	var importFlags []string
+	for _, m := range flagLine.FindAllStringSubmatch(string(impOut), -1) {
+		importFlags = append(importFlags, m[1])
+	}
+	if len(importFlags) < 5 || !strings.Contains(help, "Import flags") || !strings.Contains(manText, ".SH IMPORT OPTIONS") {
+		t.Fatalf("import flags %v; --help or the man page has no import section?\n%s", importFlags, impOut)
+	}
+	importHelp := help[strings.Index(help, "Import flags"):]
+	manImport := manText[strings.Index(manText, ".SH IMPORT OPTIONS"):]
+	manImport = manImport[:strings.Index(manImport[1:], ".SH ")+1]
+	for _, f := range importFlags {
+		if !regexp.MustCompile(`(?m)^\s+--` + f + `\b`).MatchString(importHelp) {
+			t.Errorf("import flag --%s is not in tagpipe --help", f)
+		}
+		if !regexp.MustCompile(`(?m)^\.BI? --` + f + `\b`).MatchString(manImport) {
+			t.Errorf("import flag --%s has no entry under IMPORT OPTIONS in tagpipe.1", f)
 		}
 	}
 	manOpts := manText[strings.Index(manText, ".SH OPTIONS"):strings.Index(manText, ".SH DEMO OPTIONS")]
@@ -373,7 +394,7 @@ func TestHelpAndManPageCoverEveryFlag(t *testing.T) {
 			t.Errorf("flag --%s has no entry under OPTIONS in tagpipe.1", f)
 		}
 	}
-	for _, c := range []string{"config", "demo", "passwd", "version", "help"} {
+	for _, c := range []string{"config", "demo", "import", "export", "passwd", "version", "help"} {
 		if !strings.Contains(help, "tagpipe "+c) || !regexp.MustCompile(`(?m)^\.B `+c+`$`).MatchString(manText) {
 			t.Errorf("command %q is missing from --help or from COMMANDS in tagpipe.1", c)
 		}

@@ -44,6 +44,12 @@ Usage:
   tagpipe --config FILE --check      check the configuration and exit (0: good, 1: bad)
   tagpipe config                     print the full sample configuration
   tagpipe demo [DEMO FLAGS]          run against built-in simulated devices, print line protocol
+  tagpipe import telegraf FILE|DIR... [IMPORT FLAGS]
+                                     a Telegraf configuration as tagpipe's; what does not map is reported
+  tagpipe import csv|xlsx FILE... [IMPORT FLAGS]
+                                     tag lists (Kepware, Neuron, tagpipe's) and device lists as profiles and devices
+  tagpipe export csv --profile NAME --config FILE [--out FILE]
+                                     a profile as tagpipe's tag list (CSV), which imports back the same
   tagpipe passwd < FILE              print a bcrypt hash of the password on standard input,
                                      for [agent] http_password_hash
   tagpipe version                    print the version (also --version)
@@ -53,7 +59,8 @@ Flags (one dash or two):
 `
 
 // usageTail follows the flags in --help. The demo's flags are spelled out here because they
-// belong to its own flag set (demo.go); a test in packaging/ checks that none is missing.
+// belong to its own flag set (demo.go); a test in packaging/ checks that none is missing. The
+// import flags follow them, printed from their flag set (import.go).
 const usageTail = `
 Demo flags (tagpipe demo):
   --duration D             stop after this long (0: run until Ctrl-C)
@@ -62,7 +69,9 @@ Demo flags (tagpipe demo):
   --debug                  log at debug level
   --print-config           print the demo's configuration to standard error
   --http ADDR              serve the device page, /healthz and /metrics on ADDR (127.0.0.1:9273)
+`
 
+const usageEnd = `
 Signals: SIGHUP reloads the configuration (a broken one is logged and the running one kept);
 SIGINT and SIGTERM stop the inputs, flush every output once more and exit.
 
@@ -118,6 +127,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "demo":
 			return runDemo(args[1:], stdout, stderr)
+		case "import":
+			return runImport(args[1:], stdout, stderr)
+		case "export":
+			return runExport(args[1:], stdout, stderr)
 		case "passwd":
 			return runPasswd(os.Stdin, stdout, stderr)
 		case "help":
@@ -200,6 +213,12 @@ func printUsage(w io.Writer, fs *flag.FlagSet) {
 		fmt.Fprintf(w, "  %-24s %s\n", strings.TrimSpace("--"+f.Name+" "+arg), help)
 	})
 	fmt.Fprint(w, usageTail)
+	fmt.Fprint(w, "\nImport flags (tagpipe import, tagpipe export):\n")
+	newImportFlags("tagpipe import", io.Discard).fs.VisitAll(func(f *flag.Flag) {
+		arg, help := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  %-24s %s\n", strings.TrimSpace("--"+f.Name+" "+arg), help)
+	})
+	fmt.Fprint(w, usageEnd)
 }
 
 func setupLogging(cfg *config.Config) error {

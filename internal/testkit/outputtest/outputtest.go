@@ -64,7 +64,7 @@ func (l *Log) Count(subs ...string) int {
 func RunningOutput(t testing.TB, o models.Output, name string, batch int) *models.RunningOutput {
 	log, _ := NewLogger(t)
 	ro := models.NewRunningOutput(o, &models.PluginConfig{Name: name},
-		models.OutputSettings{BatchSize: batch, BufferLimit: 1_000_000, FlushInterval: time.Second}, nil, log)
+		models.OutputSettings{BatchSize: batch, BufferLimit: 1_000_000, FlushInterval: time.Second}, nil, nil, log)
 	t.Cleanup(func() { ro.Close() })
 	return ro
 }

@@ -1,10 +1,12 @@
-package models
+package diskbuffer
 
 import (
 	"encoding/binary"
 	"errors"
 	"math"
 	"time"
+
+	"github.com/tagpipe/tagpipe/models"
 )
 
 // The disk buffer stores metrics in a compact binary form:
@@ -20,7 +22,7 @@ import (
 // buffer allocates per metric, not per field.
 
 // AppendMetric appends the encoding of m to dst.
-func AppendMetric(dst []byte, m *Metric) []byte {
+func AppendMetric(dst []byte, m *models.Metric) []byte {
 	dst = appendStr(dst, m.Name)
 	dst = binary.AppendUvarint(dst, uint64(len(m.Tags)))
 	for _, t := range m.Tags {
@@ -33,13 +35,29 @@ func AppendMetric(dst []byte, m *Metric) []byte {
 		dst = appendStr(dst, f.Key)
 		typ := f.Type()
 		dst = append(dst, byte(typ))
-		if typ == TypeString {
+		if typ == models.TypeString {
 			dst = appendStr(dst, f.StringV())
 		} else {
-			dst = binary.LittleEndian.AppendUint64(dst, f.bits)
+			dst = binary.LittleEndian.AppendUint64(dst, valueBits(f))
 		}
 	}
 	return binary.AppendVarint(dst, m.Time.UnixNano())
+}
+
+// valueBits returns the 8 bytes of a number or bool: float64 bits, the integer, 0 or 1.
+func valueBits(f *models.Field) uint64 {
+	switch f.Type() {
+	case models.TypeFloat:
+		return math.Float64bits(f.FloatV())
+	case models.TypeInt:
+		return uint64(f.IntV())
+	case models.TypeBool:
+		if f.BoolV() {
+			return 1
+		}
+		return 0
+	}
+	return f.UintV()
 }
 
 func appendStr(dst []byte, s string) []byte {
@@ -53,7 +71,7 @@ var ErrBadEncoding = errors.New("bad metric encoding")
 // Decoder decodes metrics, interning the strings that repeat. Not safe for concurrent use.
 type Decoder struct {
 	intern  map[string]string
-	tagSets map[string][]Tag // by their encoded bytes: decoded metrics share tag slices
+	tagSets map[string][]models.Tag // by their encoded bytes: decoded metrics share tag slices
 }
 
 const internLimit = 1 << 16
@@ -74,7 +92,7 @@ func (d *Decoder) str(b []byte) string {
 }
 
 // Decode decodes one metric from b and returns it and the bytes after it.
-func (d *Decoder) Decode(b []byte) (*Metric, []byte, error) {
+func (d *Decoder) Decode(b []byte) (*models.Metric, []byte, error) {
 	name, b, err := d.readStr(b)
 	if err != nil {
 		return nil, nil, err
@@ -87,7 +105,7 @@ func (d *Decoder) Decode(b []byte) (*Metric, []byte, error) {
 	if err != nil || nf > uint64(len(b)) {
 		return nil, nil, ErrBadEncoding
 	}
-	m := NewMetric(name, tags, int(nf), time.Time{})
+	m := models.NewMetric(name, tags, int(nf), time.Time{})
 	for range nf {
 		var key string
 		if key, b, err = d.readStr(b); err != nil {
@@ -96,24 +114,36 @@ func (d *Decoder) Decode(b []byte) (*Metric, []byte, error) {
 		if len(b) == 0 {
 			return nil, nil, ErrBadEncoding
 		}
-		typ := ValueType(b[0])
+		typ := models.ValueType(b[0])
 		b = b[1:]
-		var f Field
-		switch typ {
-		case TypeString:
+		var f models.Field
+		if typ == models.TypeString {
 			var v string
 			if v, b, err = d.readStr(b); err != nil {
 				return nil, nil, err
 			}
-			f = String(key, v)
-		case TypeFloat, TypeInt, TypeUint, TypeBool:
+			f = models.String(key, v)
+		} else {
 			if len(b) < 8 {
 				return nil, nil, ErrBadEncoding
 			}
-			f = Field{Key: key, p: mark(typ), bits: binary.LittleEndian.Uint64(b)}
+			v := binary.LittleEndian.Uint64(b)
 			b = b[8:]
-		default:
-			return nil, nil, ErrBadEncoding
+			switch typ {
+			case models.TypeFloat:
+				f = models.Float(key, math.Float64frombits(v))
+			case models.TypeInt:
+				f = models.Int(key, int64(v))
+			case models.TypeUint:
+				f = models.Uint(key, v)
+			case models.TypeBool:
+				if v > 1 { // AppendMetric writes only 0 and 1
+					return nil, nil, ErrBadEncoding
+				}
+				f = models.Bool(key, v == 1)
+			default:
+				return nil, nil, ErrBadEncoding
+			}
 		}
 		m.Fields = append(m.Fields, f)
 	}
@@ -127,7 +157,7 @@ func (d *Decoder) Decode(b []byte) (*Metric, []byte, error) {
 
 // readTags reads a tag set. Tag sets repeat (a device's tags): one decoded slice serves every
 // metric with the same encoded tags.
-func (d *Decoder) readTags(b []byte) ([]Tag, []byte, error) {
+func (d *Decoder) readTags(b []byte) ([]models.Tag, []byte, error) {
 	start := b
 	nt, b, err := readUvarint(b)
 	if err != nil || nt > uint64(len(b)) {
@@ -148,13 +178,13 @@ func (d *Decoder) readTags(b []byte) ([]Tag, []byte, error) {
 	if tags, ok := d.tagSets[string(raw)]; ok {
 		return tags, rest, nil
 	}
-	tags := make([]Tag, nt)
+	tags := make([]models.Tag, nt)
 	for i := range tags {
 		tags[i].Key, b, _ = d.readStr(b)
 		tags[i].Value, b, _ = d.readStr(b)
 	}
 	if d.tagSets == nil || len(d.tagSets) >= internLimit {
-		d.tagSets = make(map[string][]Tag)
+		d.tagSets = make(map[string][]models.Tag)
 	}
 	d.tagSets[string(raw)] = tags
 	return tags, rest, nil

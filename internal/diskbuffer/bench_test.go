@@ -1,10 +1,13 @@
-package models
+package diskbuffer
 
 import (
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tagpipe/tagpipe/internal/testkit/buffertest"
+	"github.com/tagpipe/tagpipe/models"
 )
 
 func cpuTime() time.Duration {
@@ -18,24 +21,24 @@ func cpuTime() time.Duration {
 // out. cpu-ns/metric counts every goroutine (the disk writer too); at 100,000 metrics/s a buffer
 // costs cpu-ns/metric × 100,000 of one core.
 func BenchmarkBuffer(b *testing.B) {
-	batch := make([]*Metric, 100)
+	batch := make([]*models.Metric, 100)
 	for i := range batch {
-		fs := make([]Field, 10)
+		fs := make([]models.Field, 10)
 		for j := range fs {
-			fs[j] = Float("field_"+strconv.Itoa(j), float64(i*j)+0.5)
+			fs[j] = models.Float("field_"+strconv.Itoa(j), float64(i*j)+0.5)
 		}
-		batch[i] = New("power", []Tag{{"device", "meter-" + strconv.Itoa(i)}, {"line", "A"}}, fs, time.Unix(1795600000, int64(i)))
+		batch[i] = models.New("power", []models.Tag{{Key: "device", Value: "meter-" + strconv.Itoa(i)}, {Key: "line", Value: "A"}}, fs, time.Unix(1795600000, int64(i)))
 	}
 	for _, c := range []struct {
 		name string
-		open func(b *testing.B) Buffer
+		open func(b *testing.B) models.Buffer
 	}{
-		{"memory", func(*testing.B) Buffer { return NewMemoryBuffer(1 << 20) }},
-		{"disk-fsync-batch", func(b *testing.B) Buffer {
-			return mustDisk(b, DiskBufferConfig{Dir: b.TempDir(), Limit: 8 << 30, Log: quietLog()})
+		{"memory", func(*testing.B) models.Buffer { return models.NewMemoryBuffer(1 << 20) }},
+		{"disk-fsync-batch", func(b *testing.B) models.Buffer {
+			return mustDisk(b, Config{Dir: b.TempDir(), Limit: 8 << 30, Log: quietLog()})
 		}},
-		{"disk-fsync-1s", func(b *testing.B) Buffer {
-			return mustDisk(b, DiskBufferConfig{Dir: b.TempDir(), Limit: 8 << 30, Fsync: time.Second, Log: quietLog()})
+		{"disk-fsync-1s", func(b *testing.B) models.Buffer {
+			return mustDisk(b, Config{Dir: b.TempDir(), Limit: 8 << 30, Fsync: time.Second, Log: quietLog()})
 		}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
@@ -50,7 +53,7 @@ func BenchmarkBuffer(b *testing.B) {
 				buf.Add(batch[:n]...)
 				added += n
 				if added%5000 == 0 || added == b.N {
-					if d, ok := buf.(*DiskBuffer); ok {
+					if d, ok := buf.(*Buffer); ok {
 						bytes = max(bytes, d.Bytes())
 					}
 					for tx := buf.Begin(5000); tx != nil; tx = buf.Begin(5000) {
@@ -63,7 +66,7 @@ func BenchmarkBuffer(b *testing.B) {
 			cpu := cpuTime() - cpu0
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/metric")
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "metrics/s")
-			if d, ok := buf.(*DiskBuffer); ok {
+			if d, ok := buf.(*Buffer); ok {
 				_ = d
 				b.ReportMetric(float64(b.N)*float64(bytes)/5000/b.Elapsed().Seconds()/1e6, "MB/s")
 			}
@@ -71,8 +74,8 @@ func BenchmarkBuffer(b *testing.B) {
 	}
 }
 
-func mustDisk(b *testing.B, cfg DiskBufferConfig) *DiskBuffer {
-	d, err := OpenDiskBuffer(cfg)
+func mustDisk(b *testing.B, cfg Config) *Buffer {
+	d, err := Open(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -82,12 +85,12 @@ func mustDisk(b *testing.B, cfg DiskBufferConfig) *DiskBuffer {
 // BenchmarkDiskBufferReplay measures reading a buffer back after a restart: one op is one metric.
 func BenchmarkDiskBufferReplay(b *testing.B) {
 	dir := b.TempDir()
-	d := mustDisk(b, DiskBufferConfig{Dir: dir, Limit: 8 << 30, Fsync: time.Second, Log: quietLog()})
-	ms := seq(0, 100)
+	d := mustDisk(b, Config{Dir: dir, Limit: 8 << 30, Fsync: time.Second, Log: quietLog()})
+	ms := buffertest.Seq(0, 100)
 	for i := range ms {
-		fs := make([]Field, 10)
+		fs := make([]models.Field, 10)
 		for j := range fs {
-			fs[j] = Float("field_"+strconv.Itoa(j), float64(i*j)+0.5)
+			fs[j] = models.Float("field_"+strconv.Itoa(j), float64(i*j)+0.5)
 		}
 		ms[i].Fields = fs
 	}
@@ -97,7 +100,7 @@ func BenchmarkDiskBufferReplay(b *testing.B) {
 	d.Close()
 	b.ReportAllocs()
 	b.ResetTimer()
-	d = mustDisk(b, DiskBufferConfig{Dir: dir, Limit: 8 << 30, Fsync: time.Second, Log: quietLog()})
+	d = mustDisk(b, Config{Dir: dir, Limit: 8 << 30, Fsync: time.Second, Log: quietLog()})
 	n := 0
 	for tx := d.Begin(5000); tx != nil; tx = d.Begin(5000) {
 		n += len(tx.Batch)

@@ -1,0 +1,16 @@
+package config
+
+// KeyLines returns the line of every table header and key of a TOML text by its path with
+// array-table indices ("inputs.modbus[1].request[0].fields"): the first line where the path
+// occurs. Values are not read, so a key inside an inline table has no line of its own. Tools
+// that report on a configuration (tagpipe import) name places with it.
+func KeyLines(text string) map[string]int {
+	sc := scanTOML(text)
+	m := make(map[string]int, len(sc.keys))
+	for _, k := range sc.keys {
+		if _, ok := m[k.path]; !ok {
+			m[k.path] = k.line
+		}
+	}
+	return m
+}
