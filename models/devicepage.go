@@ -71,7 +71,8 @@ type DeviceDetail struct {
 // FieldValue is the latest value of one field of a device.
 type FieldValue struct {
 	Measurement string
-	Field       Field  // Key is "" when it was never read
+	Name        string // the field's name
+	Field       Field  // the latest value read; Key is "" when none was read yet
 	Quality     string // "good", or why not: "not read in the last poll", "stale", an OPC UA status
 	At          time.Time
 }

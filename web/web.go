@@ -540,7 +540,7 @@ func (h *handler) device(w http.ResponseWriter, r *http.Request) {
 			x.st.Detail.Detail(now, &md)
 			d.ValuesAt = timePtr(md.ValuesAt)
 			for _, v := range md.Values {
-				fv := FieldValue{Measurement: v.Measurement, Field: v.Field.Key, Quality: v.Quality, At: timePtr(v.At)}
+				fv := FieldValue{Measurement: v.Measurement, Field: v.Name, Quality: v.Quality, At: timePtr(v.At)}
 				if v.Field.Key != "" {
 					fv.Value = v.Field.Value()
 				}

@@ -106,6 +106,12 @@
       " · CPU " + cpu + " · RSS " + bytes(o.rss_bytes) + " · " + num(o.devices) + " devices" +
       (a.running ? "" : " · not running (starting or reloading)");
     lastCounts = o.counts;
+    $("inputs").tBodies[0].replaceChildren(...o.inputs.map((i) => {
+      const tr = el("tr");
+      const by = STATES.filter((s) => i.counts[s]).map((s) => (LABEL[s] || s) + " " + num(i.counts[s])).join(", ");
+      tr.append(td(i.name), td(num(i.devices), "num"), td(by));
+      return tr;
+    }));
     const tb = $("outputs").tBodies[0];
     const rows = o.outputs.map((out) => {
       const tr = el("tr");
