@@ -106,9 +106,8 @@ type handler struct {
 type row struct {
 	input  string
 	st     models.DeviceStatus
-	f      models.DeviceFigures
-	kinds  [8]models.KindCount // f.Errors, copied: f's slice is the walker's
-	errors uint64              // all kinds
+	f      models.DeviceFigures // f.Errors is nil: the kinds are read again for a page's rows
+	errors uint64               // all kinds
 	risk   float64
 	hasRsk bool
 }
@@ -129,8 +128,6 @@ func (h *handler) collect(now time.Time) *[]row {
 				s.Detail.Figures(&f)
 				x.f = f
 				x.f.Errors = nil
-				n := copy(x.kinds[:], f.Errors)
-				x.f.Errors = x.kinds[:n]
 				for _, k := range f.Errors {
 					x.errors += k.Count
 				}
@@ -141,10 +138,9 @@ func (h *handler) collect(now time.Time) *[]row {
 	return rp
 }
 
-func (h *handler) release(rp *[]row) {
-	clear(*rp) // drop the references to errors, tags, devices
-	h.rows.Put(rp)
-}
+// release keeps the rows for the next request. What they refer to (devices, texts) is kept
+// until then, or until the pool lets them go at a garbage collection.
+func (h *handler) release(rp *[]row) { h.rows.Put(rp) }
 
 // stateRank orders states for "failing first": the worst first, devices polled by another
 // agent last.
@@ -415,8 +411,14 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-// device turns x into its JSON form; with rtts, its round trips too.
+// device turns x into its JSON form; with rtts, its round trips too. Its errors by kind are
+// read again here (the listing keeps only their sum).
 func device(x *row, now time.Time, rtts []time.Duration) Device {
+	if x.st.Detail != nil {
+		var f models.DeviceFigures
+		x.st.Detail.Figures(&f)
+		x.f.Errors = f.Errors
+	}
 	d := Device{
 		Name: x.st.Name, Input: x.input, State: x.st.State.String(), Failing: x.st.State.Failing(),
 		Controller: x.st.Controller, Backup: x.f.Backup, Owner: x.st.Owner,
