@@ -164,7 +164,7 @@
       const tags = Object.keys(d.tags || {}).map((k) => k + "=" + d.tags[k]).join(" ");
       const name = td(d.name, "c-name"); if (tags) name.title = tags;
       tr.append(st, name, td(d.input, "c-input"), ctl, td(ago(d.age_s), "c-age"), rtt,
-        td(msText(d.timeout_ms), "num c-timeout"), td(num(d.polls) + (d.polls_failed ? " (" + num(d.polls_failed) + " failed)" : ""), "num c-polls"),
+        td(msText(d.timeout_ms || null), "num c-timeout"), td(num(d.polls) + (d.polls_failed ? " (" + num(d.polls_failed) + " failed)" : ""), "num c-polls"),
         errs, le, risk, td(d.owner || "", "c-owner"), sp);
       tr.addEventListener("click", () => { view.open = d.name; view.openInput = d.input; writeHash(); refreshDetail(); });
       return tr;
