@@ -91,7 +91,7 @@ func Handler(src Source) http.Handler {
 	mux.Handle("GET /app.js", files)
 	mux.Handle("GET /app.css", files)
 	mux.HandleFunc("GET /api/devices", h.devices)
-	mux.HandleFunc("GET /api/devices/{name}", h.device)
+	mux.HandleFunc("GET /api/devices/{name...}", h.device) // a name may hold a slash
 	mux.HandleFunc("GET /api/overview", h.overview)
 	return mux
 }

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -149,6 +150,24 @@ func TestQuery(t *testing.T) {
 	}
 	if l := list("page=99"); len(l.Devices) != 0 || l.Pages != 10 {
 		t.Errorf("a page past the end: %d rows, %d pages", len(l.Devices), l.Pages)
+	}
+}
+
+// TestDeviceByName: any name, a slash or a space in it too, finds its device.
+func TestDeviceByName(t *testing.T) {
+	p := newPlant(3)
+	p.devs[1].status.Name = "line 2/boiler #3"
+	h := Handler(p)
+	w := serve(t, h, "/api/devices/"+url.PathEscape("line 2/boiler #3"))
+	var d Device
+	if err := json.Unmarshal(w.Body.Bytes(), &d); w.Code != 200 || err != nil || d.Name != "line 2/boiler #3" || d.Detail == nil {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+	if len(d.Detail.Errors) != 0 || len(d.RTTs) != models.RTTRing {
+		t.Errorf("detail %+v, %d round trips", d.Detail, len(d.RTTs))
+	}
+	if w := serve(t, h, "/api/devices/plc-00000?input=inputs.other"); w.Code != 404 {
+		t.Errorf("another input's device: %d", w.Code)
 	}
 }
 
