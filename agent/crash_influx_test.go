@@ -52,22 +52,22 @@ func TestDiskBufferWithInfluxDBOutagesAndKills(t *testing.T) {
 	c1 := startChild(t, append(env, "SEQ_START=0")...)
 	waitFor(t, "run 1 to write to InfluxDB", func() bool { return count() > 500 })
 	db.Stop()
-	stoppedAt := c1.produced.Load()
-	waitFor(t, "run 1 to buffer during the outage", func() bool { return c1.produced.Load() > stoppedAt+2000 })
-	c1.cmd.Process.Kill()
-	c1.cmd.Wait()
-	produced1 := c1.produced.Load()
+	stoppedAt := c1.Produced.Load()
+	waitFor(t, "run 1 to buffer during the outage", func() bool { return c1.Produced.Load() > stoppedAt+2000 })
+	c1.Cmd.Process.Kill()
+	c1.Cmd.Wait()
+	produced1 := c1.Produced.Load()
 
 	// Run 2 starts while the database is still down, then the database comes back.
 	c2 := startChild(t, append(env, "SEQ_START=1000000")...)
-	waitFor(t, "run 2 to produce", func() bool { return c2.produced.Load() >= 1000500 })
+	waitFor(t, "run 2 to produce", func() bool { return c2.Produced.Load() >= 1000500 })
 	db.Start()
 	waitFor(t, "run 1's metrics to arrive", func() bool { got := influxSeq(t, db); return got[produced1-slack] > 0 })
 	// Killed while it writes.
 	waitFor(t, "run 2 to write its own", func() bool { got := influxSeq(t, db); return got[1000400] > 0 })
-	c2.cmd.Process.Kill()
-	c2.cmd.Wait()
-	produced2 := c2.produced.Load()
+	c2.Cmd.Process.Kill()
+	c2.Cmd.Wait()
+	produced2 := c2.Produced.Load()
 
 	// Run 3 delivers the rest and stops cleanly.
 	c3 := startChild(t, append(env, "SEQ_START=2000000")...)
@@ -75,11 +75,11 @@ func TestDiskBufferWithInfluxDBOutagesAndKills(t *testing.T) {
 		got := influxSeq(t, db)
 		return got[produced2-slack] > 0 && got[2000300] > 0
 	})
-	c3.cmd.Process.Signal(syscall.SIGTERM)
-	if err := c3.cmd.Wait(); err != nil {
+	c3.Cmd.Process.Signal(syscall.SIGTERM)
+	if err := c3.Cmd.Wait(); err != nil {
 		t.Fatalf("agent after SIGTERM: %v", err)
 	}
-	produced3 := c3.produced.Load()
+	produced3 := c3.Produced.Load()
 
 	got := influxSeq(t, db)
 	for run, r := range []struct{ from, last, allowed int64 }{{0, produced1, slack}, {1000000, produced2, slack}, {2000000, produced3, 0}} {
@@ -116,11 +116,11 @@ func TestDiskBufferDeliversInOrderPerSeries(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "later", "out.lp") // the output's folder appears later: an outage
 	c := startChild(t, "SEQ_START=0", "BUFFER_DIR="+filepath.Join(dir, "buffer"), "OUT_FILE="+missing)
-	waitFor(t, "metrics to wait in the buffer", func() bool { return c.produced.Load() > 3000 })
+	waitFor(t, "metrics to wait in the buffer", func() bool { return c.Produced.Load() > 3000 })
 	os.Mkdir(filepath.Dir(missing), 0o755)
 	waitFor(t, "the backlog to arrive", func() bool { return len(delivered(t, missing)) > 3000 })
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	c.cmd.Wait()
+	c.Cmd.Process.Signal(syscall.SIGTERM)
+	c.Cmd.Wait()
 	data, _ := os.ReadFile(missing)
 	last := [3]int64{-1, -1, -1}
 	lines := 0
@@ -135,7 +135,7 @@ func TestDiskBufferDeliversInOrderPerSeries(t *testing.T) {
 		last[dev] = n
 		lines++
 	}
-	if int64(lines) != c.produced.Load()+1 {
-		t.Fatalf("%d lines for %d metrics produced", lines, c.produced.Load()+1)
+	if int64(lines) != c.Produced.Load()+1 {
+		t.Fatalf("%d lines for %d metrics produced", lines, c.Produced.Load()+1)
 	}
 }

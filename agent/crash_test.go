@@ -1,22 +1,19 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 	_ "github.com/tagpipe/tagpipe/outputs/file"
 	_ "github.com/tagpipe/tagpipe/outputs/influxdb"
@@ -100,34 +97,9 @@ func crashChild() int {
 	return 0
 }
 
-type child struct {
-	cmd      *exec.Cmd
-	produced atomic.Int64
-}
-
-func startChild(t *testing.T, env ...string) *child {
+func startChild(t *testing.T, env ...string) *outputtest.Child {
 	t.Helper()
-	c := &child{cmd: exec.Command(os.Args[0], "-test.run=^$")}
-	c.cmd.Env = append(os.Environ(), append(env, "TAGPIPE_CRASH_CHILD=1")...)
-	c.cmd.Stderr = io.Discard
-	out, err := c.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c.produced.Store(-1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "N "), 10, 64); err == nil {
-				c.produced.Store(n)
-			}
-		}
-	}()
-	t.Cleanup(func() { c.cmd.Process.Kill(); c.cmd.Wait() })
-	return c
+	return outputtest.StartChild(t, append(env, "TAGPIPE_CRASH_CHILD=1")...)
 }
 
 // delivered reads the output file: how often each n of the seq measurement arrived.
@@ -171,25 +143,25 @@ func TestKillNineLosesNothing(t *testing.T) {
 
 	// 1. The output cannot open its file: everything goes to the disk buffer. Kill -9.
 	c1 := startChild(t, "SEQ_START=0", "BUFFER_DIR="+bufDir, "OUT_FILE="+filepath.Join(dir, "missing", "out.lp"))
-	waitFor(t, "the first run to produce", func() bool { return c1.produced.Load() >= 1500 })
-	c1.cmd.Process.Kill()
-	c1.cmd.Wait()
-	produced1 := c1.produced.Load()
+	waitFor(t, "the first run to produce", func() bool { return c1.Produced.Load() >= 1500 })
+	c1.Cmd.Process.Kill()
+	c1.Cmd.Wait()
+	produced1 := c1.Produced.Load()
 
 	// 2. The output works: the agent writes while it is killed.
 	c2 := startChild(t, "SEQ_START=1000000", "BUFFER_DIR="+bufDir, "OUT_FILE="+out)
 	waitFor(t, "the second run to deliver the first run's metrics", func() bool { return len(delivered(t, out)) > int(produced1)-slack })
-	waitFor(t, "the second run to produce", func() bool { return c2.produced.Load() >= 1001500 })
-	c2.cmd.Process.Kill()
-	c2.cmd.Wait()
-	produced2 := c2.produced.Load()
+	waitFor(t, "the second run to produce", func() bool { return c2.Produced.Load() >= 1001500 })
+	c2.Cmd.Process.Kill()
+	c2.Cmd.Wait()
+	produced2 := c2.Produced.Load()
 
 	// 3. A clean run delivers the rest, then stops with SIGTERM (which drains everything).
 	c3 := startChild(t, "SEQ_START=2000000", "BUFFER_DIR="+bufDir, "OUT_FILE="+out)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		got := delivered(t, out)
-		if got[produced2-slack] > 0 && c3.produced.Load() >= 2000200 {
+		if got[produced2-slack] > 0 && c3.Produced.Load() >= 2000200 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -199,15 +171,15 @@ func TestKillNineLosesNothing(t *testing.T) {
 					max2 = n
 				}
 			}
-			t.Fatalf("third run: second run produced up to %d, delivered up to %d; third produced %d", produced2, max2, c3.produced.Load())
+			t.Fatalf("third run: second run produced up to %d, delivered up to %d; third produced %d", produced2, max2, c3.Produced.Load())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c3.cmd.Process.Signal(syscall.SIGTERM)
-	if err := c3.cmd.Wait(); err != nil {
+	c3.Cmd.Process.Signal(syscall.SIGTERM)
+	if err := c3.Cmd.Wait(); err != nil {
 		t.Fatalf("agent after SIGTERM: %v", err)
 	}
-	produced3 := c3.produced.Load()
+	produced3 := c3.Produced.Load()
 
 	got := delivered(t, out)
 	dups := 0

@@ -55,6 +55,8 @@ func runDemo(args []string, _, stderr io.Writer) int {
 	debug := fs.Bool("debug", false, "log at debug level")
 	printConfig := fs.Bool("print-config", false, "print the demo's configuration to stderr")
 	httpAddr := fs.String("http", "", "serve the device page, /healthz and /metrics on this `address` (127.0.0.1:9273)")
+	mqttAddr := fs.String("mqtt", "", "also publish to this MQTT broker (host:port)")
+	sparkplug := fs.Bool("sparkplug", false, "with --mqtt: as a Sparkplug B edge node")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -77,6 +79,7 @@ func runDemo(args []string, _, stderr io.Writer) int {
 		b.WriteString("\n" + tables + "\n")
 	}
 	fmt.Fprintf(&b, demoTail, *format)
+	b.WriteString(demoMQTT(*mqttAddr, *sparkplug))
 	if *printConfig {
 		fmt.Fprintln(stderr, b.String())
 	}

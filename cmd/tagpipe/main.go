@@ -69,6 +69,8 @@ Demo flags (tagpipe demo):
   --debug                  log at debug level
   --print-config           print the demo's configuration to standard error
   --http ADDR              serve the device page, /healthz and /metrics on ADDR (127.0.0.1:9273)
+  --mqtt ADDR              also publish to the MQTT broker at ADDR (host:port)
+  --sparkplug              with --mqtt: as a Sparkplug B edge node
 `
 
 const usageEnd = `

@@ -1,16 +1,20 @@
 // Package outputtest holds what the tests and benchmarks of several outputs share: a log that a
-// test can search, the agent's RunningOutput around an output, and CPU time of this and other
-// processes.
+// test can search, the agent's RunningOutput around an output, CPU time of this and other
+// processes, and the test binary run again as an agent in a child process.
 package outputtest
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -96,4 +100,40 @@ func Throughput(b *testing.B, n int, elapsed, cpu, peerCPU time.Duration) {
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "metrics/s")
 	b.ReportMetric(float64(cpu)/float64(n), "cpu-ns/metric")
 	b.ReportMetric(float64(peerCPU)/float64(n), "peer-cpu-ns/metric")
+}
+
+// Child is the running test binary started again as a child process: an agent, which the
+// test's TestMain runs when it finds the variable the test sets in env. The child prints
+// "N n" on standard output for each metric n it handed over; Produced is the last n (-1
+// before the first).
+type Child struct {
+	Cmd      *exec.Cmd
+	Produced atomic.Int64
+}
+
+// StartChild starts the child with env added to the environment and no test to run; it is
+// killed when the test ends.
+func StartChild(t testing.TB, env ...string) *Child {
+	t.Helper()
+	c := &Child{Cmd: exec.Command(os.Args[0], "-test.run=^$")}
+	c.Cmd.Env = append(os.Environ(), env...)
+	c.Cmd.Stderr = io.Discard
+	out, err := c.Cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.Produced.Store(-1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "N "), 10, 64); err == nil {
+				c.Produced.Store(n)
+			}
+		}
+	}()
+	t.Cleanup(func() { c.Cmd.Process.Kill(); c.Cmd.Wait() })
+	return c
 }
