@@ -7,11 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,12 +52,12 @@ func (u *unitLog) get(unit byte) (int, time.Time) {
 // plant builds the configuration of simulated devices and serves them. Devices are added with
 // the methods below; conf returns the whole configuration.
 type plant struct {
-	t       *testing.T
+	t       testing.TB
 	b       strings.Builder
 	servers []*modbussim.Server
 }
 
-func newPlant(t *testing.T, interval time.Duration, extra string) *plant {
+func newPlant(t testing.TB, interval time.Duration, extra string) *plant {
 	p := &plant{t: t}
 	fmt.Fprintf(&p.b, "[agent]\n  interval = %q\n  round_interval = false\n  flush_interval = \"1s\"\n  omit_hostname = true\n\n", interval.String())
 	fmt.Fprintf(&p.b, "[[outputs.file]]\n  files = [%q]\n\n", filepath.Join(t.TempDir(), "metrics.out"))
@@ -95,7 +93,7 @@ func (p *plant) device(name, addr string, unit int, extra string) {
 }
 
 // refusing returns a loopback address nothing listens on.
-func refusing(t *testing.T) string {
+func refusing(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -105,8 +103,12 @@ func refusing(t *testing.T) string {
 	return addr
 }
 
-// run starts the agent on the plant and its HTTP endpoint with o (Listen is chosen here).
-func (p *plant) run(o agent.HTTPOptions) string {
+// run starts the agent on the plant and its HTTP endpoint with o (Listen is chosen here), and
+// returns the endpoint's address.
+func (p *plant) run(o agent.HTTPOptions) string { return p.serve(o).Addr() }
+
+// serve starts the agent on the plant and its HTTP endpoint with o.
+func (p *plant) serve(o agent.HTTPOptions) *agent.Server {
 	t := p.t
 	t.Helper()
 	cfg, err := config.LoadText("devicepage.conf", p.b.String(), nil)
@@ -132,11 +134,11 @@ func (p *plant) run(o agent.HTTPOptions) string {
 			t.Error(err)
 		}
 	})
-	return srv.Addr()
+	return srv
 }
 
 // getJSON GETs url into v, failing the test unless the answer is 200.
-func getJSON(t *testing.T, u string, v any) {
+func getJSON(t testing.TB, u string, v any) {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
@@ -153,7 +155,7 @@ func getJSON(t *testing.T, u string, v any) {
 }
 
 // devices returns every device by name.
-func devices(t *testing.T, base string) (web.Listing, map[string]web.Device) {
+func devices(t testing.TB, base string) (web.Listing, map[string]web.Device) {
 	t.Helper()
 	var l web.Listing
 	getJSON(t, base+"/api/devices?limit=1000", &l)
@@ -166,7 +168,7 @@ func devices(t *testing.T, base string) (web.Listing, map[string]web.Device) {
 
 // waitFor polls cond every 50 ms until it holds, failing after limit (generous: a loaded
 // machine; the tests count intervals, not time).
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -177,5 +179,3 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
-var _ = url.QueryEscape
-var _ atomic.Int64
