@@ -178,4 +178,3 @@ func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
