@@ -39,7 +39,15 @@ type runningOutput struct {
 	*models.RunningOutput
 	identity   string
 	connectErr atomic.Pointer[failure]    // while Connect fails; nil once connected
+	buffer     bufferHealth               // nil when the buffer cannot fail by itself
 	disk       interface{ Bytes() int64 } // a disk buffer's size, for the device page; nil: memory
+}
+
+// bufferHealth is a buffer that can fail by itself, whatever its output does: a disk buffer that
+// set a file aside, or the memory buffer standing in for a disk buffer that could not be opened.
+// Health reports it.
+type bufferHealth interface {
+	Err() (error, time.Time)
 }
 
 // failure is an error and when it happened, for Health.
@@ -75,15 +83,19 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 		case handedOver:
 			d.CountDropsIn(stats.MetricsDropped) // not in the previous agent's output
 		}
-		ro := models.NewRunningOutput(o.Plugin, o.Config, o.Settings, stats, buf, o.Log)
-		disk, _ := buf.(interface{ Bytes() int64 })
-		a.outputs = append(a.outputs, &runningOutput{RunningOutput: ro, identity: o.Identity, disk: disk})
+		ro := &runningOutput{RunningOutput: models.NewRunningOutput(o.Plugin, o.Config, o.Settings, stats, buf, o.Log), identity: o.Identity}
+		ro.buffer, _ = buf.(bufferHealth)
+		ro.disk, _ = buf.(interface{ Bytes() int64 })
+		a.outputs = append(a.outputs, ro)
 	}
 	a.reportOrphans()
 	for id, b := range buffers {
 		// An output that left the config: its metrics cannot go anywhere now.
-		if n := b.Len(); n > 0 {
-			a.log.Warn("output removed by reload; its buffered metrics are dropped", "output", id, "metrics", n)
+		if n := b.Len(); n > 0 && kept(b) {
+			a.log.Warn("output removed by reload; its buffered metrics stay in its disk buffer folder, which no output sends",
+				"output", id, "metrics", n)
+		} else if n > 0 {
+			a.log.Warn("output removed by reload; its buffered metrics are lost", "output", id, "metrics", n)
 		}
 		b.Close()
 	}
@@ -93,6 +105,11 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 // newBuffer returns the buffer of an output: in memory, holding metric_buffer_limit metrics, or
 // on disk in a folder of buffer_directory named after the output's identity. Metrics the disk
 // buffer drops by itself (for space) are counted in the output's stats too.
+//
+// A disk buffer that cannot be opened (a folder that cannot be made or written, a file it cannot
+// repair) must not stop the collection: the output buffers in memory instead, logged as an error
+// and reported failing in /healthz until the next start. Only a folder locked by another running
+// agent is an error: that agent would poll the same devices.
 func newBuffer(o *config.Output, stats *models.OutputStats) (models.Buffer, error) {
 	set := o.Settings
 	if set.BufferStrategy != "disk" {
@@ -102,19 +119,41 @@ func newBuffer(o *config.Output, stats *models.OutputStats) (models.Buffer, erro
 	if o.Config.Alias != "" {
 		tags["alias"] = o.Config.Alias
 	}
+	dir := filepath.Join(set.BufferDirectory, bufferDirName(o.Identity))
 	b, err := diskbuffer.Open(diskbuffer.Config{
-		Dir:      filepath.Join(set.BufferDirectory, bufferDirName(o.Identity)),
+		Dir:      dir,
 		Limit:    set.BufferBytes,
 		Fsync:    set.BufferFsync,
 		Log:      o.Log,
 		StatTags: tags,
 		Dropped:  stats.MetricsDropped,
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, diskbuffer.ErrLocked):
 		return nil, err
+	case err != nil:
+		o.Log.Error("disk buffer cannot be opened; this output buffers in memory until the next start and reports failing",
+			"dir", dir, "error", err, "metric_buffer_limit", set.BufferLimit)
+		return &memoryFallback{models.NewMemoryBuffer(set.BufferLimit),
+			fmt.Errorf("disk buffer %s cannot be opened (%w); buffering in memory, at most %d metrics", dir, err, set.BufferLimit), time.Now()}, nil
 	}
 	return b, nil
 }
+
+// kept reports whether b keeps its metrics when it is closed (a disk buffer).
+func kept(b models.Buffer) bool {
+	_, disk := b.(*diskbuffer.Buffer)
+	return disk
+}
+
+// memoryFallback is the buffer of an output whose disk buffer could not be opened.
+type memoryFallback struct {
+	*models.MemoryBuffer
+	err error
+	at  time.Time
+}
+
+func (m *memoryFallback) Err() (error, time.Time) { return m.err, m.at }
 
 // bufferDirName turns an output identity ("outputs.influxdb/plant") into a folder name.
 func bufferDirName(identity string) string {
@@ -273,7 +312,10 @@ func (a *Agent) finalFlush() {
 			if o.Buffer.Len() == 0 {
 				return
 			}
-			if err := o.Flush(ctx, true); err != nil {
+			if err := o.Flush(ctx, true); err != nil && kept(o.Buffer) {
+				o.Log.Warn("final flush failed; the metrics are kept in the disk buffer and sent after the next start",
+					"error", err, "metrics", o.Buffer.Len())
+			} else if err != nil {
 				o.Log.Error("final flush failed; metrics lost", "error", err, "metrics", o.Buffer.Len())
 			}
 		})
@@ -440,13 +482,16 @@ func (a *Agent) gatherOnce(ctx context.Context) ([]*models.Metric, error) {
 }
 
 // Once gathers every input once, runs the processors and writes everything to the outputs
-// (--once). It fails if an output could not take its metrics.
+// (--once). It fails if an output could not take its metrics, or else if an input's gather
+// failed. Every failure is logged where it happens (an input's errors one record each, as
+// usual), so the caller need not log the error again.
 func (a *Agent) Once(ctx context.Context) error {
 	defer a.closeAll()
 	ms, gatherErr := a.gatherOnce(ctx)
 	var errs []error
 	for _, o := range a.outputs {
 		if err := o.Output.Connect(ctx); err != nil {
+			o.Log.Error("connect failed; nothing written", "error", err, "metrics", len(ms))
 			errs = append(errs, fmt.Errorf("outputs.%s: connect: %w", o.Config.ID(), err))
 			continue
 		}

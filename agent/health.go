@@ -113,7 +113,8 @@ func (a *Agent) deviceHealth(id string, dr models.DeviceReporter, now time.Time)
 // whose quiet time is judged uses a window of three of its intervals, at least minWindow.
 //
 // An output is failing while it cannot connect, while its last write failed, or when it holds
-// metrics and has written nothing for the window (a write that hangs). A polled input is failing
+// metrics and has written nothing for the window (a write that hangs); its buffer is listed on
+// its own line while it reports an error (a disk buffer that set a file aside). A polled input is failing
 // while its last gather failed or when no gather finished for the window (a gather that hangs).
 // A service input (it gathers on its own schedule) is failing when its start failed, or for the
 // window after it reported an error. An input with devices (models.DeviceReporter) is judged by
@@ -131,6 +132,11 @@ func (a *Agent) Health(now time.Time, minWindow time.Duration) []Problem {
 	}
 	for _, o := range a.outputs {
 		id := "outputs." + o.Config.ID()
+		if o.buffer != nil {
+			if err, at := o.buffer.Err(); err != nil {
+				ps = append(ps, Problem{Plugin: id + " (buffer)", Reason: err.Error(), At: at})
+			}
+		}
 		since, never := lastGood(o.LastWrite())
 		if f := o.connectErr.Load(); f != nil {
 			ps = append(ps, Problem{Plugin: id, Reason: "connect: " + f.err.Error(), Since: since, Never: never, At: f.at})

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/inputs"
 	_ "github.com/tagpipe/tagpipe/inputs/all"
 	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
@@ -32,15 +31,7 @@ import (
 // endpoint on a free loopback port. Everything stops when the test ends.
 func startAgent(t *testing.T, conf string) (*Agent, *Server) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "tagpipe.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(config.Options{Files: []string{path}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := New(cfg, nil)
+	a, err := New(loadConfig(t, conf), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func DefaultAgent() Agent {
 		ShutdownTimeout:   Duration(10 * time.Second),
 		BufferStrategy:    "memory",
 		BufferDirectory:   "/var/lib/tagpipe/buffer",
-		BufferLimit:       Size(1 << 30),
+		BufferLimit:       Size(2 << 30), // an hour of 10,000 devices takes 1.6 GiB (README)
 		BufferFsync:       "batch",
 	}
 }
@@ -110,7 +110,8 @@ type Config struct {
 	Processors []*Processor
 	Outputs    []*Output
 	Files      []string
-	// Warnings are worth a log line but do not stop the start (an unset ${VAR}).
+	// Warnings are worth a log line but do not stop the start (an unset ${VAR}, a plugin's
+	// ConfigWarnings).
 	Warnings []string
 }
 
@@ -156,6 +157,21 @@ func (e *KeyError) ConfigKey() string { return e.Key }
 type keyedError interface {
 	error
 	ConfigKey() string
+}
+
+// Warner is implemented by a plugin whose Init finds things worth a warning that do not stop
+// the start (an address that looks 1-based). Each warning names its key as a KeyError does; the
+// loader puts it in Config.Warnings as FILE:LINE: PLUGIN: KEY: what.
+type Warner interface {
+	ConfigWarnings() []error
+}
+
+// KeyHinter is implemented by a plugin that recognises, among the unknown keys of its table
+// (paths below it, like "holding_registers" or "request.slave_id"), another program's keys: a
+// Telegraf table, say. The loader reports every unknown key as usual and the hint, if not
+// empty, once at the line of the table.
+type KeyHinter interface {
+	UnknownKeysHint(keys []string) string
 }
 
 // KeyErrorf returns a *KeyError for key.
@@ -324,25 +340,33 @@ func (s *section) keyErr(err error, prefix string) {
 	s.l.fail(s.file, line, s.label, "%s", msg)
 }
 
-func (s *section) unknownKeys(md toml.MetaData, prefix string, skip map[string]bool) bool {
-	ok := true
+// unknownKeys reports the keys below prefix that nothing decoded, each at its line. A plugin that
+// recognises some of them as another program's (a KeyHinter) adds its hint, once, at the line
+// of its table.
+func (s *section) unknownKeys(md toml.MetaData, prefix string, plugin any) bool {
+	var keys []string
 	for _, k := range md.Undecoded() {
 		full := k.String()
-		if !strings.HasPrefix(full, prefix+".") {
-			continue
+		if strings.HasPrefix(full, prefix+".") {
+			keys = append(keys, strings.TrimPrefix(full, prefix+"."))
 		}
-		rel := strings.TrimPrefix(full, prefix+".")
-		if skip[rel] {
-			continue
+	}
+	if len(keys) == 0 {
+		return true
+	}
+	if h, ok := plugin.(KeyHinter); ok {
+		if hint := h.UnknownKeysHint(keys); hint != "" {
+			s.l.fail(s.file, s.span.start, s.label, "%s", hint)
 		}
+	}
+	for _, rel := range keys {
 		line := s.sc.lookupIn(s.span.path, rel)
 		if line == 0 {
 			line = s.span.start
 		}
 		s.l.fail(s.file, line, s.label, "%s: unknown key", rel)
-		ok = false
 	}
-	return ok
+	return false
 }
 
 // decodeTable decodes a plain table ([agent], [global_tags]) strictly.
@@ -483,7 +507,7 @@ func (s *section) plugin() {
 		s.keyErr(err, prefix)
 		return
 	}
-	if !s.unknownKeys(md, prefix, nil) {
+	if !s.unknownKeys(md, prefix, plugin) {
 		return
 	}
 	log := logging.Plugin(kind, name, cfg.Alias)
@@ -492,6 +516,11 @@ func (s *section) plugin() {
 		if err := in.Init(); err != nil {
 			s.initErr(err)
 			return
+		}
+	}
+	if w, ok := plugin.(Warner); ok {
+		for _, warning := range w.ConfigWarnings() {
+			s.l.cfg.Warnings = append(s.l.cfg.Warnings, s.placed(warning).Error())
 		}
 	}
 	switch kind {
@@ -514,17 +543,20 @@ func (s *section) plugin() {
 	}
 }
 
-func (s *section) initErr(err error) {
+func (s *section) initErr(err error) { s.l.errs = append(s.l.errs, s.placed(err)) }
+
+// placed gives a plugin's error or warning its place: the line of the key it names (a
+// keyedError), else the line of the plugin's table.
+func (s *section) placed(err error) *Error {
+	line := 0
 	var ke keyedError
 	if errors.As(err, &ke) {
-		line := s.sc.lookupIn(s.span.path, ke.ConfigKey())
-		if line == 0 {
-			line = s.span.start
-		}
-		s.l.fail(s.file, line, s.label, "%v", err)
-		return
+		line = s.sc.lookupIn(s.span.path, ke.ConfigKey())
 	}
-	s.l.fail(s.file, s.span.start, s.label, "%v", err)
+	if line == 0 {
+		line = s.span.start
+	}
+	return &Error{File: s.file, Line: line, Plugin: s.label, Msg: err.Error()}
 }
 
 // validFsync accepts "batch" (fsync every write) or a positive duration.

@@ -46,6 +46,28 @@ func (d *testDev) Init() error {
 	return nil
 }
 
+// ConfigWarnings implements config.Warner: a device at slave_id 0 (the broadcast id) is worth a
+// warning.
+func (d *testDev) ConfigWarnings() []error {
+	var out []error
+	for i, dev := range d.Devices {
+		if dev.SlaveID == 0 {
+			out = append(out, config.KeyErrorf(fmt.Sprintf("device[%d].slave_id", i), "0 is the broadcast id"))
+		}
+	}
+	return out
+}
+
+// UnknownKeysHint implements config.KeyHinter: "host" and "port" are another program's keys.
+func (*testDev) UnknownKeysHint(keys []string) string {
+	for _, k := range keys {
+		if k == "host" || k == "port" {
+			return "this looks like another program's table"
+		}
+	}
+	return ""
+}
+
 type testProc struct {
 	Tag string `toml:"tag"`
 }
@@ -327,5 +349,38 @@ func TestLabelOfSecondTable(t *testing.T) {
 	_, err := config.LoadText("x.conf", "[[inputs.testdev]]\n  alias = \"one\"\n  endpoint = \"x\"\n[[inputs.testdev]]\n  alias = \"two\"\n  endpoint = 5\n", nil)
 	if err == nil || !strings.Contains(err.Error(), `x.conf:6: inputs.testdev "two": endpoint`) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestPluginWarningsAndHints: a plugin's warnings (config.Warner) land in Config.Warnings with
+// FILE:LINE of the key they name; a plugin's hint on unknown keys (config.KeyHinter) comes once,
+// at the table's line, before the unknown keys, and only when the plugin recognises them.
+func TestPluginWarningsAndHints(t *testing.T) {
+	cfg, err := config.LoadText("w.conf", `[[inputs.testdev]]
+  endpoint = "x"
+  [[inputs.testdev.device]]
+    name = "a"
+    slave_id = 3
+  [[inputs.testdev.device]]
+    name = "b"
+    slave_id = 0
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "w.conf:8: inputs.testdev: device[1].slave_id: 0 is the broadcast id"; len(cfg.Warnings) != 1 || cfg.Warnings[0] != want {
+		t.Errorf("warnings %q, want [%q]", cfg.Warnings, want)
+	}
+
+	_, err = config.LoadText("h.conf", "[[inputs.testdev]]\n  endpoint = \"x\"\n  host = \"10.0.0.1\"\n  port = 502\n", nil)
+	want := "h.conf:1: inputs.testdev: this looks like another program's table\n" +
+		"h.conf:3: inputs.testdev: host: unknown key\n" +
+		"h.conf:4: inputs.testdev: port: unknown key"
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+	_, err = config.LoadText("h.conf", "[[inputs.testdev]]\n  endpoint = \"x\"\n  hots = 1\n", nil)
+	if err == nil || err.Error() != "h.conf:3: inputs.testdev: hots: unknown key" {
+		t.Errorf("an unknown key the plugin does not recognise: %v", err)
 	}
 }

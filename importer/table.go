@@ -71,9 +71,6 @@ func (t *table) report(key string, kind Kind, format string, args ...any) {
 	t.src.rep.addf(t.src.file, line, t.where, name, kind, format, args...)
 }
 
-// has reports whether key is set, without marking it read.
-func (t *table) has(key string) bool { _, ok := t.m[key]; return ok }
-
 func (t *table) get(key string) (any, bool) {
 	v, ok := t.m[key]
 	if ok {

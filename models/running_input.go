@@ -1,7 +1,9 @@
 package models
 
 import (
+	"errors"
 	"log/slog"
+	"reflect"
 	"sync"
 	"time"
 	"unsafe"
@@ -194,8 +196,17 @@ func (a *accumulator) AddMetric(m *Metric) {
 	}
 }
 
+// AddError counts and logs err. The errors an errors.Join joined (a gather's errors of several
+// devices) are counted and logged one by one: one log record per device, not one record of many
+// lines.
 func (a *accumulator) AddError(err error) {
 	if err == nil {
+		return
+	}
+	if reflect.TypeOf(err) == joinType {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			a.AddError(e)
+		}
 		return
 	}
 	a.r.Errors.Incr()
@@ -205,6 +216,9 @@ func (a *accumulator) AddError(err error) {
 		a.r.Log.Error(msg)
 	}
 }
+
+// joinType is the type of the errors errors.Join makes.
+var joinType = reflect.TypeOf(errors.Join(errors.New("")))
 
 type lastError struct {
 	mu  sync.Mutex

@@ -809,6 +809,9 @@ func metricsWritten(t *testing.T, url string) float64 {
 	}
 	for _, m := range f.Metric {
 		if len(m.Label) == 1 && m.Label[0].GetName() == "output" && m.Label[0].GetValue() == "file" {
+			if c := m.GetCounter(); c != nil { // typed since /metrics types its counters
+				return c.GetValue()
+			}
 			return m.GetUntyped().GetValue()
 		}
 	}

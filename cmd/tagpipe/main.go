@@ -273,8 +273,7 @@ func runOnce(cfg *config.Config) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	if err := a.Once(ctx); err != nil {
-		slog.Error("once", "error", err)
-		return 1
+		return 1 // logged where it happened: each input error, failed write or connect on its own
 	}
 	return 0
 }

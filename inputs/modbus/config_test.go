@@ -2,9 +2,13 @@ package modbus
 
 import (
 	"fmt"
+	"math"
+	"math/bits"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 )
 
 // base is a valid config; cases change one line (marked with "# <-" where the error must point).
@@ -54,11 +58,14 @@ func TestConfigErrors(t *testing.T) {
 		{"slave id", "slave_id = 2", "slave_id = 300 # <-", "device[1].slave_id: 300: must be 0..247"},
 		{"data type", `data_type = "FLOAT32"`, `data_type = "REAL" # <-`, `profile[0].field[0].data_type: "REAL": want one of BIT, INT8L`},
 		{"string length", "      length = 4\n", "", "profile[0].field[1].length: 0: a STRING needs its length in registers"},
-		{"byte order", `byte_order = "ABCD"`, `byte_order = "ABDC" # <-`, `profile[0].field[0].byte_order: "ABDC" is not a byte order`},
+		{"byte order", `byte_order = "ABCD"`, `byte_order = "ABDC" # <-`, `profile[0].field[0].byte_order: "ABDC" is not a byte order (ABCD or big, DCBA or little, BADC, CDAB, or AB, BA for one-register types)`},
+		{"profile's 16-bit order on 32 bits", "      byte_order = \"ABCD\"\n", "", `profile[0].byte_order: "BA" is for one-register types; a value of several registers needs ABCD, DCBA, BADC or CDAB (field "voltage" is FLOAT32: give it a byte_order of its own)`},
+		{"profile's byte order", `measurement = "power"`, "measurement = \"power\"\n    byte_order = \"CBAD\" # <-", `profile[0].byte_order: "CBAD" is not a byte order`},
 		{"16-bit order on 32 bits", `byte_order = "ABCD"`, `byte_order = "BA" # <-`, `profile[0].field[0].byte_order: "BA" is for one-register types`},
 		{"string word swap", "length = 4", "length = 4\n      byte_order = \"CDAB\" # <-", `profile[0].field[1].byte_order: "CDAB": a STRING is AB`},
 		{"overlap", "address = 10", "address = 1 # <-", `profile[0].field[1].address: holding 1..4 of "serial" overlaps "voltage" (holding 0..1)`},
 		{"address range", "address = 0", "address = 65535 # <-", "profile[0].field[0].address: 65535: holding FLOAT32 of 2 spans 65535..65536"},
+		{"six-digit 1-based address", "address = 0", "address = 400001 # <-", "profile[0].field[0].address: 400001: holding FLOAT32 of 2 spans 400001..400002; addresses are 0..65535; 400001 is probably address 0 (the 1-based numbering of holding registers starts at 400001)"},
 		{"type of a coil", `register = "coil"`, "register = \"coil\"\n      data_type = \"INT16\" # <-", "profile[0].field[2].data_type: INT16: a coil holds one bit"},
 		{"bit of a register", `register = "coil"`, `register = "input"`, "profile[0].field[2].data_type: missing for an input register"},
 		{"bit number", `register = "coil"`, "register = \"input\"\n      data_type = \"BIT\"", "profile[0].field[2].bit: a BIT of an input register needs bit = 0..15"},
@@ -96,6 +103,9 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("%q not in base", c.old)
 			}
 			text := strings.Replace(base, c.old, c.new, 1)
+			if strings.HasPrefix(c.name, "profile's 16-bit") { // the field inherits the profile's BA
+				text = strings.Replace(text, `measurement = "power"`, "measurement = \"power\"\n    byte_order = \"BA\" # <-", 1)
+			}
 			line := 0
 			for i, l := range strings.Split(text, "\n") {
 				if strings.Contains(l, "# <-") {
@@ -181,7 +191,7 @@ func TestOptionLevels(t *testing.T) {
 		{"b stale_after (profile)", b.staleAfter, time.Minute},
 		{"c stale_after (default: off)", c.staleAfter, time.Duration(0)},
 		{"c cool-down (top)", c.breaker.coolDown, 10 * time.Second},
-		{"c reconnect_max (half the cool-down)", c.line.reconnectMax, 5 * time.Second},
+		{"c reconnect_max (half the cool-down)", c.link.reconnectMax, 5 * time.Second},
 		{"c breaker_failures (default)", c.breaker.failures, 5},
 		{"c retry waits (default)", fmt.Sprint(c.retry.Initial, c.retry.Max, c.retry.Multiplier), "100ms 900ms 3"},
 		{"a backup", fmt.Sprint(m.devices[0].backups), "[tcp://127.0.0.2:5020]"},
@@ -194,5 +204,150 @@ func TestOptionLevels(t *testing.T) {
 	}
 	if m.devices[1].staleTags == nil || m.devices[2].staleTags != nil {
 		t.Error("stale tags made for the devices with stale_after only")
+	}
+}
+
+// TestProfileByteOrder: a profile's byte order is the default of its fields; a STRING, a BIT and
+// a field of one register take the order within a register from it (CDAB is AB to them, DCBA
+// and little are BA), so that a profile of word-swapped 32-bit values keeps its strings. Read
+// from modbussim (big endian) through its meter profile with a byte_order added.
+func TestProfileByteOrder(t *testing.T) {
+	at := time.Unix(1_800_000_005, 0) // second 5 of a minute: alarm on, status 3
+	s := sim(t, "127.0.0.1:0", modbussim.Config{Now: func() time.Time { return at }})
+	sec := float64(at.Unix())
+	voltage := math.Float32bits(float32(230 + 3*math.Sin(2*math.Pi*sec/60+1))) // unit 1
+	energy := uint32(uint64(at.Unix()) * 101)
+	uptime := uint16(at.Unix())
+	words := func(x uint32) uint32 { return x<<16 | x>>16 }
+	for _, c := range []struct {
+		order           string
+		wide            func(uint32) uint32 // what the order does to 32 bits
+		serial          string
+		running, uptime any
+	}{
+		{"CDAB", words, "SIM-0001", true, uint64(uptime)},
+		{"DCBA", bits.ReverseBytes32, "IS-M0010", false, uint64(bits.ReverseBytes16(uptime))},
+		{"little", bits.ReverseBytes32, "IS-M0010", false, uint64(bits.ReverseBytes16(uptime))},
+		{"big", func(x uint32) uint32 { return x }, "SIM-0001", true, uint64(uptime)},
+	} {
+		t.Run(c.order, func(t *testing.T) {
+			profile := strings.Replace(modbussim.Profile, `measurement = "power"`, fmt.Sprintf("measurement = \"power\"\n    byte_order = %q", c.order), 1)
+			m := load(t, fmt.Sprintf("[[inputs.modbus]]\n%s  [[inputs.modbus.device]]\n    name = \"d\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n", profile, s.Addr()))
+			ms, err := gather(t, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]any{
+				"voltage":       float64(math.Float32frombits(c.wide(voltage))),
+				"energy_wh":     uint64(c.wide(energy)),
+				"serial_number": c.serial,
+				"running":       c.running,
+				"uptime":        c.uptime,
+			}
+			for k, w := range want {
+				if got := field(t, ms, k).Value(); got != w {
+					t.Errorf("%s: %v, want %v", k, got, w)
+				}
+			}
+		})
+	}
+}
+
+// TestOneBasedAddressWarning: an address of the 1-based numbering many manuals use (40001 for the
+// first holding register, 30001 input, 10001 discrete) in a field of that table loads with a
+// warning at the address's line; the same number in another table, or a coil's, does not.
+func TestOneBasedAddressWarning(t *testing.T) {
+	fields := []struct {
+		register string
+		address  int
+		warn     string
+	}{
+		{"holding", 40001, "40001: addresses are 0-based; 40001 is probably address 0 (the 1-based numbering of holding registers starts at 40001)"},
+		{"input", 30010, "30010: addresses are 0-based; 30010 is probably address 9 (the 1-based numbering of input registers starts at 30001)"},
+		{"discrete", 10001, "10001: addresses are 0-based; 10001 is probably address 0 (the 1-based numbering of discrete inputs starts at 10001)"},
+		{"holding", 30001, ""},
+		{"input", 40001, ""},
+		{"holding", 40000, ""},
+		{"holding", 50000, ""},
+		{"coil", 1, ""},
+	}
+	var b strings.Builder
+	b.WriteString("[[inputs.modbus]]\n  [[inputs.modbus.profile]]\n    name = \"p\"\n")
+	var want []string
+	for i, f := range fields {
+		typ := "      data_type = \"UINT16\"\n"
+		if f.register == "coil" || f.register == "discrete" {
+			typ = ""
+		}
+		fmt.Fprintf(&b, "    [[inputs.modbus.profile.field]]\n      name = \"f%d\"\n      register = %q\n      address = %d\n%s", i, f.register, f.address, typ)
+		if f.warn != "" {
+			line := strings.Count(b.String(), "\n") - strings.Count(typ, "\n")
+			want = append(want, fmt.Sprintf("test.conf:%d: inputs.modbus: profile[0].field[%d].address: %s", line, i, f.warn))
+		}
+	}
+	b.WriteString("  [[inputs.modbus.device]]\n    name = \"d\"\n    controller = \"tcp://127.0.0.1:5020\"\n    profile = \"p\"\n")
+	cfg, err := loadText(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(cfg.Warnings, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(cfg.Warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestIllegalAddressHint: exception 2 (illegal data address) to a read at an address of the
+// 1-based numbering says what the address probably is; at another address it does not.
+func TestIllegalAddressHint(t *testing.T) {
+	s := sim(t, "127.0.0.1:0", modbussim.Config{}) // 1000 addresses: past them, exception 2
+	for _, c := range []struct {
+		address int
+		hint    bool
+	}{{40001, true}, {20000, false}} {
+		m := load(t, fmt.Sprintf(`[[inputs.modbus]]
+  [[inputs.modbus.profile]]
+    name = "p"
+    [[inputs.modbus.profile.field]]
+      name = "v"
+      address = %d
+      data_type = "UINT16"
+  [[inputs.modbus.device]]
+    name = "d"
+    controller = "tcp://%s"
+    profile = "p"
+`, c.address, s.Addr()))
+		_, err := gather(t, m)
+		want := fmt.Sprintf("read holding %d..%d (function 3): exception 2 (illegal data address)", c.address, c.address)
+		hint := "; addresses are 0-based; 40001 is probably address 0 (the 1-based numbering of holding registers starts at 40001)"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), hint) != c.hint {
+			t.Errorf("address %d: %v; want %q, with the hint %v", c.address, err, want, c.hint)
+		}
+	}
+}
+
+// TestTelegrafTable: a Telegraf inputs.modbus table gets, besides an error for each key, one
+// line that says so, at the table's line; a table with one stray key does not.
+func TestTelegrafTable(t *testing.T) {
+	_, err := loadText(`[[inputs.modbus]]
+  name = "Device"
+  slave_id = 1
+  timeout = "1s"
+  controller = "tcp://127.0.0.1:502"
+  configuration_type = "register"
+  byte_order = "ABCD"
+  coils = [
+    { name = "motor1_run", address = [0]},
+  ]
+  holding_registers = [
+    { name = "power_factor", byte_order = "AB", data_type = "FIXED", scale = 0.01, address = [8]},
+  ]
+`)
+	hint := `test.conf:1: inputs.modbus "Device": this looks like a Telegraf inputs.modbus table; see README#coming-from-telegraf`
+	if err == nil || strings.Count(err.Error(), hint) != 1 || !strings.HasPrefix(err.Error(), hint) ||
+		!strings.Contains(err.Error(), `test.conf:6: inputs.modbus "Device": configuration_type: unknown key`) {
+		t.Errorf("got\n%v\nwant first %q, then the unknown keys", err, hint)
+	}
+	_, err = loadText(strings.Replace(base, `timeout = "1s"`, `timeout = "1s"`+"\n  slave_id = 1", 1))
+	if err == nil || strings.Contains(err.Error(), "Telegraf") {
+		t.Errorf("one stray key: %v", err)
 	}
 }

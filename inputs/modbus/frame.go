@@ -42,7 +42,6 @@ const (
 // framed any more and the connection is re-established.
 var (
 	errStreamLost  = errors.New("stream lost framing")
-	errWrongTID    = errors.New("wrong transaction id")
 	errWrongUnit   = errors.New("wrong unit id")
 	errShortFrame  = errors.New("short frame")
 	errBadChecksum = errors.New("checksum mismatch")
@@ -266,6 +265,10 @@ func ExceptionName(code byte) string {
 }
 
 func (e *ExceptionError) Error() string {
-	return fmt.Sprintf("device %q (unit %d): read %s %d..%d (function %d): exception %d (%s)",
-		e.Device, e.Unit, regKind(e.Function), e.Address, int(e.Address)+int(e.Count)-1, e.Function, e.Code, ExceptionName(e.Code))
+	hint := ""
+	if zero, ok := oneBased(regKind(e.Function), int(e.Address)); ok && e.Code == ExcIllegalAddress {
+		hint = "; addresses are 0-based; " + oneBasedHint(regKind(e.Function), int(e.Address), zero)
+	}
+	return fmt.Sprintf("device %q (unit %d): read %s %d..%d (function %d): exception %d (%s)%s",
+		e.Device, e.Unit, regKind(e.Function), e.Address, int(e.Address)+int(e.Count)-1, e.Function, e.Code, ExceptionName(e.Code), hint)
 }

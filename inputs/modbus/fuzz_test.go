@@ -53,10 +53,10 @@ func FuzzAnswer(f *testing.F) {
 	f.Add(byte(2), []byte(":010302123496\r\n"))
 	f.Fuzz(func(t *testing.T, fr byte, stream []byte) {
 		l := &link{
-			target: target{scheme: "tcp", framing: framing(1 + fr%3)},
-			st:     statsOf(&models.Stats{}),
-			c:      &streamConn{bytes.NewReader(stream)},
-			buf:    new(buffers),
+			controller: controller{scheme: "tcp", framing: framing(1 + fr%3)},
+			st:         statsOf(&models.Stats{}),
+			c:          &streamConn{bytes.NewReader(stream)},
+			buf:        new(buffers),
 		}
 		d := &device{deviceSpec: &deviceSpec{name: "fuzz", unit: 1}}
 		for i := range 3 * len(fuzzRequests) {
@@ -163,7 +163,7 @@ func TestCaptureSeeds(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := &device{deviceSpec: &deviceSpec{name: "seed", unit: 1}, reqs: fuzzRequests}
-		l := &link{target: target{framing: c.fr}}
+		l := &link{controller: controller{framing: c.fr}}
 		rt := &route{link: l}
 		rt.encode(d)
 		var stream []byte
@@ -234,9 +234,9 @@ func readQuiet(c net.Conn) []byte {
 	}
 }
 
-func writeSeed(t *testing.T, target, name string, values ...string) {
+func writeSeed(t *testing.T, controller, name string, values ...string) {
 	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
+	dir := filepath.Join("testdata", "fuzz", controller)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestSeedStreams(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := &link{target: target{scheme: "tcp", framing: framing(1 + fr[0])}, st: statsOf(&models.Stats{}),
+		l := &link{controller: controller{scheme: "tcp", framing: framing(1 + fr[0])}, st: statsOf(&models.Stats{}),
 			c: &streamConn{strings.NewReader(stream)}, buf: new(buffers)}
 		d := &device{deviceSpec: &deviceSpec{name: "seed", unit: 1}}
 		for i := range fuzzRequests {

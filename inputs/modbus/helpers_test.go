@@ -36,16 +36,6 @@ func load(t testing.TB, text string) *Modbus {
 	return m
 }
 
-// loadErr returns the loader's error for a config text.
-func loadErr(t testing.TB, text string) string {
-	t.Helper()
-	_, err := config.LoadText("test.conf", text, nil)
-	if err == nil {
-		t.Fatalf("config loaded; want an error\n%s", text)
-	}
-	return err.Error()
-}
-
 // acc collects what the plugin gathers: the modbus_health metrics apart from the others. It is
 // safe for concurrent use.
 type acc struct {

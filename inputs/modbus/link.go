@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/goburrow/serial"
@@ -34,23 +35,24 @@ type conn interface {
 // comes from a pool, and answers are framed from a buffered stream, so that a late answer (wrong
 // transaction id) is drained and dropped instead of being taken for the next one.
 type link struct {
-	target  target
-	opts    *lineOptions // of the first device on it (the others agree)
-	p       *poller
-	st      *stats
-	log     *slog.Logger
-	debug   bool
-	tlsConf *tls.Config    // tls://
-	serial  *serial.Config // file://
+	controller controller
+	opts       *linkOptions // of the first device on it (the others agree)
+	p          *poller
+	st         *stats
+	log        *slog.Logger
+	debug      bool
+	tlsConf    *tls.Config    // tls://
+	serial     *serial.Config // file://
 
-	c        conn
-	mu       sync.Mutex // guards live
-	live     conn       // c, for the poller's wake on Stop (another goroutine)
-	connects int
-	retryAt  time.Time // after a failed dial: fail fast until then
-	dialErr  error     // of the failed dial
-	backoff  *resilience.Backoff
-	bucket   *resilience.Bucket // max_requests_per_second; nil: no cap
+	c         conn
+	mu        sync.Mutex // guards live
+	live      conn       // c, for the poller's wake on Stop (another goroutine)
+	connects  int
+	retryAt   time.Time // after a failed dial: fail fast until then
+	dialErr   error     // of the failed dial
+	downSince time.Time // the first failed dial since the link was last connected
+	backoff   *resilience.Backoff
+	bucket    *resilience.Bucket // max_requests_per_second; nil: no cap
 
 	tid       uint16
 	buf       *buffers // pooled; kept between polls only while it holds bytes
@@ -67,16 +69,16 @@ type link struct {
 }
 
 // newLink returns the (unconnected) link to controller t, run with the options of its devices.
-func (m *Modbus) newLink(t target, o *lineOptions, p *poller) *link {
+func (m *Modbus) newLink(t controller, o *linkOptions, p *poller) *link {
 	l := &link{
-		target:  t,
-		opts:    o,
-		p:       p,
-		st:      p.st,
-		log:     p.log,
-		debug:   p.debug,
-		backoff: resilience.NewBackoff(o.reconnectMin, o.reconnectMax),
-		bucket:  resilience.NewBucket(o.rate, o.burst),
+		controller: t,
+		opts:       o,
+		p:          p,
+		st:         p.st,
+		log:        p.log,
+		debug:      p.debug,
+		backoff:    resilience.NewBackoff(o.reconnectMin, o.reconnectMax),
+		bucket:     resilience.NewBucket(o.rate, o.burst),
 	}
 	switch t.scheme {
 	case "tls":
@@ -124,16 +126,54 @@ func (l *link) release() {
 	}
 }
 
-// errBackoff is returned while a link waits before dialing again.
+// errBackoff is returned while a link is not connected: its dial failed just now, or it failed
+// earlier and the link waits before dialling again. Its text is fixed when it is made, with times
+// rather than waits, so that a page that shows the error later (/healthz) never reads a wait that
+// has passed.
 type errBackoff struct {
-	until time.Time
-	err   error
+	since time.Time // the first failed dial since the link was last connected
+	until time.Time // the next dial
+	err   error     // of the last dial
+	fresh bool      // the dial failed in this request (not waiting on an earlier failure)
 }
 
 func (e *errBackoff) Error() string {
-	return fmt.Sprintf("not connected (next attempt in %s): %v", time.Until(e.until).Round(time.Millisecond), e.err)
+	if e.fresh {
+		return fmt.Sprintf("%v (next dial at %s)", e.err, clock(e.until, e.until))
+	}
+	return fmt.Sprintf("not connected since %s: %v (next dial at %s)", clock(e.since, e.until), e.err, clock(e.until, e.until))
 }
 func (e *errBackoff) Unwrap() error { return e.err }
+
+// dialError says why a dial failed in plain words ("connection refused by 127.0.0.1:5020"),
+// keeping the dialler's error for errors.Is and errors.As.
+type dialError struct {
+	controller controller
+	timeout    time.Duration // of the dial
+	err        error
+}
+
+func (e *dialError) Error() string {
+	switch resilience.Classify(e.err) {
+	case resilience.KindRefused:
+		return "connection refused by " + e.controller.addr
+	case resilience.KindTimeout:
+		return fmt.Sprintf("no connection to %s within %s (timeout_max)", e.controller.addr, e.timeout)
+	}
+	if errors.Is(e.err, syscall.EHOSTUNREACH) || errors.Is(e.err, syscall.ENETUNREACH) {
+		return e.controller.addr + " is unreachable (no route)"
+	}
+	return fmt.Sprintf("connect %s: %v", e.controller, e.err)
+}
+func (e *dialError) Unwrap() error { return e.err }
+
+// clock formats t to the millisecond in local time, with its date when that is not ref's.
+func clock(t, ref time.Time) string {
+	if y, m, d := t.Date(); y == ref.Year() && m == ref.Month() && d == ref.Day() {
+		return t.Format("15:04:05.000")
+	}
+	return t.Format("2006-01-02 15:04:05.000")
+}
 
 // connect dials the controller unless connected. After a failed dial it fails at once until
 // the backoff has passed, so a dead controller costs no time of the devices behind it.
@@ -143,16 +183,20 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	}
 	now := time.Now()
 	if now.Before(l.retryAt) {
-		return &errBackoff{until: l.retryAt, err: l.dialErr}
+		return &errBackoff{since: l.downSince, until: l.retryAt, err: l.dialErr}
 	}
 	c, err := l.dial(ctx, d.opts.timeout.Max)
 	if err != nil {
 		l.st.connectErrors.Incr()
+		if l.downSince.IsZero() {
+			l.downSince = now
+		}
 		l.retryAt = time.Now().Add(l.backoff.Next())
-		l.dialErr = fmt.Errorf("connect %s: %w", l.target, err)
-		return &errBackoff{until: l.retryAt, err: l.dialErr}
+		l.dialErr = &dialError{controller: l.controller, timeout: d.opts.timeout.Max, err: err}
+		return &errBackoff{since: l.downSince, until: l.retryAt, err: l.dialErr, fresh: true}
 	}
 	l.backoff.Reset()
+	l.downSince = time.Time{}
 	l.c, l.silent, l.flushNext, l.fresh, l.lastUse = c, 0, false, true, time.Now()
 	l.mu.Lock()
 	l.live = c
@@ -166,7 +210,7 @@ func (l *link) connect(ctx context.Context, d *device) error {
 	l.connects++
 	l.st.connects.Incr()
 	if l.debug {
-		l.log.Debug("connected", "controller", l.target.String())
+		l.log.Debug("connected", "controller", l.controller.String())
 	}
 	return l.p.sleep(ctx, d.opts.pauseAfterConn)
 }
@@ -195,13 +239,13 @@ func (l *link) dialHere(ctx context.Context, timeout time.Duration) (conn, error
 	if ka := l.opts.keepAlive; ka > 0 {
 		nd.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: ka, Interval: ka, Count: 3}
 	}
-	switch l.target.scheme {
+	switch l.controller.scheme {
 	case "tls":
-		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.target.addr)
+		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.controller.addr)
 	case "file":
 		return openSerial(l.serial)
 	}
-	return nd.DialContext(ctx, "tcp", l.target.addr)
+	return nd.DialContext(ctx, "tcp", l.controller.addr)
 }
 
 // close drops the connection (and with it any bytes of half-read frames).
@@ -295,7 +339,7 @@ func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry 
 	// closed long before its send buffer could fill, so a write never waits.
 	l.c.SetReadDeadline(deadline)
 	var req []byte
-	if l.target.framing == frameMBAP {
+	if l.controller.framing == frameMBAP {
 		l.tid++
 		req = l.mbapRequest(l.tid, d.unit, r)
 	} else {
@@ -311,7 +355,7 @@ func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry 
 	data, err := l.answer(d, r)
 	at := time.Now()
 	if err != nil {
-		if l.fresh && l.target.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
+		if l.fresh && l.controller.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
 			// TLS 1.3 servers refuse a client certificate after the handshake, often by
 			// just closing the connection.
 			err = fmt.Errorf("%w (the server closed the connection right after the TLS handshake: does it accept the client certificate?)", err)
@@ -333,9 +377,9 @@ func (l *link) failed(err error) {
 		l.st.timeouts.Incr()
 		l.silent++
 		switch {
-		case l.target.scheme == "file":
+		case l.controller.scheme == "file":
 			l.flushNext = true // a late answer may still be on its way
-		case l.target.framing != frameMBAP:
+		case l.controller.framing != frameMBAP:
 			// RTU and ASCII carry no transaction id: a late answer could be taken for the
 			// next one. Start over on a fresh connection.
 			l.close()
@@ -344,8 +388,8 @@ func (l *link) failed(err error) {
 			// transaction id), but a link that stays silent is likely half-open.
 			l.close()
 		}
-	case errors.Is(err, errStreamLost), errors.Is(err, errBadChecksum) && l.target.framing == frameRTU:
-		if l.target.scheme == "file" {
+	case errors.Is(err, errStreamLost), errors.Is(err, errBadChecksum) && l.controller.framing == frameRTU:
+		if l.controller.scheme == "file" {
 			l.flushNext = true
 		} else {
 			l.close()
@@ -385,7 +429,7 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 		}
 		var unit byte
 		var pdu []byte
-		switch l.target.framing {
+		switch l.controller.framing {
 		case frameMBAP:
 			if tid := binary.BigEndian.Uint16(frame); tid != l.tid {
 				l.st.wrongTID.Incr()
@@ -438,7 +482,7 @@ func (l *link) next() ([]byte, error) {
 		var n int
 		var err error
 		b := l.buf.read[l.r:l.w]
-		switch l.target.framing {
+		switch l.controller.framing {
 		case frameMBAP:
 			n, err = splitMBAP(b)
 		case frameRTU:

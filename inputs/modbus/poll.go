@@ -7,163 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/goburrow/modbus"
-
 	"github.com/tagpipe/tagpipe/internal/resilience"
 	"github.com/tagpipe/tagpipe/models"
 )
-
-// device is a deviceSpec at run time: its resilience state and the scratch of a poll. Only the
-// goroutine of its poller touches it.
-type device struct {
-	*deviceSpec
-	routes []route     // its controller, then its backups
-	cur    int         // the route of the last poll
-	reqs   []request   // the reads in force: the plan, until a failing read is split
-	rs     []readState // per read in reqs
-	retry  *resilience.Retry
-	bucket *resilience.Bucket // device_requests_per_second; nil: no cap
-	health resilience.Health
-	phase  time.Duration // offset of its polls in the interval
-	next   time.Time     // its next poll
-
-	deadline   time.Time // of the poll under way: when the next is due
-	answered   int       // reads answered in the poll under way
-	lastAnswer time.Time // when a read was last answered (the start before the first)
-
-	out   []*models.Metric // per group, during a poll
-	strs  []string         // last value of each STRING field
-	stale *staleState      // stale_after > 0
-
-	status status // for DeviceStates (/healthz, the device page), read by other goroutines
-}
-
-// readState is what a device remembers of one of its reads.
-type readState struct {
-	ok      bool  // it was answered since it was planned (or split off)
-	fails   uint8 // polls in a row it got no answer or exception 4 while the device answered
-	pending bool  // failed so in the poll under way
-}
-
-// route is a device reached through one controller: its connection, and the timeout and
-// breaker of the device on it.
-type route struct {
-	link    *link
-	timeout *resilience.Timeout
-	breaker *resilience.Breaker
-	frames  [][]byte     // RTU and ASCII: the request ADUs of reqs, encoded by goburrow's packagers
-	tags    []models.Tag // of the health metric: controller and device
-
-	lastErr   string // what failed last (errorKey), reported once per errorRepeat
-	lastErrAt time.Time
-	repeats   int
-}
-
-// staleState keeps the last good value of every field of a device, for stale_after.
-type staleState struct {
-	last []models.Field // per profile field
-	at   []int64        // when it was read (Unix ns); 0: never
-	out  []*models.Metric
-}
-
-// errorRepeat is how often the same error of a device is reported again while it lasts.
-const errorRepeat = time.Minute
-
-// healthFields is the number of fields resilience.Health.AppendFields appends.
-const healthFields = 12
-
-func newDevice(spec *deviceSpec, p *poller, linkOf func(target) *link) *device {
-	d := &device{
-		deviceSpec: spec,
-		reqs:       spec.plan,
-		retry:      resilience.NewRetry(spec.opts.retry),
-		bucket:     resilience.NewBucket(spec.opts.deviceRate, spec.opts.deviceBurst),
-		rs:         make([]readState, len(spec.plan)),
-		out:        make([]*models.Metric, len(spec.prof.groups)),
-		strs:       make([]string, spec.prof.strings),
-		// Until its first polls a device is taken to answer: a read that times out in the first
-		// poll does not keep the others from being tried.
-		lastAnswer: time.Now(),
-	}
-	if spec.opts.staleAfter > 0 {
-		n := len(spec.prof.fields)
-		d.stale = &staleState{last: make([]models.Field, n), at: make([]int64, n), out: make([]*models.Metric, len(spec.prof.groups))}
-	}
-	targets := append([]target{spec.target}, spec.backups...)
-	d.routes = make([]route, len(targets))
-	for i, t := range targets {
-		r := &d.routes[i]
-		r.link = linkOf(t)
-		r.timeout = resilience.NewTimeout(spec.opts.timeout)
-		r.tags = []models.Tag{{Key: "controller", Value: t.String()}, {Key: "device", Value: spec.name}}
-		cfg := spec.opts.breaker.config()
-		cfg.IsSuccessful = answered
-		others := len(targets) > 1
-		cfg.OnChange = func(from, to string) {
-			switch {
-			case to == "closed":
-				p.log.Info("circuit breaker closed: polling again", "device", spec.name, "controller", t.String())
-			case to == "open" && from == "closed":
-				meaning := "no polls until the cool-down ends, then one probes the device"
-				if others {
-					meaning = "polls go to the other controllers; after the cool-down one probes this one"
-				}
-				p.log.Warn("circuit breaker open", "device", spec.name, "controller", t.String(), "meaning", meaning,
-					"cool_down", spec.opts.breaker.coolDown)
-			case p.debug: // half-open, and open again after a failed probe: every cool-down
-				p.log.Debug("circuit breaker "+to, "device", spec.name, "controller", t.String(), "from", from)
-			}
-		}
-		r.breaker = resilience.NewBreaker(spec.name, cfg)
-		r.encode(d)
-	}
-	return d
-}
-
-// encode makes the request frames of d's reads for r's framing (RTU and ASCII; Modbus TCP
-// frames carry a transaction id and are written per request).
-func (r *route) encode(d *device) {
-	f := r.link.target.framing
-	if f == frameMBAP {
-		return
-	}
-	var p modbus.Packager
-	if f == frameRTU {
-		h := modbus.NewRTUClientHandler("")
-		h.SlaveId = d.unit
-		p = h
-	} else {
-		h := modbus.NewASCIIClientHandler("")
-		h.SlaveId = d.unit
-		p = h
-	}
-	r.frames = r.frames[:0]
-	for i := range d.reqs {
-		q := &d.reqs[i]
-		adu, err := p.Encode(&modbus.ProtocolDataUnit{FunctionCode: byte(q.kind),
-			Data: []byte{byte(q.addr >> 8), byte(q.addr), byte(q.count >> 8), byte(q.count)}})
-		if err != nil { // a read request is 6 bytes: cannot exceed the ADU limit
-			panic(err)
-		}
-		r.frames = append(r.frames, adu)
-	}
-}
-
-// openUntil returns when the first of d's open breakers turns half-open, or zero unless every
-// one is open.
-func (d *device) openUntil() time.Time {
-	var first time.Time
-	for i := range d.routes {
-		u := d.routes[i].breaker.OpenUntil()
-		if u.IsZero() {
-			return time.Time{}
-		}
-		if first.IsZero() || u.Before(first) {
-			first = u
-		}
-	}
-	return first
-}
 
 // errNoAnswer marks a poll in which the device answered nothing: it counts against the breaker.
 // A device that answers with exceptions is alive.
@@ -181,7 +27,7 @@ func (e *noAnswerError) Unwrap() []error { return []error{e.err, errNoAnswer} }
 // happened to.
 type requestError struct {
 	d   *deviceSpec
-	t   target
+	t   controller
 	r   *request // not changed after Init or a split (a split makes new requests)
 	err error
 }
@@ -192,7 +38,7 @@ func (e *requestError) Error() string {
 }
 func (e *requestError) Unwrap() error { return e.err }
 
-func (d *device) describe(r *request, t target, err error) error {
+func (d *device) describe(r *request, t controller, err error) error {
 	var exc *ExceptionError
 	if errors.As(err, &exc) {
 		exc.Device, exc.Unit, exc.Function, exc.Address, exc.Count = d.name, d.unit, byte(r.kind), r.addr, r.count
@@ -297,7 +143,7 @@ func (p *poller) pollRoute(ctx context.Context, d *device, ri int) error {
 			i-- // the device says the range is wrong: read its first half now
 			continue
 		}
-		errs = append(errs, d.describe(&d.reqs[i], l.target, err))
+		errs = append(errs, d.describe(&d.reqs[i], l.controller, err))
 		if exc != nil {
 			if exc.Code == ExcServerFailure {
 				d.rs[i].pending, exc4 = true, true
@@ -327,12 +173,28 @@ func (p *poller) pollRoute(ctx context.Context, d *device, ri int) error {
 		return nil
 	}
 	p.st.pollErrors.Incr()
-	err := errors.Join(errs...)
+	var err error = pollErrors(errs)
 	if answered == 0 && !isExceptions(errs) {
 		return &noAnswerError{err}
 	}
 	return err
 }
+
+// pollErrors are the failures of one poll of a device, each naming the device and what failed.
+// They read as one line ("; " between them): a device's failed poll is one log record.
+type pollErrors []error
+
+func (e pollErrors) Error() string {
+	var b strings.Builder
+	for i, err := range e {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(err.Error())
+	}
+	return b.String()
+}
+func (e pollErrors) Unwrap() []error { return e }
 
 func isExceptions(errs []error) bool {
 	for _, err := range errs {
@@ -571,4 +433,77 @@ func plural(n int, word string) string {
 		return word
 	}
 	return word + "s"
+}
+
+// poll polls d once, due at due: through its controller, or else the first backup whose
+// breaker lets it; when one gives no answer at all and there is time before the next poll,
+// through the next. It hands over what was read (and the stale values asked for) and d's
+// health, and reports whether the device answered.
+func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
+	p.st.polls.Incr()
+	d.deadline = due.Add(p.interval)
+	d.answered = 0
+	used := -1
+	for ri := range d.routes {
+		r := &d.routes[ri]
+		if until := r.breaker.OpenUntil(); !until.IsZero() && time.Now().Before(until) {
+			continue
+		}
+		if r.breaker.Allow() != nil { // half-open, its probes taken
+			continue
+		}
+		used, d.cur = ri, ri
+		err := p.pollRoute(ctx, d, ri)
+		if ctx.Err() != nil {
+			r.breaker.Done(nil) // stopping: not the device's fault
+			return false
+		}
+		r.breaker.Done(err)
+		now := time.Now()
+		switch {
+		case err != nil:
+			p.fail(d, r, err, now)
+		case r.lastErr != "":
+			p.log.Info("device answers again", "device", d.name, "controller", r.link.controller.String())
+			r.lastErr, r.repeats = "", 0
+		}
+		if err == nil || !errors.Is(err, errNoAnswer) || !now.Before(d.deadline) {
+			break
+		}
+	}
+	if used < 0 {
+		p.st.breakerSkips.Incr()
+		return false
+	}
+	if used > 0 {
+		p.st.backupPolls.Incr()
+	}
+	now := time.Now()
+	d.polled(now)
+	d.emit(p.acc, now, p.st)
+	if d.opts.health {
+		d.emitHealth(p.acc, &d.routes[d.cur], now)
+	}
+	return d.answered > 0
+}
+
+// fail reports a failed poll of d through r: to onErr (Gather), or to acc once per
+// errorRepeat while the same error lasts. Errors are the same when the same requests failed in
+// the same way (the text may differ: a new connection has a new local port).
+func (p *poller) fail(d *device, r *route, err error, now time.Time) {
+	d.failed(err, now)
+	if p.onErr != nil {
+		p.onErr(err)
+		return
+	}
+	key := errorKey(err)
+	if key == r.lastErr && now.Sub(r.lastErrAt) < errorRepeat {
+		r.repeats++
+		return
+	}
+	if key == r.lastErr && r.repeats > 0 {
+		err = fmt.Errorf("%w (%d times in %s)", err, r.repeats+1, now.Sub(r.lastErrAt).Round(time.Second))
+	}
+	p.acc.AddError(err)
+	r.lastErr, r.lastErrAt, r.repeats = key, now, 0
 }

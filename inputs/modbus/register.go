@@ -118,7 +118,7 @@ func parseByteOrder(s string, wide bool) (byteOrder, error) {
 			return byteOrder{byteSwap: true}, nil
 		}
 	default:
-		return byteOrder{}, fmt.Errorf("%q is not a byte order (ABCD, DCBA, BADC, CDAB, or AB, BA for one-register types)", s)
+		return byteOrder{}, fmt.Errorf("%q is not a byte order (ABCD or big, DCBA or little, BADC, CDAB, or AB, BA for one-register types)", s)
 	}
 	return byteOrder{}, fmt.Errorf("%q is for one-register types; a value of several registers needs ABCD, DCBA, BADC or CDAB", s)
 }

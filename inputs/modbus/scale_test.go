@@ -14,15 +14,18 @@ import (
 
 // TestManyDevicesOnSchedule: 200 devices, served by modbussim in a process of its own, of which
 // 5 refuse connections (nothing listens), 5 accept and never answer and 5 answer after 800 ms
-// (and are waited for: they report too).
-// Every healthy device is polled in every interval of a window of 8 intervals, and each poll's
-// lateness from its device's tick (its phase past a multiple of the interval since the epoch,
-// measured to the metric's time, when the answer arrived) stays under 50 ms: the failing
-// devices delay nobody.
+// (and are waited for: they report too). Every healthy device is polled exactly once in every
+// interval of a window of 8 intervals: the failing devices delay nobody.
 //
-// Under the race detector, which slows every goroutine down several times, the bound is
-// 150 ms: what is checked then is that no healthy device waits for a failing one (that would
-// be an interval, or 800 ms), not the speed of the instrumented code.
+// The judgement is by counting, not by lateness, which depends on how busy the machine is
+// (lateness figures belong in internal/loadtest and BenchmarkDevices). Each failing device costs
+// whoever would wait for it at least an interval per poll: a blackholed one is retried until its
+// next poll is due (timeout_max 300ms, then at once, capped at the interval), a slow one answers
+// after 800 ms. A healthy device that waited behind one would come a whole interval late: its
+// poll would land in the next interval and the one after would be skipped, and the count shows
+// it. A poll is counted in the interval its answer arrived in (phase past a multiple of the
+// interval since the epoch): polls never start before their tick and a poller skips the ticks it
+// overran, so a device can never have two polls in one interval.
 func TestManyDevicesOnSchedule(t *testing.T) {
 	const n, interval = 200, 500 * time.Millisecond
 	addrs := startSimProcess(t, "tcp", "MODBUSSIM_KINDS=healthy:185,blackholed:5,slow:5")
@@ -57,7 +60,8 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 	if err := m.Start(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
-	// The window: the 8 intervals after two to connect.
+	// The window: the 8 intervals after two to connect. The blackholed devices cost their
+	// whole interval in the first five polls (then their breakers open), the slow ones all along.
 	iv := int64(interval)
 	k0 := (start.UnixNano()+iv-1)/iv + 2
 	k1 := k0 + 8
@@ -65,12 +69,8 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 	m.Stop()
 	ms, _ := a.snapshot()
 
-	bound := 50 * time.Millisecond
-	if raceEnabled {
-		bound = 150 * time.Millisecond
-	}
-	slots := make([][]bool, n)
-	var late []time.Duration
+	polls := make([][]int, n) // per device, polls counted in each interval of the window
+	var late []time.Duration  // for the log only
 	slowPolls := 0
 	for _, x := range ms {
 		dev, _ := x.Tag("device")
@@ -87,33 +87,30 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 		if k < k0 || k >= k1 {
 			continue
 		}
-		if slots[i] == nil {
-			slots[i] = make([]bool, k1-k0)
+		if polls[i] == nil {
+			polls[i] = make([]int, k1-k0)
 		}
-		if slots[i][k-k0] {
-			t.Errorf("%s polled twice in interval %d", dev, k)
-		}
-		slots[i][k-k0] = true
-		d := time.Duration(since - k*iv)
-		late = append(late, d)
-		if d >= bound {
-			t.Errorf("%s: poll %s late (bound %s)", dev, d.Round(time.Microsecond), bound)
-		}
+		polls[i][k-k0]++
+		late = append(late, time.Duration(since-k*iv))
 	}
 	missing := 0
 	for i := range n {
 		if kind[i] != "healthy" {
 			continue
 		}
-		for k, ok := range slots[i] {
-			if !ok {
-				missing++
-				t.Errorf("d%03d: no poll in interval %d of the window", i, k0+int64(k))
-			}
-		}
-		if slots[i] == nil {
+		if polls[i] == nil {
 			missing += int(k1 - k0)
 			t.Errorf("d%03d: no poll in the window", i)
+			continue
+		}
+		for k, c := range polls[i] {
+			switch {
+			case c == 0:
+				missing++
+				t.Errorf("d%03d: no poll in interval %d of the window", i, k0+int64(k))
+			case c > 1:
+				t.Errorf("d%03d: %d polls in interval %d of the window", i, c, k0+int64(k))
+			}
 		}
 	}
 	// The slow devices are waited for (their own timeout_max) and do report, an interval or
@@ -123,7 +120,7 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 	}
 	slices.Sort(late)
 	if len(late) > 0 {
-		t.Logf("%d polls of 185 healthy devices in %d intervals, %d missing; lateness p50 %s, p99 %s, max %s",
+		t.Logf("%d polls of 185 healthy devices in %d intervals, %d missing; lateness (not judged) p50 %s, p99 %s, max %s",
 			len(late), k1-k0, missing, late[len(late)/2], late[len(late)*99/100], late[len(late)-1])
 	}
 	var health []*models.Metric

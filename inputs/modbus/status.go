@@ -86,7 +86,7 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 	for _, d := range run.devices {
 		s := models.DeviceStatus{
 			Name:       d.name,
-			Controller: d.routes[d.status.route.Load()].link.target.String(),
+			Controller: d.routes[d.status.route.Load()].link.controller.String(),
 			State:      d.state(now, run.started, run.stale),
 		}
 		if n := d.status.good.Load(); n != 0 {

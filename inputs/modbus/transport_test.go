@@ -3,13 +3,14 @@ package modbus
 import (
 	"crypto/tls"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 
 	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
 )

@@ -101,7 +101,7 @@ func newSession(o *OPCUA, acc models.Accumulator, subscribe bool) *session {
 			{Key: "source", Value: o.Name}, {Key: "endpoint", Value: o.Endpoint},
 		}),
 	}
-	s.breaker = resilience.NewBreaker(o.Name, resilience.BreakerConfig{
+	s.breaker = resilience.NewBreaker(resilience.BreakerConfig{
 		Failures: 5,
 		CoolDown: o.ReconnectMax.D(),
 		OnChange: func(from, to string) {

@@ -1,6 +1,8 @@
 package diskbuffer
 
 import (
+	"fmt"
+	"math"
 	"strconv"
 	"syscall"
 	"testing"
@@ -110,4 +112,109 @@ func BenchmarkDiskBufferReplay(b *testing.B) {
 	b.StopTimer()
 	d.Close()
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "metrics/s")
+}
+
+// plantStream makes the metrics of the 10,000-device load (docs/scale.md, cmd/loadtest): every
+// device polled once a second, one metric "loadtest" tagged with its controller and name, 20
+// fields — ten FLOAT32 (float fields) and ten UINT16 (uint fields). The load test's simulator
+// serves mostly constant registers, which would flatter compression; here every float is a
+// reading with noise in its low bits (a sensor's last digits) and every uint16 a slow counter or
+// a status word, per device: a harder stream than the load test's.
+type plantStream struct {
+	devices int
+	tags    [][]models.Tag
+	keys    [20]string
+	rng     uint64
+}
+
+func newPlantStream(devices int) *plantStream {
+	p := &plantStream{devices: devices, rng: 1}
+	for i := range p.keys {
+		p.keys[i] = fmt.Sprintf("f%02d", i)
+	}
+	for d := range devices {
+		p.tags = append(p.tags, []models.Tag{
+			{Key: "controller", Value: fmt.Sprintf("tcp://127.0.%d.%d:1502", 1+d/254, 1+d%254)},
+			{Key: "device", Value: fmt.Sprintf("d%05d", d)},
+		})
+	}
+	return p
+}
+
+// metric returns the reading of poll n (device n mod devices, second n / devices).
+func (p *plantStream) metric(n int) *models.Metric {
+	d, sec := n%p.devices, n/p.devices
+	p.rng = p.rng*6364136223846793005 + 1442695040888963407
+	m := models.NewMetric("loadtest", p.tags[d], 20, time.Unix(1795600000+int64(sec), int64(d)*100_000))
+	for i := range 10 {
+		base := 230 + 3*math.Sin(2*math.Pi*float64(sec)/60+float64(d)+float64(i))
+		noise := float64(int64(p.rng>>(i*5))%64-32) / 1000 // ±32 mV
+		m.Fields = append(m.Fields, models.Float(p.keys[2*i], float64(float32(base+noise))))
+		var u uint64
+		switch i % 3 {
+		case 0:
+			u = uint64(sec*(1+i)+d) & 0xffff // a counter
+		case 1:
+			u = 5000 + uint64(p.rng>>(40+i)&7) // a frequency in centihertz
+		default:
+			u = uint64(1 + sec/60%2*2) // a status word
+		}
+		m.Fields = append(m.Fields, models.Uint(p.keys[2*i+1], u))
+	}
+	return m
+}
+
+// BenchmarkPlantLoad adds the plant stream to a disk buffer (fsync every write) and takes it out
+// again in batches of 5,000, as BenchmarkBuffer does; one op is one metric. paced adds 10
+// metrics a millisecond, the 10,000-device load's rate, so that records are as large as that
+// load makes them; flat adds as fast as it can. disk-B/metric is what the buffer holds on disk
+// per metric (records, headers, compression); encoded-B/metric is the metrics' encoding alone,
+// which the buffer stored uncompressed before, in a record per batch of the pipeline.
+func BenchmarkPlantLoad(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		paced bool
+	}{{"flat", false}, {"paced-10k", true}} {
+		b.Run(c.name, func(b *testing.B) {
+			p := newPlantStream(10_000)
+			buf := mustDisk(b, Config{Dir: b.TempDir(), Limit: 8 << 30, Log: quietLog()})
+			defer buf.Close()
+			batch := make([]*models.Metric, 0, 100)
+			var encoded []byte
+			var disk, raw int64
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			start := time.Now()
+			size := 100
+			if c.paced {
+				size = 10
+			}
+			for n := 0; n < b.N; {
+				if c.paced {
+					time.Sleep(time.Until(start.Add(time.Duration(n) * time.Second / 10_000)))
+				}
+				batch = batch[:0]
+				for ; len(batch) < size && n < b.N; n++ {
+					m := p.metric(n)
+					batch = append(batch, m)
+					encoded = AppendMetric(encoded[:0], m)
+					raw += int64(len(encoded))
+				}
+				buf.Add(batch...)
+				if n%5000 == 0 || n == b.N {
+					buf.Sync()
+					disk += buf.Bytes()
+					for tx := buf.Begin(5000); tx != nil; tx = buf.Begin(5000) {
+						tx.All = true
+						buf.End(tx)
+					}
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/metric")
+			b.ReportMetric(float64(disk)/float64(b.N), "disk-B/metric")
+			b.ReportMetric(float64(raw)/float64(b.N), "encoded-B/metric")
+		})
+	}
 }

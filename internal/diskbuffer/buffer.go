@@ -6,16 +6,17 @@
 //   - log (log.go) is the storage: segments, records, recovery, the read position, the
 //     acknowledged offset and fsync. It is not safe for concurrent use: one goroutine owns it.
 //   - Buffer (this file) is the thin concurrent front that implements models.Buffer. It owns
-//     only the write queue (records encoded by Add, not yet on disk) and the goroutine that owns
+//     only the write queue (metrics encoded by Add, not yet on disk) and the goroutine that owns
 //     the log; everything else it asks that goroutine to do.
 //
-// Add encodes and queues, so it never waits for the disk; the log's goroutine appends the queue
-// to the active segment and fsyncs (after every write, or on an interval), one write and one
-// fsync for whatever arrived during the last one (a natural group commit). Begin reads records
-// from the acknowledged position on; End advances that position past what the output accepted
-// or rejected and persists it, so a restart does not resend what was delivered. A segment is
-// removed once everything in it is acknowledged. Over the byte limit the oldest segment is
-// dropped, logged and counted.
+// Add encodes and queues, so it never waits for the disk; the log's goroutine takes the queue,
+// cuts it into records of about 256 KiB, compresses each with zstd, appends them to the active
+// segment and fsyncs (after every write, or on an interval): one write and one fsync for whatever
+// arrived during the last one (a natural group commit), which also makes records large enough to
+// compress well. Begin reads records from the acknowledged position on; End advances that
+// position past what the output accepted or rejected and persists it, so a restart does not
+// resend what was delivered. A segment is removed once everything in it is acknowledged. Over
+// the byte limit the oldest segment is dropped, logged and counted.
 //
 // Delivery is at least once: metrics of a batch written but not yet acknowledged when the agent
 // dies are sent again after the restart, and so are the accepted metrics of a partly accepted
@@ -28,8 +29,6 @@
 package diskbuffer
 
 import (
-	"encoding/binary"
-	"hash/crc32"
 	"log/slog"
 	"slices"
 	"sync"
@@ -55,27 +54,35 @@ type Config struct {
 // Buffer is the disk buffer: a models.Buffer, safe for concurrent use.
 //
 // Its moving parts, each with one owner:
-//   - mu guards the write queue (queue, queued, mems), which Add fills and the log's goroutine
+//   - mu guards the write queue (queue, queued, adds), which Add fills and the log's goroutine
 //     empties;
 //   - held counts the metrics in the buffer (Len) without a lock: Add raises it, the log lowers it
-//     when metrics are delivered, rejected or dropped;
+//     when metrics are delivered, rejected or dropped; problem, what Err reports, is set by the
+//     log alone;
 //   - run, a goroutine, owns the log. It takes work from two channels: wake (the queue has
 //     records, never blocks Add) and calls (Begin, End, Sync, Close: a function run on the log,
 //     the caller waiting for it). stopped is closed when it has closed the log.
 type Buffer struct {
-	log  *log // run's goroutine only
-	held atomic.Int64
+	log     *log // run's goroutine only
+	held    atomic.Int64
+	problem atomic.Pointer[problem] // set by the log, read by Err
 
 	mu     sync.Mutex
-	queue  []byte             // encoded records not yet on disk
-	queued int                // metrics in queue
-	mems   [][]*models.Metric // the metrics of each queued record, in order
-	spare  []byte             // the last written queue, reused (run's goroutine only)
+	queue  []byte      // encoded metrics not yet on disk
+	queued int         // metrics in queue
+	adds   []queuedAdd // each Add's metrics, in order
+	spare  []byte      // the last written queue, reused (run's goroutine only)
 
 	wake     chan struct{}
 	calls    chan call
 	stopped  chan struct{}
 	closeErr error // set by run before stopped is closed
+}
+
+// queuedAdd is the metrics of one Add and where their encoding ends in the queue.
+type queuedAdd struct {
+	ms  []*models.Metric
+	end int
 }
 
 type call struct {
@@ -96,13 +103,13 @@ func Open(cfg Config) (*Buffer, error) {
 		cfg.Log = slog.Default()
 	}
 	if cfg.Limit <= 0 {
-		cfg.Limit = 1 << 30
+		cfg.Limit = 2 << 30
 	}
 	if cfg.SegmentSize <= 0 {
 		cfg.SegmentSize = min(max(cfg.Limit/4, 64<<10), 64<<20)
 	}
 	b := &Buffer{wake: make(chan struct{}, 1), calls: make(chan call), stopped: make(chan struct{})}
-	l, err := openLog(cfg, &b.held)
+	l, err := openLog(cfg, &b.held, &b.problem)
 	if err != nil {
 		return nil, err
 	}
@@ -145,11 +152,11 @@ func (b *Buffer) run(l *log) {
 // force is set. run's goroutine only.
 func (b *Buffer) write(l *log, force bool) {
 	b.mu.Lock()
-	data, count, mems := b.queue, b.queued, b.mems
-	b.queue, b.queued, b.mems = b.spare[:0], 0, nil
+	data, count, adds := b.queue, b.queued, b.adds
+	b.queue, b.queued, b.adds = b.spare[:0], 0, nil
 	b.mu.Unlock()
 	if len(data) > 0 {
-		l.appendRecords(data, count, mems)
+		l.appendQueued(data, count, adds)
 	}
 	b.spare = data
 	if force || l.cfg.Fsync == 0 {
@@ -178,17 +185,11 @@ func (b *Buffer) Add(ms ...*models.Metric) (dropped int) {
 	}
 	b.held.Add(int64(len(ms)))
 	b.mu.Lock()
-	start := len(b.queue)
-	b.queue = append(b.queue, make([]byte, recHeader)...)
-	b.queue = binary.AppendUvarint(b.queue, uint64(len(ms)))
 	for _, m := range ms {
 		b.queue = AppendMetric(b.queue, m)
 	}
-	payload := b.queue[start+recHeader:]
-	binary.LittleEndian.PutUint32(b.queue[start:], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(b.queue[start+4:], crc32.Checksum(payload, castagnoli))
 	b.queued += len(ms)
-	b.mems = append(b.mems, slices.Clone(ms)) // the caller reuses its slice
+	b.adds = append(b.adds, queuedAdd{slices.Clone(ms), len(b.queue)}) // the caller reuses its slice
 	full := len(b.queue) > queueLimit
 	b.mu.Unlock()
 	if full {
@@ -237,6 +238,16 @@ func (b *Buffer) Begin(n int) *models.Transaction {
 func (b *Buffer) End(tx *models.Transaction) (dropped int) {
 	b.do(func(l *log) { dropped = l.end(tx) })
 	return dropped
+}
+
+// Err returns what is wrong with the buffer, and since when (nil when nothing is): files it set
+// aside because it could not read them. The agent reports it in /healthz as a failure of the
+// output.
+func (b *Buffer) Err() (error, time.Time) {
+	if p := b.problem.Load(); p != nil {
+		return p.err, p.at
+	}
+	return nil, time.Time{}
 }
 
 // Len implements models.Buffer: metrics queued, on disk and not yet acknowledged, out included.

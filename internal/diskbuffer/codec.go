@@ -19,7 +19,9 @@ import (
 //	time   := varint(unix nanoseconds)
 //
 // Decoding interns names, keys and tag values (they repeat from metric to metric), so replaying a
-// buffer allocates per metric, not per field.
+// buffer allocates per metric, not per field. It is strict: it refuses what AppendMetric would
+// not write (a varint longer than it needs, a bool other than 0 or 1), so that whatever decodes
+// encodes back to the same bytes (FuzzDecode).
 
 // AppendMetric appends the encoding of m to dst.
 func AppendMetric(dst []byte, m *models.Metric) []byte {
@@ -148,7 +150,7 @@ func (d *Decoder) Decode(b []byte) (*models.Metric, []byte, error) {
 		m.Fields = append(m.Fields, f)
 	}
 	ts, n := binary.Varint(b)
-	if n <= 0 {
+	if n <= 0 || !canonical(b[:n]) {
 		return nil, nil, ErrBadEncoding
 	}
 	m.Time = time.Unix(0, ts)
@@ -192,10 +194,17 @@ func (d *Decoder) readTags(b []byte) ([]models.Tag, []byte, error) {
 
 func readUvarint(b []byte) (uint64, []byte, error) {
 	v, n := binary.Uvarint(b)
-	if n <= 0 {
+	if n <= 0 || !canonical(b[:n]) {
 		return 0, nil, ErrBadEncoding
 	}
 	return v, b[n:], nil
+}
+
+// canonical reports whether the varint v is in its shortest form, the one AppendUvarint and
+// AppendVarint write: a last byte of zero after others adds nothing. Decoding is strict, so that
+// one value has one encoding and what decodes encodes back to the same bytes.
+func canonical(v []byte) bool {
+	return len(v) == 1 || v[len(v)-1] != 0
 }
 
 func (d *Decoder) readStr(b []byte) (string, []byte, error) {

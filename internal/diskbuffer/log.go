@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,23 +16,25 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/tagpipe/tagpipe/models"
 )
 
 // log is the storage: segments of records on disk, the read position, the acknowledged offset
 // and recovery. It is not safe for concurrent use: one goroutine (Buffer.run) owns it, and every
 // method runs there. The only state it shares is held, an atomic count that Buffer.Add raises
-// and the log lowers.
+// and the log lowers, and problem, which it sets for Buffer.Err.
 //
 // On disk:
 //
 //	DIR/lock                      flock'ed: a second agent cannot open the directory
-//	DIR/ack                       16 bytes: the acknowledged offset and its CRC
+//	DIR/ack                       the acknowledged position (persistAck)
 //	DIR/0000000000000000.seg      segments named by the global offset of their first byte
 //	DIR/0000000000400000.seg
 //
-// A segment holds records: uint32 length, uint32 CRC-32C of the payload, payload. A payload is a
-// batch: uvarint count, then that many metrics (codec.go). Records never span segments.
+// A segment holds records (record.go), each a header and a batch of metrics (codec.go). Records
+// never span segments.
 type log struct {
 	cfg   Config
 	lock  *os.File
@@ -45,6 +48,7 @@ type log struct {
 	readOff  int64      // next record to load
 	readSeg  int        // index in segs of the segment holding readOff
 	ackOff   int64      // everything before it is done
+	ackSkip  int64      // and the first ackSkip metrics of the record at ackOff
 	pending  []pendingMetric
 	out      int         // of pending, lent out by begin
 	mem      []memRecord // written records whose metrics are still in memory, oldest first
@@ -53,12 +57,23 @@ type log struct {
 	// Metrics from records before dropFloor were dropped for space.
 	dropFloor  int64
 	dec        Decoder
-	rbuf       []byte // read-ahead of rbufSeg from rbufOff
+	zenc       *zstd.Encoder
+	zdec       *zstd.Decoder
+	framed     []byte             // records being written, reused
+	recMems    [][]*models.Metric // their metrics, reused
+	unzipped   []byte             // the last record read, decompressed
+	readSkip   int64              // metrics of the record at readOff to leave out (acknowledged before a restart)
+	rbuf       []byte             // read-ahead of rbufSeg from rbufOff
 	rbufSeg    *segment
 	rbufOff    int64
 	lastSynced time.Time
-	lastErr    error // of the last failed write: the same error is logged once
 	closed     bool
+	failing    lossPeriod // while writes fail (a full disk)
+	full       lossPeriod // while the log is at its limit and drops its oldest records
+
+	problem  *atomic.Pointer[problem] // what Buffer.Err reports; set by report
+	setAside []string                 // files moved out of the way as unreadable
+	asideAt  time.Time
 
 	stats          *models.Stats
 	statBytes      *models.Stat
@@ -66,12 +81,14 @@ type log struct {
 	statDropped    *models.Stat
 	statSegments   *models.Stat
 	statCorrupt    *models.Stat
+	statCorruptB   *models.Stat
 	statWriteError *models.Stat
 }
 
 type segment struct {
 	start, end int64 // global offsets
 	metrics    int64 // metrics in the segment's records
+	records    int64 // records counted by scan (at start)
 	read       int64 // of them, loaded by the reader
 	path       string
 	rf         *os.File // for reading, opened on demand
@@ -90,24 +107,21 @@ const memLimit = 100_000
 
 type pendingMetric struct {
 	m        *models.Metric
-	recStart int64
+	recStart int64 // the offset of its record
+	index    int64 // its place in the record
 }
 
 const (
-	recHeader     = 8
-	maxRecord     = 256 << 20
 	readAhead     = 256 << 10
 	segNameDigits = 16
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrLocked is returned when another process holds the buffer directory.
 var ErrLocked = errors.New("buffer directory is in use by another agent")
 
 // openLog locks cfg.Dir and recovers the log in it: a torn or corrupt record is logged and cut
 // off; reading starts at the acknowledged position.
-func openLog(cfg Config, held *atomic.Int64) (*log, error) {
+func openLog(cfg Config, held *atomic.Int64, prob *atomic.Pointer[problem]) (*log, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, err
 	}
@@ -122,14 +136,24 @@ func openLog(cfg Config, held *atomic.Int64) (*log, error) {
 	}
 	lock.Truncate(0)
 	lock.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	l := &log{cfg: cfg, lock: lock, held: held}
+	l := &log{cfg: cfg, lock: lock, held: held, problem: prob}
 	l.stats = models.RegisterStats("internal_disk_buffer", cfg.StatTags)
 	l.statBytes = l.stats.Gauge("bytes")
 	l.statMetrics = l.stats.Gauge("metrics")
 	l.statDropped = l.stats.Get("metrics_dropped")
 	l.statSegments = l.stats.Gauge("segments")
 	l.statCorrupt = l.stats.Get("corrupt_records")
+	l.statCorruptB = l.stats.Get("corrupt_bytes")
 	l.statWriteError = l.stats.Get("write_errors")
+	// One frame per record, compressed and decompressed whole by the log's goroutine alone. The
+	// fastest level and a 64 KiB window: on the plant stream (BenchmarkPlantLoad) the default and
+	// better levels saved under 1% more and cost 35-60% more CPU, and a window of the whole
+	// record (256 KiB) compressed 2% less for more CPU. The decoder refuses a frame that would
+	// grow over maxRecord (a damaged or hostile segment).
+	l.zenc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false), zstd.WithWindowSize(64<<10), zstd.WithLowerEncoderMem(true))
+	l.zdec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxMemory(maxRecord))
 	if err := l.recover(); err != nil {
 		l.stats.Unregister()
 		l.closeFiles()
@@ -141,18 +165,32 @@ func openLog(cfg Config, held *atomic.Int64) (*log, error) {
 
 // recover reads the acknowledged offset and scans every segment, cutting off what is corrupt.
 func (l *log) recover() error {
-	var err error
-	if l.ack, err = os.OpenFile(filepath.Join(l.cfg.Dir, "ack"), os.O_CREATE|os.O_RDWR, 0o640); err != nil {
-		return err
-	}
-	var meta [16]byte
-	if n, _ := l.ack.ReadAt(meta[:], 0); n == 16 {
-		if crc32.Checksum(meta[:8], castagnoli) == binary.LittleEndian.Uint32(meta[8:]) {
-			l.ackOff = int64(binary.LittleEndian.Uint64(meta[:8]))
-		} else {
-			l.cfg.Log.Warn("disk buffer: acknowledged position is corrupt; replaying everything (duplicates possible)", "dir", l.cfg.Dir)
+	ackPath := filepath.Join(l.cfg.Dir, "ack")
+	_, err := os.Lstat(ackPath)
+	ackMissing := errors.Is(err, fs.ErrNotExist)
+	if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
+		l.setAsideFile(ackPath, err, "the acknowledged position is unknown: everything on disk is sent again")
+		if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
+			return err
 		}
 	}
+	var meta [ackSize]byte
+	unknown := "" // why the acknowledged position is not known
+	switch n, _ := l.ack.ReadAt(meta[:], 0); {
+	case n == ackSize && crc32.Checksum(meta[:16], castagnoli) == binary.LittleEndian.Uint32(meta[16:]):
+		l.ackOff = int64(binary.LittleEndian.Uint64(meta[:8]))
+		l.ackSkip = int64(binary.LittleEndian.Uint32(meta[12:]))
+	case n >= 16 && crc32.Checksum(meta[:8], castagnoli) == binary.LittleEndian.Uint32(meta[8:]):
+		l.ackOff = int64(binary.LittleEndian.Uint64(meta[:8])) // written before the skip count was
+	case n >= 16:
+		unknown = "the ack file is corrupt"
+	case n > 0:
+		unknown = "the ack file is cut short"
+	case len(l.setAside) > 0:
+		unknown = "the ack file was set aside"
+	case ackMissing:
+		unknown = "the ack file is missing"
+	} // an empty ack file: nothing was acknowledged yet
 	names, err := filepath.Glob(filepath.Join(l.cfg.Dir, "*.seg"))
 	if err != nil {
 		return err
@@ -165,7 +203,9 @@ func (l *log) recover() error {
 			continue
 		}
 		s := &segment{start: start, end: start, path: name}
-		if err := l.scan(s); err != nil {
+		if err := l.scan(s); errors.Is(err, errUnreadable) {
+			continue // set aside
+		} else if err != nil {
 			return err
 		}
 		if s.end == s.start && name != names[len(names)-1] {
@@ -191,7 +231,7 @@ func (l *log) recover() error {
 	l.writeOff = l.segs[len(l.segs)-1].end
 	// Start reading at the acknowledged position: skip what was delivered before the restart.
 	if l.ackOff < l.segs[0].start || l.ackOff > l.writeOff {
-		l.ackOff = l.segs[0].start
+		l.ackOff, l.ackSkip = l.segs[0].start, 0
 	}
 	l.readOff = l.ackOff
 	for i, s := range l.segs {
@@ -216,63 +256,98 @@ func (l *log) recover() error {
 	}
 	l.removeDone()
 	l.updateStats()
-	if l.stored > 0 {
-		l.cfg.Log.Info("disk buffer: metrics waiting from before the restart", "dir", l.cfg.Dir, "metrics", l.stored, "bytes", l.writeOff-l.ackOff)
+	switch {
+	case l.stored > 0 && unknown != "":
+		// Everything from the first record on is sent again: what was delivered before too.
+		records := int64(0)
+		for _, s := range l.segs {
+			records += s.records
+		}
+		l.cfg.Log.Warn("disk buffer: the acknowledged position is unknown ("+unknown+"); every record on disk is sent again, "+
+			"what was delivered before included (duplicates)", "dir", l.cfg.Dir, "records", records, "metrics", l.stored, "bytes", l.bytes())
+	case l.stored > 0:
+		l.cfg.Log.Info("disk buffer: metrics waiting from before the restart", "dir", l.cfg.Dir, "metrics", l.stored, "bytes", l.bytes())
 	}
 	return nil
 }
 
-// scan walks a segment's records, checking each, and cuts the file at the first bad one.
+// scan walks a segment's records, checking each. A damaged record is skipped: reading resumes at
+// the next intact record (see segFile.resync), and the damaged bytes become a record of no metrics
+// so that they are skipped again after the next start without being counted again. What is lost
+// is counted in metrics where the damaged record's header can still be read (a v2 header has its
+// own CRC), in records and bytes where it cannot. A torn tail (a write cut short) is cut off.
 func (l *log) scan(s *segment) error {
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0o640)
-	if err != nil {
-		return err
+	if err == nil {
+		defer f.Close()
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
+	var st os.FileInfo
+	if err == nil {
+		st, err = f.Stat()
 	}
-	size := st.Size()
-	var hdr [recHeader]byte
-	var payload []byte
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err != nil {
+		l.setAsideFile(s.path, err, "its metrics are not sent")
+		return errUnreadable
+	}
+	sf := &segFile{f: f, size: st.Size()}
 	pos := int64(0)
-	for pos < size {
-		bad := ""
-		if n, _ := f.ReadAt(hdr[:], pos); n < recHeader {
-			bad = "torn record header"
-		} else if n := int64(binary.LittleEndian.Uint32(hdr[:4])); n == 0 || n > maxRecord || pos+recHeader+n > size {
-			bad = "torn or corrupt record length"
-		} else {
-			payload = slices.Grow(payload[:0], int(n))[:n]
-			if _, err := f.ReadAt(payload, pos+recHeader); err != nil {
-				bad = "unreadable record"
-			} else if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(hdr[4:]) {
-				bad = "record checksum mismatch"
-			} else if count, k := binary.Uvarint(payload); k <= 0 {
-				bad = "record without a count"
-			} else {
-				s.metrics += int64(count)
-				pos += recHeader + n
-				continue
-			}
+	for pos < sf.size {
+		h, err := sf.recordAt(pos)
+		if err == nil {
+			s.metrics += h.count
+			s.records += min(h.count, 1) // not the records of no metrics that hide damage
+			pos += h.size
+			continue
 		}
-		l.statCorrupt.Incr()
-		l.cfg.Log.Error("disk buffer: "+bad+"; the rest of the segment is cut off", "segment", s.path, "offset", pos, "bytes_cut", size-pos)
-		if err := f.Truncate(pos); err != nil {
+		next := sf.resync(pos, h)
+		if next == sf.size { // nothing intact after it: cut the segment here
+			l.countCorrupt(s, pos, next, h, err, "cut off")
+			if err := f.Truncate(pos); err != nil {
+				return err
+			}
+			f.Sync()
+			break
+		}
+		if next-pos <= v1Header { // too short to hold a record: take the intact one after it too
+			g, _ := sf.recordAt(next)
+			l.countDropped(int(g.count))
+			next += g.size
+		}
+		l.countCorrupt(s, pos, next, h, err, "skipped; reading resumes at the next intact record")
+		if err := sf.tombstone(pos, next); err != nil {
 			return err
 		}
-		f.Sync()
-		break
+		pos = next
 	}
 	s.end = s.start + pos
 	return nil
 }
 
+// countCorrupt logs and counts the damaged bytes [pos, end) of a segment: its metrics when its
+// header tells how many (they are dropped), else one record and its bytes.
+func (l *log) countCorrupt(s *segment, pos, end int64, h header, why error, what string) {
+	l.statCorrupt.Incr()
+	l.statCorruptB.Add(end - pos)
+	attrs := []any{"segment", s.path, "offset", pos, "bytes", end - pos}
+	if h.hdrCRC && end-pos <= h.size {
+		l.countDropped(int(h.count))
+		attrs = append(attrs, "metrics_lost", h.count)
+	} else {
+		attrs = append(attrs, "records_lost", 1, "metrics_lost", "unknown (the record's header is damaged)")
+	}
+	if errors.Is(why, errBadHeader) || errors.Is(why, io.ErrUnexpectedEOF) {
+		why = errors.New("torn or damaged record header")
+	}
+	l.cfg.Log.Error("disk buffer: "+why.Error()+"; "+what, attrs...)
+}
+
 // skipAcknowledged moves the segment read counters past records before the acknowledged offset.
 func (l *log) skipAcknowledged() error {
 	s := l.segs[l.readSeg]
-	if l.readOff == s.start {
+	if l.readOff == s.start && l.ackSkip == 0 {
 		return nil
 	}
 	// Count the metrics of the records of this segment that lie before readOff.
@@ -281,24 +356,108 @@ func (l *log) skipAcknowledged() error {
 		return err
 	}
 	defer f.Close()
-	var hdr [recHeader]byte
-	buf := make([]byte, binary.MaxVarintLen64)
+	sf := &segFile{f: f, size: s.end - s.start}
 	pos := s.start
 	for pos < l.readOff {
-		if _, err := f.ReadAt(hdr[:], pos-s.start); err != nil {
+		h, err := sf.recordAt(pos - s.start) // scan checked every record
+		if err != nil {
 			return err
 		}
-		n := int64(binary.LittleEndian.Uint32(hdr[:4]))
-		k, _ := f.ReadAt(buf, pos-s.start+recHeader)
-		count, _ := binary.Uvarint(buf[:k])
-		s.read += int64(count)
-		pos += recHeader + n
+		s.read += h.count
+		pos += h.size
 	}
 	if pos != l.readOff { // not a record boundary: the acknowledged position was damaged
 		l.cfg.Log.Warn("disk buffer: acknowledged position is not on a record; moved to the next record", "dir", l.cfg.Dir)
-		l.readOff, l.ackOff = pos, pos
+		l.readOff, l.ackOff, l.ackSkip = pos, pos, 0
+	}
+	if l.ackSkip > 0 && pos == l.ackOff && pos < s.end { // the first metrics of that record were delivered
+		h, err := sf.recordAt(pos - s.start)
+		if err != nil {
+			return err
+		}
+		l.readSkip = min(l.ackSkip, h.count)
+		s.read += l.readSkip
 	}
 	return nil
+}
+
+var errUnreadable = errors.New("unreadable file set aside")
+
+// setAsideFile moves a file of the buffer that cannot be opened or read out of the way
+// (NAME.unreadable): neither this process nor the next start trips over it again, and the rest
+// of the buffer is used as if it were not there. It is logged as an error and Err reports it
+// until the buffer is closed.
+func (l *log) setAsideFile(path string, err error, consequence string) {
+	attrs := []any{"file", path, "error", err}
+	if rerr := os.Rename(path, path+".unreadable"); rerr != nil {
+		attrs = append(attrs, "not_moved", rerr)
+	} else {
+		attrs = append(attrs, "moved_to", path+".unreadable")
+		path += ".unreadable"
+	}
+	l.cfg.Log.Error("disk buffer: a file cannot be read and is set aside; "+consequence+
+		"; the output reports failing in /healthz until the agent restarts: recover the file or delete it", attrs...)
+	l.setAside = append(l.setAside, path)
+	l.asideAt = time.Now()
+	l.report()
+}
+
+// unreadableSegment sets aside the segment being read, which cannot be opened or read any more:
+// its metrics not yet read are dropped (counted), and reading goes on with the next segment. It
+// reports false when it could not (no new segment could be made in place of the active one).
+func (l *log) unreadableSegment(err error) bool {
+	s := l.segs[l.readSeg]
+	if l.readSeg == len(l.segs)-1 { // the active one: new records go to a new segment
+		if nerr := l.newSegment(l.writeOff); nerr != nil {
+			l.cfg.Log.Error("disk buffer: cannot read the active segment nor start a new one", "segment", s.path,
+				"error", err, "new_segment_error", nerr)
+			return false
+		}
+	}
+	l.closeSegment(s)
+	lost := s.metrics - s.read
+	l.setAsideFile(s.path, err, fmt.Sprintf("%d metrics in it are not sent (counted as dropped)", lost))
+	l.stored -= lost
+	l.held.Add(-lost)
+	l.countDropped(int(lost))
+	l.segs = slices.Delete(l.segs, l.readSeg, l.readSeg+1)
+	l.readOff = l.segs[l.readSeg].start
+	l.updateStats()
+	return true
+}
+
+// problem is what is wrong with the buffer, for the output's health.
+type problem struct {
+	err error
+	at  time.Time
+}
+
+// report publishes what is wrong with the buffer now for Buffer.Err.
+func (l *log) report() {
+	// Full until the next segment would no longer push the oldest one out.
+	if !l.full.since.IsZero() && l.writeOff-l.segs[0].start+l.cfg.SegmentSize <= l.cfg.Limit {
+		l.full = lossPeriod{}
+	}
+	var errs []string
+	var at time.Time
+	if len(l.setAside) > 0 {
+		errs = append(errs, fmt.Sprintf("%d unreadable file(s) set aside, their metrics not sent: %s", len(l.setAside), strings.Join(l.setAside, ", ")))
+		at = l.asideAt
+	}
+	if f := l.failing; !f.since.IsZero() {
+		errs = append(errs, fmt.Sprintf("writes fail since %s: %v; %d metrics lost", f.since.UTC().Format(time.RFC3339), f.err, f.lost))
+		at = f.since
+	}
+	if f := l.full; !f.since.IsZero() {
+		errs = append(errs, fmt.Sprintf("full (buffer_limit %d bytes) since %s: the oldest records are dropped; %d metrics lost",
+			l.cfg.Limit, f.since.UTC().Format(time.RFC3339), f.lost))
+		at = f.since
+	}
+	if len(errs) == 0 {
+		l.problem.Store(nil)
+		return
+	}
+	l.problem.Store(&problem{err: errors.New(strings.Join(errs, "; ")), at: at})
 }
 
 func segName(dir string, start int64) string {
@@ -324,6 +483,45 @@ func (l *log) newSegment(start int64) error {
 	return nil
 }
 
+// appendQueued writes the queue of the front (data, the encoded metrics of adds, count of them)
+// as records: the metrics of the Adds in turn until they pass recordTarget bytes, compressed.
+func (l *log) appendQueued(data []byte, count int, adds []queuedAdd) {
+	l.framed, l.recMems = l.framed[:0], l.recMems[:0]
+	start, from, n := 0, 0, 0
+	for i, a := range adds {
+		n += len(a.ms)
+		if a.end-start < recordTarget && i < len(adds)-1 {
+			continue
+		}
+		ms := adds[from].ms
+		if i > from { // several Adds: their metrics in one slice
+			ms = make([]*models.Metric, 0, n)
+			for _, b := range adds[from : i+1] {
+				ms = append(ms, b.ms...)
+			}
+		}
+		l.framed = l.frame(l.framed, data[start:a.end], n)
+		l.recMems = append(l.recMems, ms)
+		start, from, n = a.end, i+1, 0
+	}
+	l.appendRecords(l.framed, count, l.recMems)
+	clear(l.recMems)
+}
+
+// frame appends to dst a record of the count metrics encoded in raw: compressed, unless that
+// makes it no smaller.
+func (l *log) frame(dst, raw []byte, count int) []byte {
+	h := len(dst)
+	dst = append(dst, make([]byte, v2Header)...)
+	dst = l.zenc.EncodeAll(raw, dst)
+	kind := byte(kindZstd)
+	if len(dst)-h-v2Header >= len(raw) {
+		dst, kind = append(dst[:h+v2Header], raw...), kindPlain
+	}
+	putHeader(dst[h:], kind, count)
+	return dst
+}
+
 // appendRecords writes encoded records (data, holding count metrics; mems holds each record's
 // metrics, in order) to the end of the log, then drops the oldest segments while the log is over
 // its limit.
@@ -343,12 +541,11 @@ func (l *log) appendRecords(data []byte, count int, mems [][]*models.Metric) {
 		// Write the whole records that fit (at least one).
 		n, c := 0, 0
 		for n < len(data) {
-			rl := recHeader + int(binary.LittleEndian.Uint32(data[n:]))
+			rl, cnt := framed(data[n:])
 			if n > 0 && size+int64(n+rl) > l.cfg.SegmentSize {
 				break
 			}
-			cnt, _ := binary.Uvarint(data[n+recHeader:])
-			c += int(cnt)
+			c += cnt
 			n += rl
 		}
 		if _, err := l.active.Write(data[:n]); err != nil {
@@ -359,7 +556,7 @@ func (l *log) appendRecords(data []byte, count int, mems [][]*models.Metric) {
 		}
 		l.dirty = true
 		for off := 0; off < n; {
-			rl := recHeader + int(binary.LittleEndian.Uint32(data[off:]))
+			rl, _ := framed(data[off:])
 			l.mem = append(l.mem, memRecord{off: last.end + int64(off), size: int64(rl), ms: mems[0]})
 			l.memCount += len(mems[0])
 			mems = mems[1:]
@@ -375,17 +572,54 @@ func (l *log) appendRecords(data []byte, count int, mems [][]*models.Metric) {
 		count -= c
 		data = data[n:]
 	}
+	l.writeWorks()
 	l.enforceLimit()
 }
 
+// lossPeriod is a time during which the buffer loses metrics: writes fail, or it is full.
+type lossPeriod struct {
+	err      error     // the write error (failing only)
+	since    time.Time // zero: not in such a period
+	lost     int64     // metrics lost since then
+	unlogged int64     // of them, not yet in a log message
+	logged   time.Time // the last log message
+}
+
+// add counts n metrics lost at now and reports whether to log them now: the first loss at once,
+// then at most once a minute, each message with the metrics lost since the one before.
+func (p *lossPeriod) add(n int64, now time.Time) bool {
+	if p.since.IsZero() {
+		p.since = now
+	}
+	p.lost += n
+	p.unlogged += n
+	return p.logged.IsZero() || now.Sub(p.logged) >= time.Minute
+}
+
+// writeFailed counts the metrics of a failed write as lost and logs them: every message carries
+// the metrics lost since the message before, and the total is logged when writes work again.
 func (l *log) writeFailed(err error, count int) {
 	l.held.Add(-int64(count))
 	l.statWriteError.Incr()
 	l.countDropped(count)
-	if l.lastErr == nil || l.lastErr.Error() != err.Error() {
-		l.cfg.Log.Error("disk buffer: write failed; metrics lost", "dir", l.cfg.Dir, "error", err, "metrics", count)
+	now := time.Now()
+	changed := l.failing.err == nil || l.failing.err.Error() != err.Error()
+	l.failing.err = err
+	if l.failing.add(int64(count), now) || changed {
+		l.cfg.Log.Error("disk buffer: write failed; metrics lost (repeats are logged once a minute)", "dir", l.cfg.Dir,
+			"error", err, "metrics", l.failing.unlogged, "metrics_lost_since", l.failing.since.Format(time.RFC3339))
+		l.failing.unlogged, l.failing.logged = 0, now
 	}
-	l.lastErr = err
+}
+
+// writeWorks ends a period of failed writes, logging what it cost in total.
+func (l *log) writeWorks() {
+	if l.failing.since.IsZero() {
+		return
+	}
+	l.cfg.Log.Warn("disk buffer: writes work again", "dir", l.cfg.Dir, "metrics_lost", l.failing.lost,
+		"not_logged_before", l.failing.unlogged, "failing_for", time.Since(l.failing.since).Round(time.Second))
+	l.failing = lossPeriod{}
 }
 
 // countDropped counts metrics dropped for space or lost to a failed write, in the buffer's stats
@@ -434,11 +668,16 @@ func (l *log) enforceLimit() {
 			l.readOff = l.segs[0].start
 			l.readSeg = 0
 		}
-		l.ackOff = max(l.ackOff, l.segs[0].start)
+		if l.ackOff < l.segs[0].start {
+			l.ackOff, l.ackSkip = l.segs[0].start, 0
+		}
 		l.stored -= lost
 		l.held.Add(-lost)
 		l.countDropped(int(lost))
-		l.cfg.Log.Warn("disk buffer full: oldest segment dropped", "dir", l.cfg.Dir, "metrics", lost, "limit_bytes", l.cfg.Limit)
+		l.full.add(lost, time.Now())
+		attrs := []any{"dir", l.cfg.Dir, "metrics", lost, "limit_bytes", l.cfg.Limit, "metrics_lost_since", l.full.since.Format(time.RFC3339),
+			"metrics_lost_total", l.full.lost}
+		l.cfg.Log.Warn("disk buffer full: oldest segment dropped; metrics lost", attrs...)
 	}
 }
 
@@ -467,8 +706,8 @@ func (l *log) load(n int) {
 		if len(l.mem) > 0 && l.mem[0].off == l.readOff {
 			r := l.mem[0]
 			l.popMem()
-			for _, m := range r.ms {
-				l.pending = append(l.pending, pendingMetric{m: m, recStart: r.off})
+			for i, m := range r.ms {
+				l.pending = append(l.pending, pendingMetric{m: m, recStart: r.off, index: int64(i)})
 			}
 			s.read += int64(len(r.ms))
 			l.readOff += r.size
@@ -477,38 +716,55 @@ func (l *log) load(n int) {
 		if s.rf == nil {
 			f, err := os.Open(s.path)
 			if err != nil {
-				l.cfg.Log.Error("disk buffer: cannot read segment", "segment", s.path, "error", err)
-				return
+				if !l.unreadableSegment(err) {
+					return
+				}
+				continue
 			}
 			s.rf = f
 		}
 		rec, err := l.record(s)
 		if err != nil {
-			l.cfg.Log.Error("disk buffer: read failed", "segment", s.path, "error", err)
-			return
+			if !l.unreadableSegment(err) {
+				return
+			}
+			continue
 		}
-		size := len(rec) - recHeader
-		recStart := l.readOff
-		l.readOff += int64(recHeader + size)
-		count, k := binary.Uvarint(rec[recHeader:])
-		s.read += int64(count)
-		data := rec[recHeader+k:]
-		for i := uint64(0); i < count; i++ {
+		h, _ := parseHeader(rec) // scan or this process checked the record
+		data, _ := h.body(rec[h.hlen:])
+		recStart, skip := l.readOff, l.readSkip
+		l.readOff += h.size
+		l.readSkip = 0
+		s.read += h.count - skip // the skipped ones were counted at the start
+		if h.kind == kindZstd {
+			if l.unzipped, err = l.zdec.DecodeAll(data, l.unzipped[:0]); err != nil {
+				l.undecodable(s, recStart, h.count-skip, err)
+				continue
+			}
+			data = l.unzipped
+		}
+		for i := range h.count {
 			m, rest, err := l.dec.Decode(data)
 			if err != nil {
-				// The CRC matched, so this is a bug or a format change: skip the record's rest.
-				l.statCorrupt.Incr()
-				lost := int64(count - i)
-				l.stored -= lost
-				l.held.Add(-lost)
-				l.statDropped.Add(lost)
-				l.cfg.Log.Error("disk buffer: undecodable record skipped", "segment", s.path, "metrics", lost, "error", err)
+				l.undecodable(s, recStart, h.count-max(i, skip), err)
 				break
 			}
 			data = rest
-			l.pending = append(l.pending, pendingMetric{m: m, recStart: recStart})
+			if i >= skip {
+				l.pending = append(l.pending, pendingMetric{m: m, recStart: recStart, index: i})
+			}
 		}
 	}
+}
+
+// undecodable drops the lost metrics of a record that cannot be decompressed or decoded. Its CRC
+// matched, so this is a bug or a format change.
+func (l *log) undecodable(s *segment, off, lost int64, err error) {
+	l.statCorrupt.Incr()
+	l.stored -= lost
+	l.held.Add(-lost)
+	l.countDropped(int(lost))
+	l.cfg.Log.Error("disk buffer: undecodable record skipped; metrics lost", "segment", s.path, "offset", off, "metrics", lost, "error", err)
 }
 
 func (l *log) popMem() {
@@ -521,20 +777,24 @@ func (l *log) popMem() {
 // each.
 func (l *log) record(s *segment) ([]byte, error) {
 	rel := l.readOff - s.start
-	if rel < l.rbufOff || rel+recHeader > l.rbufOff+int64(len(l.rbuf)) || l.rbufSeg != s {
-		if err := l.fill(s, rel, recHeader); err != nil {
+	need := min(v2Header, s.end-s.start-rel) // a whole header of either format
+	if rel < l.rbufOff || rel+need > l.rbufOff+int64(len(l.rbuf)) || l.rbufSeg != s {
+		if err := l.fill(s, rel, need); err != nil {
 			return nil, err
 		}
 	}
 	i := rel - l.rbufOff
-	n := int64(binary.LittleEndian.Uint32(l.rbuf[i:]))
-	if i+recHeader+n > int64(len(l.rbuf)) {
-		if err := l.fill(s, rel, recHeader+n); err != nil {
+	h, err := parseHeader(l.rbuf[i:min(i+v2Header, int64(len(l.rbuf)))])
+	if err != nil {
+		return nil, err
+	}
+	if i+h.size > int64(len(l.rbuf)) {
+		if err := l.fill(s, rel, h.size); err != nil {
 			return nil, err
 		}
 		i = 0
 	}
-	return l.rbuf[i : i+recHeader+n], nil
+	return l.rbuf[i : i+h.size], nil
 }
 
 // fill reads at least need bytes of s from rel (up to readAhead, never past the written end).
@@ -609,14 +869,19 @@ func (l *log) end(tx *models.Transaction) (dropped int) {
 			kept++
 		}
 	}
+	if dropped > 0 {
+		l.full.add(int64(dropped), time.Now())
+		l.cfg.Log.Warn("disk buffer full: metrics of the batch that was out were in a dropped segment and not accepted; metrics lost",
+			"dir", l.cfg.Dir, "metrics", dropped, "metrics_lost_total", l.full.lost)
+	}
 	l.pending = append(l.pending[:kept], l.pending[n:]...)
 	clear(l.pending[len(l.pending):cap(l.pending)])
 	l.stored -= finished
 	l.held.Add(-finished)
-	if len(l.pending) > 0 {
-		l.ackOff = max(l.ackOff, l.pending[0].recStart)
-	} else {
-		l.ackOff = max(l.ackOff, l.readOff)
+	if p := l.pending; len(p) > 0 && p[0].recStart >= l.ackOff {
+		l.ackOff, l.ackSkip = p[0].recStart, p[0].index
+	} else if len(p) == 0 && l.readOff >= l.ackOff {
+		l.ackOff, l.ackSkip = l.readOff, l.readSkip
 	}
 	l.persistAck()
 	l.removeDone()
@@ -624,11 +889,19 @@ func (l *log) end(tx *models.Transaction) (dropped int) {
 	return dropped
 }
 
-// persistAck writes the acknowledged offset: 8 bytes and their CRC in one sector, in place.
+// ackSize is the size of the ack file.
+const ackSize = 20
+
+// persistAck writes the acknowledged position in place, in one sector: the offset of a record
+// (8 bytes), their CRC-32C (4), how many metrics at the start of that record are done (4), and
+// the CRC-32C of those 16 bytes. A version that knew only the first 12 bytes (all there was)
+// still reads the offset; this one reads a file of those 16 bytes as a count of 0.
 func (l *log) persistAck() {
-	var meta [16]byte
+	var meta [ackSize]byte
 	binary.LittleEndian.PutUint64(meta[:8], uint64(l.ackOff))
 	binary.LittleEndian.PutUint32(meta[8:], crc32.Checksum(meta[:8], castagnoli))
+	binary.LittleEndian.PutUint32(meta[12:], uint32(l.ackSkip))
+	binary.LittleEndian.PutUint32(meta[16:], crc32.Checksum(meta[:16], castagnoli))
 	if _, err := l.ack.WriteAt(meta[:], 0); err != nil {
 		l.statWriteError.Incr()
 		l.cfg.Log.Error("disk buffer: cannot persist the acknowledged position", "dir", l.cfg.Dir, "error", err)
@@ -654,6 +927,7 @@ func (l *log) updateStats() {
 	l.statBytes.Set(l.bytes())
 	l.statMetrics.Set(l.stored)
 	l.statSegments.Set(int64(len(l.segs)))
+	l.report()
 }
 
 // bytes is the size of the records not yet acknowledged.
@@ -661,6 +935,10 @@ func (l *log) bytes() int64 { return l.writeOff - l.ackOff }
 
 // close fsyncs, persists the acknowledged position and releases the directory.
 func (l *log) close() error {
+	if l.failing.unlogged > 0 {
+		l.cfg.Log.Error("disk buffer: write failed; metrics lost", "dir", l.cfg.Dir, "error", l.failing.err,
+			"metrics", l.failing.unlogged, "metrics_lost_total", l.failing.lost)
+	}
 	l.persistAck()
 	l.ack.Sync()
 	l.stats.Unregister()
@@ -671,6 +949,9 @@ func (l *log) close() error {
 // leaves).
 func (l *log) closeFiles() error {
 	l.closed = true
+	if l.zdec != nil {
+		l.zdec.Close()
+	}
 	var errs []error
 	for _, s := range l.segs {
 		l.closeSegment(s)

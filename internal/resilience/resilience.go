@@ -9,6 +9,7 @@
 package resilience
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -118,8 +119,8 @@ type RetryConfig struct {
 	Jitter     float64 // randomization factor, 0..1
 }
 
-// DefaultRetry gives 100 ms → 300 ms → 900 ms after an immediate first retry.
-var DefaultRetry = RetryConfig{Retries: 3, Initial: 100 * time.Millisecond, Multiplier: 3, Max: 5 * time.Second, Jitter: 0.2}
+// DefaultRetry gives 100 ms → 300 ms → 900 ms after an immediate first retry, each ±20%.
+var DefaultRetry = RetryConfig{Retries: 3, Initial: 100 * time.Millisecond, Multiplier: 3, Max: 900 * time.Millisecond, Jitter: 0.2}
 
 // Retry yields the waits between retries: 0 for the first, then exponential with jitter.
 type Retry struct {
@@ -177,18 +178,22 @@ func (b *Backoff) Reset() { b.b.Reset() }
 
 // BreakerConfig configures a circuit breaker.
 type BreakerConfig struct {
-	Failures    int           // consecutive failures that open it (default 5)
+	Failures    int           // consecutive failures that open it
 	FailureRate float64       // or this share of failures over Window (0: off)
-	MinRequests int           // requests in Window before FailureRate counts (default 10)
-	Window      time.Duration // for FailureRate (default 1m), in 10 rolling buckets
-	CoolDown    time.Duration // open this long, then half-open (default 30s)
-	Probes      int           // requests let through half-open; all must succeed to close (default 1)
+	MinRequests int           // requests in Window before FailureRate counts
+	Window      time.Duration // for FailureRate, in 10 rolling buckets
+	CoolDown    time.Duration // open this long, then half-open
+	Probes      int           // requests let through half-open; all must succeed to close
 	// IsSuccessful decides which errors count as success (a Modbus exception: the device is
 	// alive). nil: only nil is success.
 	IsSuccessful func(error) bool
 	// OnChange is called on every state change, outside the breaker's lock.
 	OnChange func(from, to string)
 }
+
+// DefaultBreaker is what a zero field of a BreakerConfig gets: open after 5 failures in a row,
+// 30 s cool-down, one probe; a failure rate counts over a minute once 10 requests were made.
+var DefaultBreaker = BreakerConfig{Failures: 5, MinRequests: 10, Window: time.Minute, CoolDown: 30 * time.Second, Probes: 1}
 
 // ErrOpen is returned by Breaker.Do while the breaker is open (or half-open and busy).
 var ErrOpen = errors.New("circuit breaker open")
@@ -256,24 +261,14 @@ func (w *rateWindow) add(now int64, failed bool) (requests, failures uint32) {
 	return requests, failures
 }
 
-// NewBreaker returns a closed breaker. name is kept for compatibility; messages name the
-// device through OnChange.
-func NewBreaker(name string, cfg BreakerConfig) *Breaker {
-	if cfg.Failures <= 0 {
-		cfg.Failures = 5
-	}
-	if cfg.MinRequests <= 0 {
-		cfg.MinRequests = 10
-	}
-	if cfg.Window <= 0 {
-		cfg.Window = time.Minute
-	}
-	if cfg.CoolDown <= 0 {
-		cfg.CoolDown = 30 * time.Second
-	}
-	if cfg.Probes <= 0 {
-		cfg.Probes = 1
-	}
+// NewBreaker returns a closed breaker; cfg's zero fields take DefaultBreaker's.
+func NewBreaker(cfg BreakerConfig) *Breaker {
+	d := DefaultBreaker
+	cfg.Failures = cmp.Or(cfg.Failures, d.Failures)
+	cfg.MinRequests = cmp.Or(cfg.MinRequests, d.MinRequests)
+	cfg.Window = cmp.Or(cfg.Window, d.Window)
+	cfg.CoolDown = cmp.Or(cfg.CoolDown, d.CoolDown)
+	cfg.Probes = cmp.Or(cfg.Probes, d.Probes)
 	b := &Breaker{cfg: cfg}
 	if cfg.FailureRate > 0 {
 		b.rate = &rateWindow{period: max(int64(cfg.Window/10), 1)}

@@ -67,28 +67,45 @@ func TestRetrySchedule(t *testing.T) {
 	}
 }
 
+// TestBreakerOpensAndProbes: three failures open the breaker for its cool-down, which refuses
+// every call; after the cool-down it is half-open and a good probe closes it. The open breaker is
+// examined with an hour's cool-down and the probe with 50 ms, so that neither depends on how fast
+// the test runs.
 func TestBreakerOpensAndProbes(t *testing.T) {
-	var changes []string
-	b := NewBreaker("dev", BreakerConfig{Failures: 3, CoolDown: 50 * time.Millisecond, OnChange: func(from, to string) {
-		changes = append(changes, from+">"+to)
-	}})
 	fail := errors.New("timeout")
-	for range 3 {
-		if err := b.Do(func() error { return fail }); err != fail {
-			t.Fatalf("closed breaker must run f and return its error, got %v", err)
+	open := func(b *Breaker, coolDown time.Duration) time.Time {
+		t.Helper()
+		before := time.Now()
+		for range 3 {
+			if err := b.Do(func() error { return fail }); err != fail {
+				t.Fatalf("closed breaker must run f and return its error, got %v", err)
+			}
 		}
+		after := time.Now()
+		// open for the cool-down from the moment it opened (between before and after)
+		until := b.OpenUntil()
+		if until.Before(before.Add(coolDown)) || until.After(after.Add(coolDown)) {
+			t.Fatalf("open until %s, want the %s cool-down after it opened (between %s and %s)", until.Format("15:04:05.000000"),
+				coolDown, before.Format("15:04:05.000000"), after.Format("15:04:05.000000"))
+		}
+		return until
 	}
-	if b.State() != "open" {
-		t.Fatalf("after 3 failures: %s, want open", b.State())
-	}
-	until := b.OpenUntil()
-	if d := time.Until(until); d <= 0 || d > 50*time.Millisecond {
-		t.Fatalf("open until %v from now, want within the 50ms cool-down", d)
+
+	held := NewBreaker(BreakerConfig{Failures: 3, CoolDown: time.Hour})
+	open(held, time.Hour)
+	if held.State() != "open" {
+		t.Fatalf("after 3 failures: %s, want open", held.State())
 	}
 	ran := false
-	if err := b.Do(func() error { ran = true; return nil }); err != ErrOpen || ran {
+	if err := held.Do(func() error { ran = true; return nil }); err != ErrOpen || ran {
 		t.Fatalf("open breaker ran f (%v) or returned %v", ran, err)
 	}
+
+	var changes []string
+	b := NewBreaker(BreakerConfig{Failures: 3, CoolDown: 50 * time.Millisecond, OnChange: func(from, to string) {
+		changes = append(changes, from+">"+to)
+	}})
+	until := open(b, 50*time.Millisecond)
 	time.Sleep(time.Until(until) + 5*time.Millisecond)
 	if b.State() != "half-open" {
 		t.Fatalf("after the cool-down: %s, want half-open", b.State())
@@ -106,7 +123,7 @@ func TestBreakerOpensAndProbes(t *testing.T) {
 }
 
 func TestBreakerFailureRate(t *testing.T) {
-	b := NewBreaker("dev", BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 10, Window: time.Minute})
+	b := NewBreaker(BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 10, Window: time.Minute})
 	fail := errors.New("x")
 	for i := range 10 {
 		var err error
@@ -122,7 +139,7 @@ func TestBreakerFailureRate(t *testing.T) {
 
 func TestBreakerIsSuccessful(t *testing.T) {
 	exc := errors.New("exception 2")
-	b := NewBreaker("dev", BreakerConfig{Failures: 2, IsSuccessful: func(err error) bool { return err == nil || err == exc }})
+	b := NewBreaker(BreakerConfig{Failures: 2, IsSuccessful: func(err error) bool { return err == nil || err == exc }})
 	for range 5 {
 		b.Do(func() error { return exc })
 	}
@@ -182,7 +199,7 @@ func TestClassify(t *testing.T) {
 func TestBreakerProbes(t *testing.T) {
 	var b *Breaker
 	var seen []string
-	b = NewBreaker("dev", BreakerConfig{Failures: 1, CoolDown: 20 * time.Millisecond, Probes: 2,
+	b = NewBreaker(BreakerConfig{Failures: 1, CoolDown: 20 * time.Millisecond, Probes: 2,
 		OnChange: func(from, to string) { seen = append(seen, b.State()) }})
 	fail := errors.New("x")
 	b.Do(func() error { return fail })
@@ -200,9 +217,11 @@ func TestBreakerProbes(t *testing.T) {
 	if b.State() != "half-open" {
 		t.Fatalf("after one good probe of two: %s", b.State())
 	}
+	before := time.Now()
 	b.Done(fail)
-	if b.State() != "open" || b.OpenUntil().IsZero() {
-		t.Fatalf("after a failed probe: %s", b.State())
+	// open for the 20 ms cool-down (judged only if the test got here within it)
+	if st, until := b.State(), b.OpenUntil(); time.Since(before) < 20*time.Millisecond && (st != "open" || until.IsZero()) {
+		t.Fatalf("after a failed probe: %s until %v", st, until)
 	}
 	time.Sleep(25 * time.Millisecond)
 	b.Do(func() error { return nil })
@@ -217,7 +236,7 @@ func TestBreakerProbes(t *testing.T) {
 
 // TestBreakerWindowRolls: failures older than the window no longer count toward the rate.
 func TestBreakerWindowRolls(t *testing.T) {
-	b := NewBreaker("dev", BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 4, Window: 100 * time.Millisecond})
+	b := NewBreaker(BreakerConfig{Failures: 100, FailureRate: 0.5, MinRequests: 4, Window: 100 * time.Millisecond})
 	fail := errors.New("x")
 	b.Do(func() error { return fail })
 	b.Do(func() error { return fail })
@@ -240,7 +259,7 @@ func TestBreakerWindowRolls(t *testing.T) {
 // (B/op of BenchmarkBreaker/new).
 func BenchmarkBreaker(b *testing.B) {
 	b.Run("do", func(b *testing.B) {
-		br := NewBreaker("dev", BreakerConfig{})
+		br := NewBreaker(BreakerConfig{})
 		f := func() error { return nil }
 		b.ReportAllocs()
 		for b.Loop() {
@@ -250,7 +269,7 @@ func BenchmarkBreaker(b *testing.B) {
 	b.Run("new", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			breakerSink = NewBreaker("dev", BreakerConfig{})
+			breakerSink = NewBreaker(BreakerConfig{})
 		}
 	})
 }

@@ -340,7 +340,6 @@ type producer struct {
 	msgs           []kafka.Message
 	recs           []record
 	members        []int32
-	topicOf        []*topicGroup
 	groups         map[string]*topicGroup // by topic
 	order          []*topicGroup          // topics of this write, in order of appearance
 	keyGroups      map[string]*keyGroup   // by topic + "\x00" + key (batch format)

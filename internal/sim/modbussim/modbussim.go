@@ -294,16 +294,6 @@ func (s *Server) track(c net.Conn) bool {
 	return true
 }
 
-// Serve serves one connection (a net.Pipe end, say) until it is closed or the server is.
-func (s *Server) Serve(c net.Conn) {
-	if !s.track(c) {
-		c.Close()
-		return
-	}
-	defer s.wg.Done()
-	s.serve(c)
-}
-
 // session is one connection's state: buffers reused for every request.
 type session struct {
 	s     *Server

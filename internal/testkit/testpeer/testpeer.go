@@ -185,23 +185,6 @@ func FreeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// WaitDial waits until addr accepts TCP connections.
-func WaitDial(t testing.TB, addr string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s does not accept connections after %s: %v", addr, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // LookPath finds a peer's program; it calls Missing when there is none.
 func LookPath(t testing.TB, file, install string) string {
 	t.Helper()

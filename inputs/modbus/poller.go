@@ -2,10 +2,7 @@ package modbus
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/tagpipe/tagpipe/models"
@@ -72,7 +69,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 		return r
 	}
 	for _, spec := range m.devices {
-		a := find(spec.target.String())
+		a := find(spec.controller.String())
 		for _, b := range spec.backups {
 			if r := find(b.String()); r != a {
 				parent[r] = a
@@ -84,7 +81,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 	var out []*poller
 	all := make([]*device, 0, len(m.devices))
 	for i, spec := range m.devices {
-		root := find(spec.target.String())
+		root := find(spec.controller.String())
 		p := byRoot[root]
 		if p == nil {
 			p = &poller{interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug}
@@ -92,10 +89,10 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 			byRoot[root] = p
 			out = append(out, p)
 		}
-		linkOf := func(t target) *link {
+		linkOf := func(t controller) *link {
 			l := links[t.String()]
 			if l == nil {
-				l = m.newLink(t, &spec.opts.line, p)
+				l = m.newLink(t, &spec.opts.link, p)
 				links[t.String()] = l
 				p.links = append(p.links, l)
 			}
@@ -193,7 +190,7 @@ func (p *poller) schedule(d *device, due time.Time, answered bool) time.Time {
 		if answered && now.Sub(p.overrunLogged) >= errorRepeat {
 			p.overrunLogged = now
 			p.log.Warn("polls skipped: the devices of this connection take longer than the interval",
-				"controller", d.routes[d.cur].link.target.String(), "device", d.name, "skipped", int64(missed), "interval", iv)
+				"controller", d.routes[d.cur].link.controller.String(), "device", d.name, "skipped", int64(missed), "interval", iv)
 		}
 	}
 	if until := d.openUntil(); until.After(next) {
@@ -215,158 +212,10 @@ func (p *poller) closeIdle(now, wake time.Time) {
 		}
 		if wake.Sub(now) > idle || now.Sub(l.lastUse) > idle {
 			if p.debug {
-				p.log.Debug("idle connection closed", "controller", l.target.String())
+				p.log.Debug("idle connection closed", "controller", l.controller.String())
 			}
 			l.close()
 			p.st.idleCloses.Incr()
 		}
 	}
-}
-
-// poll polls d once, due at due: through its controller, or else the first backup whose
-// breaker lets it; when one gives no answer at all and there is time before the next poll,
-// through the next. It hands over what was read (and the stale values asked for) and d's
-// health, and reports whether the device answered.
-func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
-	p.st.polls.Incr()
-	d.deadline = due.Add(p.interval)
-	d.answered = 0
-	used := -1
-	for ri := range d.routes {
-		r := &d.routes[ri]
-		if until := r.breaker.OpenUntil(); !until.IsZero() && time.Now().Before(until) {
-			continue
-		}
-		if r.breaker.Allow() != nil { // half-open, its probes taken
-			continue
-		}
-		used, d.cur = ri, ri
-		err := p.pollRoute(ctx, d, ri)
-		if ctx.Err() != nil {
-			r.breaker.Done(nil) // stopping: not the device's fault
-			return false
-		}
-		r.breaker.Done(err)
-		now := time.Now()
-		switch {
-		case err != nil:
-			p.fail(d, r, err, now)
-		case r.lastErr != "":
-			p.log.Info("device answers again", "device", d.name, "controller", r.link.target.String())
-			r.lastErr, r.repeats = "", 0
-		}
-		if err == nil || !errors.Is(err, errNoAnswer) || !now.Before(d.deadline) {
-			break
-		}
-	}
-	if used < 0 {
-		p.st.breakerSkips.Incr()
-		return false
-	}
-	if used > 0 {
-		p.st.backupPolls.Incr()
-	}
-	now := time.Now()
-	d.polled(now)
-	d.emit(p.acc, now, p.st)
-	if d.opts.health {
-		d.emitHealth(p.acc, &d.routes[d.cur], now)
-	}
-	return d.answered > 0
-}
-
-// fail reports a failed poll of d through r: to onErr (Gather), or to acc once per
-// errorRepeat while the same error lasts. Errors are the same when the same requests failed in
-// the same way (the text may differ: a new connection has a new local port).
-func (p *poller) fail(d *device, r *route, err error, now time.Time) {
-	d.failed(err, now)
-	if p.onErr != nil {
-		p.onErr(err)
-		return
-	}
-	key := errorKey(err)
-	if key == r.lastErr && now.Sub(r.lastErrAt) < errorRepeat {
-		r.repeats++
-		return
-	}
-	if key == r.lastErr && r.repeats > 0 {
-		err = fmt.Errorf("%w (%d times in %s)", err, r.repeats+1, now.Sub(r.lastErrAt).Round(time.Second))
-	}
-	p.acc.AddError(err)
-	r.lastErr, r.lastErrAt, r.repeats = key, now, 0
-}
-
-// Start implements models.ServiceInput: one goroutine per poller, until Stop.
-func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cancel != nil {
-		return errors.New("already started")
-	}
-	interval := m.interval
-	if interval <= 0 {
-		interval = time.Second
-	}
-	pollers, devices := m.buildPollers(m.stats(), interval, acc)
-	ctx, m.cancel = context.WithCancel(ctx)
-	wakeOnDone(ctx, pollers) // runs once ctx is done
-	start := time.Now()
-	m.running.Store(&running{devices: devices, started: start, stale: models.StaleIntervals * interval})
-	links := 0
-	for _, p := range pollers {
-		links += len(p.links)
-		m.wg.Go(func() { p.run(ctx, start) })
-	}
-	m.Log.Info("polling", "devices", len(m.devices), "connections", links, "interval", interval)
-	return nil
-}
-
-// Stop implements models.ServiceInput: it cancels every poll and returns when every goroutine
-// has ended and every connection is closed.
-func (m *Modbus) Stop() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cancel == nil {
-		return
-	}
-	m.cancel()
-	m.wg.Wait()
-	m.cancel = nil
-	m.running.Store(nil)
-	if m.st != nil {
-		m.st.set.Unregister()
-		m.st = nil
-	}
-}
-
-// Gather implements models.Input (--test, --once): every device is polled once, pollers in
-// parallel, and the connections closed again. The errors name device and request.
-func (m *Modbus) Gather(ctx context.Context, acc models.Accumulator) error {
-	m.mu.Lock()
-	st := m.stats()
-	m.mu.Unlock()
-	interval := m.interval
-	if interval <= 0 {
-		interval = time.Second
-	}
-	var mu sync.Mutex
-	var errs []error
-	var wg sync.WaitGroup
-	pollers, _ := m.buildPollers(st, interval, acc)
-	defer wakeOnDone(ctx, pollers)()
-	for _, p := range pollers {
-		p.onErr = func(err error) {
-			mu.Lock()
-			errs = append(errs, err)
-			mu.Unlock()
-		}
-		wg.Go(func() {
-			defer p.close()
-			for _, d := range p.devices {
-				p.poll(ctx, d, time.Now())
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
