@@ -138,7 +138,7 @@ func TestPageInBrowser(t *testing.T) {
 	browser.Do(t, ctx, chromedp.Click("#close"))
 	clearSearch(t, ctx)
 	browser.Do(t, ctx, chromedp.SendKeys("#q", "onerror"))
-	browser.Wait(t, ctx, 30*time.Second, `document.querySelectorAll("#rows tr").length === 1`)
+	browser.Wait(t, ctx, 30*time.Second, `document.querySelectorAll("#rows tr").length === 1 && document.querySelector("#rows tr").dataset.name.includes("onerror")`)
 	shown := browser.Eval[string](t, ctx, `document.querySelector("#rows td.c-name").textContent`)
 	imgs := browser.Eval[int](t, ctx, `document.querySelectorAll("img").length`)
 	if shown != xssName || imgs != 0 {
