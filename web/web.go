@@ -572,7 +572,7 @@ type Overview struct {
 	Agent     Agent          `json:"agent"`
 	UptimeS   float64        `json:"uptime_s"`
 	RefreshMs int64          `json:"refresh_ms"`  // how often the page refreshes: the agent's interval, 1..10 s
-	CPU       *float64       `json:"cpu_percent"` // of one core, since the previous overview (null: first)
+	CPU       *float64       `json:"cpu_percent"` // of one core, since the previous overview (the first: since the start)
 	RSS       uint64         `json:"rss_bytes"`
 	Devices   int            `json:"devices"`
 	Counts    map[string]int `json:"counts"`
@@ -695,9 +695,15 @@ func (s *procStats) sample(now time.Time) (*float64, uint64) {
 		return s.last, rss
 	}
 	cpu := t.User + t.System
-	if !s.at.IsZero() {
+	switch {
+	case !s.at.IsZero():
 		pct := (cpu - s.cpu) / now.Sub(s.at).Seconds() * 100
 		s.last = &pct
+	default: // the first sample: the average since the process started
+		if ms, err := s.p.CreateTime(); err == nil && now.UnixMilli() > ms+1000 {
+			pct := cpu / (float64(now.UnixMilli()-ms) / 1000) * 100
+			s.last = &pct
+		}
 	}
 	s.at, s.cpu = now, cpu
 	return s.last, rss

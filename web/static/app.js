@@ -194,7 +194,7 @@
       (d.owner ? " · polled by " + d.owner : "");
     const x = d.detail;
     $("detail-values-at").textContent = x.values_at ? "copied by the poll " + since(x.values_at, now) : "the next poll copies the values";
-    fillTable("detail-values", x.values.map((v) => [v.measurement, v.field, v.value === null || v.value === undefined ? "–" : String(v.value), v.quality, v.at ? since(v.at, now) : ""]));
+    fillTable("detail-values", x.values.map((v) => [v.measurement, v.field, v.value === null || v.value === undefined ? "–" : typeof v.value === "number" && !Number.isInteger(v.value) ? String(+v.value.toPrecision(7)) : String(v.value), v.quality, v.at ? since(v.at, now) : ""]));
     fillTable("detail-plan", x.plan.map((p) => [p.read, p.fields.join(", "), p.note || ""]));
     fillTable("detail-errors", x.errors.map((e) => [since(e.at, now), String(e.repeats), e.text]));
     fillTable("detail-breaker", x.breaker.map((b) => [since(b.at, now), b.controller, b.to]));
