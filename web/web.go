@@ -10,6 +10,7 @@
 //	                          &page=1&limit=100     1-based page; limit 1..1000 (default 100)
 //	GET /api/devices/{name}   one device with its detail (?input= when two inputs share a name)
 //	GET /api/overview         counts by state, outputs, agent version, uptime, CPU and RSS
+//	                          (?devices=0: without the counts, which cost a walk of the devices)
 //
 // It shows state the inputs keep anyway (models.DeviceReporter, models.DeviceDetailer); a
 // request walks the devices once and sorts them, and nothing is computed between requests.
@@ -333,6 +334,7 @@ type Listing struct {
 	Pages   int            `json:"pages"`
 	Limit   int            `json:"limit"`
 	Counts  map[string]int `json:"counts"` // every device by state
+	Inputs  []InputCount   `json:"inputs"` // each input's devices by state
 	Devices []Device       `json:"devices"`
 }
 
@@ -476,9 +478,17 @@ func (h *handler) devices(w http.ResponseWriter, r *http.Request) {
 		out.Counts[st.String()] = 0
 	}
 	sel := make([]*row, 0, len(rows))
+	out.Inputs = []InputCount{}
 	for i := range rows {
 		x := &rows[i]
-		out.Counts[x.st.State.String()]++
+		state := x.st.State.String()
+		out.Counts[state]++
+		if n := len(out.Inputs); n == 0 || out.Inputs[n-1].Name != x.input {
+			out.Inputs = append(out.Inputs, InputCount{Name: x.input, Counts: map[string]int{}})
+		}
+		in := &out.Inputs[len(out.Inputs)-1]
+		in.Devices++
+		in.Counts[state]++
 		if q.match(x) {
 			sel = append(sel, x)
 		}
@@ -587,7 +597,7 @@ type InputCount struct {
 	Counts  map[string]int `json:"counts"`
 }
 
-func (h *handler) overview(w http.ResponseWriter, _ *http.Request) {
+func (h *handler) overview(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	a := h.src.Agent()
 	o := Overview{Now: now, Agent: a, UptimeS: now.Sub(a.Started).Seconds(), Counts: map[string]int{},
@@ -596,16 +606,19 @@ func (h *handler) overview(w http.ResponseWriter, _ *http.Request) {
 	for st := models.DeviceStarting; st <= models.DeviceRemote; st++ {
 		o.Counts[st.String()] = 0
 	}
-	h.src.Devices(func(input string, r models.DeviceReporter) {
-		ic := InputCount{Name: input, Counts: map[string]int{}}
-		r.DeviceStates(now, func(s models.DeviceStatus) {
-			ic.Devices++
-			ic.Counts[s.State.String()]++
-			o.Counts[s.State.String()]++
+	// ?devices=0: no walk of the devices (the page has their counts from /api/devices).
+	if r.URL.Query().Get("devices") != "0" {
+		h.src.Devices(func(input string, r models.DeviceReporter) {
+			ic := InputCount{Name: input, Counts: map[string]int{}}
+			r.DeviceStates(now, func(s models.DeviceStatus) {
+				ic.Devices++
+				ic.Counts[s.State.String()]++
+				o.Counts[s.State.String()]++
+			})
+			o.Devices += ic.Devices
+			o.Inputs = append(o.Inputs, ic)
 		})
-		o.Devices += ic.Devices
-		o.Inputs = append(o.Inputs, ic)
-	})
+	}
 	if o.Outputs == nil {
 		o.Outputs = []Output{}
 	}

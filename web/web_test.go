@@ -108,6 +108,16 @@ func TestQuery(t *testing.T) {
 	if l.Total != 1000 || l.Counts["failing"] != 20 || l.Counts["breaker open"] != 5 || l.Counts["ok"] != 975 || len(l.Devices) != 100 {
 		t.Fatalf("total %d, counts %v, %d rows", l.Total, l.Counts, len(l.Devices))
 	}
+	if len(l.Inputs) != 1 || l.Inputs[0].Devices != 1000 || l.Inputs[0].Counts["failing"] != 20 {
+		t.Errorf("inputs %+v", l.Inputs)
+	}
+	for q, want := range map[string]int{"": 1000, "?devices=0": 0} {
+		var o Overview
+		json.Unmarshal(serve(t, h, "/api/overview"+q).Body.Bytes(), &o)
+		if o.Devices != want || len(o.Outputs) != 1 || o.Agent.Version != "test" || o.RSS == 0 {
+			t.Errorf("/api/overview%s: %d devices, %+v", q, o.Devices, o)
+		}
+	}
 	if l.Devices[0].Name != "plc-00003" || l.Devices[19].State != "failing" || l.Devices[20].State != "breaker open" || l.Devices[25].Name != "plc-00000" {
 		t.Errorf("not failing first, then by name: %s %s %s %s", l.Devices[0].Name, l.Devices[19].State, l.Devices[20].State, l.Devices[25].Name)
 	}

@@ -8,7 +8,7 @@
   const STATES = ["failing", "breaker open", "half-open", "stale", "starting", "ok", "remote"];
   const LABEL = { remote: "polled by another agent" };
   const view = { q: "", state: "", sort: "", desc: false, page: 1, limit: 100, open: "", openInput: "" };
-  let refreshMs = 2000, timer = 0, seq = 0, pages = 1, lastCounts = {};
+  let refreshMs = 2000, timer = 0, seq = 0, pages = 1;
 
   function readHash() {
     const p = new URLSearchParams(location.hash.slice(1));
@@ -103,15 +103,7 @@
     const a = o.agent;
     const cpu = o.cpu_percent === null ? "…" : o.cpu_percent.toFixed(1) + "%";
     $("agent").textContent = "version " + a.version + " · up " + ago(o.uptime_s).replace(" ago", "") +
-      " · CPU " + cpu + " · RSS " + bytes(o.rss_bytes) + " · " + num(o.devices) + " devices" +
-      (a.running ? "" : " · not running (starting or reloading)");
-    lastCounts = o.counts;
-    $("inputs").tBodies[0].replaceChildren(...o.inputs.map((i) => {
-      const tr = el("tr");
-      const by = STATES.filter((s) => i.counts[s]).map((s) => (LABEL[s] || s) + " " + num(i.counts[s])).join(", ");
-      tr.append(td(i.name), td(num(i.devices), "num"), td(by));
-      return tr;
-    }));
+      " · CPU " + cpu + " · RSS " + bytes(o.rss_bytes) + (a.running ? "" : " · not running (starting or reloading)");
     const tb = $("outputs").tBodies[0];
     const rows = o.outputs.map((out) => {
       const tr = el("tr");
@@ -148,6 +140,12 @@
     $("prev").disabled = l.page <= 1;
     $("next").disabled = l.page >= l.pages;
     drawCounts(l.counts);
+    $("inputs").tBodies[0].replaceChildren(...l.inputs.map((i) => {
+      const tr = el("tr");
+      const by = STATES.filter((s) => i.counts[s]).map((s) => (LABEL[s] || s) + " " + num(i.counts[s])).join(", ");
+      tr.append(td(i.name), td(num(i.devices), "num"), td(by));
+      return tr;
+    }));
     const rows = l.devices.map((d) => {
       const tr = el("tr", { class: "row-" + slug(d.state) });
       tr.dataset.name = d.name; tr.dataset.input = d.input; tr.dataset.state = d.state;
@@ -222,7 +220,7 @@
     if (view.sort) p.set("sort", view.sort);
     if (view.desc) p.set("desc", "1");
     try {
-      const [o, l] = await Promise.all([getJSON("api/overview"), getJSON("api/devices?" + p)]);
+      const [o, l] = await Promise.all([getJSON("api/overview?devices=0"), getJSON("api/devices?" + p)]);
       if (my !== seq) return; // a newer refresh is under way
       drawOverview(o);
       if (l.page > l.pages && view.page > 1) { view.page = l.pages; return refresh(); }
@@ -260,7 +258,7 @@
         view.page = 1; refresh();
       });
     }
-    drawCounts(lastCounts);
+    drawCounts({});
     refresh();
   }
   init();
