@@ -17,6 +17,7 @@ import (
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/internal/diskbuffer"
+	"github.com/tagpipe/tagpipe/internal/resilience"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -403,7 +404,7 @@ func (a *Agent) gatherLoop(ctx context.Context, ri *models.RunningInput, acc mod
 // as soon as a full batch waits. After a failed write it waits for the next interval.
 func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
 	o := ro.RunningOutput
-	backoff := time.Second
+	backoff := resilience.NewBackoff(time.Second, 30*time.Second)
 	for {
 		err := o.Output.Connect(ctx)
 		if err == nil {
@@ -411,13 +412,13 @@ func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
 			break
 		}
 		ro.connectErr.Store(&failure{err, time.Now()})
-		o.Log.Error("connect failed; metrics are buffered meanwhile", "error", err, "retry_in", backoff)
+		wait := backoff.Next()
+		o.Log.Error("connect failed; metrics are buffered meanwhile", "error", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 	interval, jitter := o.Settings.FlushInterval, o.Settings.FlushJitter
 	timer := time.NewTimer(interval)
