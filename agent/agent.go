@@ -39,8 +39,9 @@ type Agent struct {
 type runningOutput struct {
 	*models.RunningOutput
 	identity   string
-	connectErr atomic.Pointer[failure] // while Connect fails; nil once connected
-	buffer     bufferHealth            // nil when the buffer cannot fail by itself
+	connectErr atomic.Pointer[failure]    // while Connect fails; nil once connected
+	buffer     bufferHealth               // nil when the buffer cannot fail by itself
+	disk       interface{ Bytes() int64 } // a disk buffer's size, for the device page; nil: memory
 }
 
 // bufferHealth is a buffer that can fail by itself, whatever its output does: a disk buffer that
@@ -85,6 +86,7 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 		}
 		ro := &runningOutput{RunningOutput: models.NewRunningOutput(o.Plugin, o.Config, o.Settings, stats, buf, o.Log), identity: o.Identity}
 		ro.buffer, _ = buf.(bufferHealth)
+		ro.disk, _ = buf.(interface{ Bytes() int64 })
 		a.outputs = append(a.outputs, ro)
 	}
 	a.reportOrphans()

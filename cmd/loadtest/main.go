@@ -58,6 +58,7 @@ type options struct {
 	inputExtra string
 	keep       bool
 	bare       bool
+	page       string // "": no device page; else its address, read every interval
 
 	// simulator role: the devices it serves
 	simFrom, simTo int
@@ -92,6 +93,7 @@ func main() {
 	flag.StringVar(&o.tagpipe, "tagpipe", "", "run this tagpipe binary as the agent (default: the agent package in a child process)")
 	flag.StringVar(&o.inputExtra, "input-config", "", "extra lines for the [[inputs.modbus]] table, e.g. 'health_metric = false'")
 	flag.BoolVar(&o.bare, "bare", false, "run a bare poller (standard library only, no metrics, no output) in the agent's place: the floor to compare with")
+	flag.StringVar(&o.page, "page", "", "serve the device page on this loopback address (127.0.0.1:9273) and read it every interval during the run, as an open browser tab does")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
@@ -399,6 +401,10 @@ func runOnce(o *options, run int) (result, error) {
 	col := newCollector(o, ks, start, k0, k1)
 	readDone := make(chan error, 1)
 	go func() { readDone <- col.read(ag.out) }()
+	if o.page != "" {
+		stopPage := readPage(o.page, o.interval)
+		defer func() { fmt.Printf("run %d: %s\n", run+1, stopPage()) }()
+	}
 
 	// CPU of the agent and the simulator over the steady window, memory at its end.
 	var agentCPU, simCPU, selfCPU [2]time.Duration
