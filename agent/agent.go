@@ -17,6 +17,7 @@ import (
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/internal/diskbuffer"
+	"github.com/tagpipe/tagpipe/internal/resilience"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -39,8 +40,9 @@ type Agent struct {
 type runningOutput struct {
 	*models.RunningOutput
 	identity   string
-	connectErr atomic.Pointer[failure] // while Connect fails; nil once connected
-	buffer     bufferHealth            // nil when the buffer cannot fail by itself
+	connectErr atomic.Pointer[failure]    // while Connect fails; nil once connected
+	buffer     bufferHealth               // nil when the buffer cannot fail by itself
+	disk       interface{ Bytes() int64 } // a disk buffer's size, for the device page; nil: memory
 }
 
 // bufferHealth is a buffer that can fail by itself, whatever its output does: a disk buffer that
@@ -85,6 +87,7 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 		}
 		ro := &runningOutput{RunningOutput: models.NewRunningOutput(o.Plugin, o.Config, o.Settings, stats, buf, o.Log), identity: o.Identity}
 		ro.buffer, _ = buf.(bufferHealth)
+		ro.disk, _ = buf.(interface{ Bytes() int64 })
 		a.outputs = append(a.outputs, ro)
 	}
 	if cfg.Cluster != nil {
@@ -442,7 +445,7 @@ func (a *Agent) gatherLoop(ctx context.Context, ri *models.RunningInput, acc mod
 // as soon as a full batch waits. After a failed write it waits for the next interval.
 func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
 	o := ro.RunningOutput
-	backoff := time.Second
+	backoff := resilience.NewBackoff(time.Second, 30*time.Second)
 	for {
 		err := o.Output.Connect(ctx)
 		if err == nil {
@@ -450,13 +453,13 @@ func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
 			break
 		}
 		ro.connectErr.Store(&failure{err, time.Now()})
-		o.Log.Error("connect failed; metrics are buffered meanwhile", "error", err, "retry_in", backoff)
+		wait := backoff.Next()
+		o.Log.Error("connect failed; metrics are buffered meanwhile", "error", err, "retry_in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 	interval, jitter := o.Settings.FlushInterval, o.Settings.FlushJitter
 	timer := time.NewTimer(interval)

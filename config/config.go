@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tagpipe/tagpipe/internal/confval"
 	"github.com/tagpipe/tagpipe/internal/logging"
@@ -43,6 +44,12 @@ type Agent struct {
 	LogFormat         string   `toml:"log_format"`
 	ShutdownTimeout   Duration `toml:"shutdown_timeout"`
 	HTTPListen        string   `toml:"http_listen"`
+	// The HTTP endpoint's TLS (both PEM files, or neither) and basic auth (a user name and a
+	// bcrypt hash of the password) for everything but /healthz.
+	HTTPTLSCert      string `toml:"http_tls_cert"`
+	HTTPTLSKey       string `toml:"http_tls_key"`
+	HTTPUsername     string `toml:"http_username"`
+	HTTPPasswordHash string `toml:"http_password_hash"`
 	// HealthFailingShare is the share of an input's devices that may fail while /healthz still
 	// answers 200 (it lists them); 0: any failing device makes the input fail.
 	HealthFailingShare float64 `toml:"health_failing_share"`
@@ -593,6 +600,10 @@ func (l *loader) finish() (*Config, error) {
 		{"buffer_limit", a.BufferLimit < 1<<20, "must be at least 1MiB"},
 		{"buffer_directory", a.BufferStrategy == "disk" && a.BufferDirectory == "", "must be set for buffer_strategy = \"disk\""},
 		{"health_failing_share", !(a.HealthFailingShare >= 0 && a.HealthFailingShare < 1), "must be at least 0 and less than 1 (0.05: 5% of an input's devices may fail)"},
+		{"http_tls_key", a.HTTPTLSCert != "" && a.HTTPTLSKey == "", "must be set with http_tls_cert"},
+		{"http_tls_cert", a.HTTPTLSKey != "" && a.HTTPTLSCert == "", "must be set with http_tls_key"},
+		{"http_password_hash", a.HTTPUsername != "" && !isBcrypt(a.HTTPPasswordHash), "must be a bcrypt hash of the password (\"$2a$…\", \"$2b$…\" or \"$2y$…\"; make one with `tagpipe passwd`), not the password itself"},
+		{"http_username", a.HTTPUsername == "" && a.HTTPPasswordHash != "", "must be set with http_password_hash"},
 	} {
 		if chk.bad {
 			l.errs = append(l.errs, &Error{File: c.Files[len(c.Files)-1], Plugin: "agent", Msg: chk.key + ": " + chk.msg})
@@ -666,4 +677,10 @@ func (l *loader) finish() (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// isBcrypt reports whether h is a bcrypt hash ([agent] http_password_hash).
+func isBcrypt(h string) bool {
+	_, err := bcrypt.Cost([]byte(h))
+	return err == nil
 }

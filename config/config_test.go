@@ -187,6 +187,9 @@ func TestLoadErrorsNameTheirPlace(t *testing.T) {
 		{"generic key of another kind", "[[outputs.testout]]\n  order = 1\n", `t.conf:2: outputs.testout: order: unknown key`},
 		{"plugin not as array", "[inputs.testdev]\n  endpoint = \"x\"\n", `t.conf:1: [inputs.testdev]: plugins are declared as [[inputs.NAME]]`},
 		{"agent check", "[agent]\n  metric_batch_size = 10\n  metric_buffer_limit = 5\n", `t.conf: agent: metric_buffer_limit: must be at least metric_batch_size`},
+		{"a password, not its hash", "[agent]\n  http_username = \"op\"\n  http_password_hash = \"hunter2\"\n", `t.conf: agent: http_password_hash: must be a bcrypt hash of the password`},
+		{"a hash without a user", "[agent]\n  http_password_hash = \"$2a$10$0123456789012345678901uQ7mGOUg3X.Z0dCuVJK3vW1hXOfk1Ha\"\n", `t.conf: agent: http_username: must be set with http_password_hash`},
+		{"a certificate without its key", "[agent]\n  http_tls_cert = \"a.crt\"\n", `t.conf: agent: http_tls_key: must be set with http_tls_cert`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -198,6 +201,18 @@ func TestLoadErrorsNameTheirPlace(t *testing.T) {
 				t.Fatalf("got  %q\nwant %q...", err, c.want)
 			}
 		})
+	}
+}
+
+// TestHTTPAccess: a bcrypt hash (with its $ signs, which are not ${VAR}) loads as it is.
+func TestHTTPAccess(t *testing.T) {
+	hash := "$2a$10$0123456789012345678901uQ7mGOUg3X.Z0dCuVJK3vW1hXOfk1Ha"
+	cfg, err := config.LoadText("t.conf", "[agent]\n  http_username = \"op\"\n  http_password_hash = \""+hash+"\"\n", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Agent.HTTPUsername != "op" || cfg.Agent.HTTPPasswordHash != hash {
+		t.Errorf("agent %+v", cfg.Agent)
 	}
 }
 

@@ -55,6 +55,9 @@ type DeviceStatus struct {
 	LastError  string    // the last poll error, "" when there was none
 	ErrorAt    time.Time // when LastError happened
 	Owner      string    // cluster mode: the agent (group member) that polls it
+	// Detail gives the device page's figures of the device (models/devicepage.go); nil when the
+	// input keeps none. Reading it costs nothing until one of its methods is called.
+	Detail DeviceDetailer
 }
 
 // DeviceReporter is implemented by inputs that talk to many devices (Modbus) or hold sessions

@@ -394,7 +394,7 @@ func TestHelpAndManPageCoverEveryFlag(t *testing.T) {
 			t.Errorf("flag --%s has no entry under OPTIONS in tagpipe.1", f)
 		}
 	}
-	for _, c := range []string{"config", "demo", "import", "export", "version", "help"} {
+	for _, c := range []string{"config", "demo", "import", "export", "passwd", "version", "help"} {
 		if !strings.Contains(help, "tagpipe "+c) || !regexp.MustCompile(`(?m)^\.B `+c+`$`).MatchString(manText) {
 			t.Errorf("command %q is missing from --help or from COMMANDS in tagpipe.1", c)
 		}

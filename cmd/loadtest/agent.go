@@ -33,7 +33,7 @@ func agentConfig(o *options) string {
   flush_interval = "1s"
   precision = "0s"
   omit_hostname = true
-
+%s
 [[outputs.file]]
   files = ["stdout"]
   data_format = "influx"
@@ -43,7 +43,7 @@ func agentConfig(o *options) string {
   [[inputs.modbus.profile]]
     name = "meter"
     measurement = %q
-`, o.interval, o.inputExtra, measurement)
+`, o.interval, pageListen(o.page), o.inputExtra, measurement)
 	tables := []string{"holding"}
 	if o.requests == 2 {
 		tables = []string{"holding", "input"}
@@ -85,6 +85,13 @@ func runAgent(o *options) {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer cancel()
+	if cfg.Agent.HTTPListen != "" { // -page: as `tagpipe` serves it
+		srv, err := agent.Listen(agent.HTTPOptionsOf(&cfg.Agent, "loadtest"), func() *agent.Agent { return a })
+		if err != nil {
+			fatalf("agent: %v", err)
+		}
+		defer srv.Close()
+	}
 	if o.cpuProfile != "" {
 		go profile(ctx, o.cpuProfile, o.profileAt, o.profileFor)
 	}

@@ -62,6 +62,7 @@ type options struct {
 	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
 	// broker in a process of its own (the benchmark of docs/cluster.md).
 	agents int
+	page   string // "": no device page; else its address, read every interval
 
 	// simulator role: the devices it serves
 	simFrom, simTo int
@@ -97,6 +98,7 @@ func main() {
 	flag.StringVar(&o.tagpipe, "tagpipe", "", "run this tagpipe binary as the agent (default: the agent package in a child process)")
 	flag.StringVar(&o.inputExtra, "input-config", "", "extra lines for the [[inputs.modbus]] table, e.g. 'health_metric = false'")
 	flag.BoolVar(&o.bare, "bare", false, "run a bare poller (standard library only, no metrics, no output) in the agent's place: the floor to compare with")
+	flag.StringVar(&o.page, "page", "", "serve the device page on this loopback address (127.0.0.1:9273) and read it every interval during the run, as an open browser tab does")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
 	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
@@ -440,6 +442,10 @@ func runOnce(o *options, run int) (result, error) {
 		ag := &child{cmd: cmd, out: bufio.NewReaderSize(stdout, 1<<20)}
 		ags, logPaths = append(ags, ag), append(logPaths, logPath)
 		go func() { readDone <- col.read(ag.out, i) }()
+	}
+	if o.page != "" {
+		stopPage := readPage(o.page, o.interval)
+		defer func() { fmt.Printf("run %d: %s\n", run+1, stopPage()) }()
 	}
 
 	// CPU of the agents and the simulator over the steady window, memory at its end.

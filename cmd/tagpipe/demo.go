@@ -54,6 +54,7 @@ func runDemo(args []string, _, stderr io.Writer) int {
 	format := fs.String("format", "influx", "\"influx\" or \"json\"")
 	debug := fs.Bool("debug", false, "log at debug level")
 	printConfig := fs.Bool("print-config", false, "print the demo's configuration to stderr")
+	httpAddr := fs.String("http", "", "serve the device page, /healthz and /metrics on this `address` (127.0.0.1:9273)")
 	mqttAddr := fs.String("mqtt", "", "also publish to this MQTT broker (host:port)")
 	sparkplug := fs.Bool("sparkplug", false, "with --mqtt: as a Sparkplug B edge node")
 	if err := fs.Parse(args); err != nil {
@@ -91,6 +92,14 @@ func runDemo(args []string, _, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
+	}
+	if *httpAddr != "" {
+		web, err := agent.Listen(agent.HTTPOptions{Listen: *httpAddr, Version: versionLine()}, func() *agent.Agent { return a })
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer web.Close()
 	}
 	if *duration > 0 { // the agent's run: the simulators may take a while to start on a busy machine
 		var c context.CancelFunc

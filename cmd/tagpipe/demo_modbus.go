@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
+	"time"
 
 	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 )
@@ -13,11 +15,14 @@ func init() {
 }
 
 // startModbusDemo serves simulated meters on loopback: three on ports of their own (Modbus TCP),
-// two behind a gateway (units 11 and 12 on one port) and one behind an RTU-over-TCP converter.
+// two behind a gateway (units 11 and 12 on one port) and one behind an RTU-over-TCP converter;
+// and, so that the device page shows what goes wrong in a plant, one that answers slowly and one
+// whose port refuses connections (its breaker opens after five polls).
 func startModbusDemo(ctx context.Context) (string, func(), error) {
 	tcp := modbussim.New(modbussim.Config{})
 	rtu := modbussim.New(modbussim.Config{Framing: modbussim.RTU, Units: []byte{5}})
-	stop := func() { tcp.Close(); rtu.Close() }
+	slow := modbussim.New(modbussim.Config{Faults: map[byte]modbussim.Fault{7: {Delay: 120 * time.Millisecond}}})
+	stop := func() { tcp.Close(); rtu.Close(); slow.Close() }
 	var b strings.Builder
 	b.WriteString("[[inputs.modbus]]\n  timeout = \"500ms\"\n" + modbussim.Profile)
 	device := func(name, controller string, unit int, extra string) {
@@ -45,5 +50,28 @@ func startModbusDemo(ctx context.Context) (string, func(), error) {
 		return "", nil, err
 	}
 	device("boiler-5", "tcp://"+conv, 5, "    transmission_mode = \"rtuovertcp\"\n    tags = { line = \"C\" }\n")
+	slowAddr, err := slow.AddListener("127.0.0.1:0")
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	device("pump-7", "tcp://"+slowAddr, 7, "    tags = { line = \"C\", note = \"slow\" }\n")
+	dead, err := refusingAddr()
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	device("chiller-9", "tcp://"+dead, 9, "    tags = { line = \"D\", note = \"switched off\" }\n")
 	return b.String(), stop, nil
+}
+
+// refusingAddr returns a loopback address where nothing listens: a port that was free a moment
+// ago. A device there is refused, as one that is switched off.
+func refusingAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := l.Addr().String()
+	return addr, l.Close()
 }

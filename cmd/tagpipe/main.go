@@ -50,6 +50,8 @@ Usage:
                                      tag lists (Kepware, Neuron, tagpipe's) and device lists as profiles and devices
   tagpipe export csv --profile NAME --config FILE [--out FILE]
                                      a profile as tagpipe's tag list (CSV), which imports back the same
+  tagpipe passwd < FILE              print a bcrypt hash of the password on standard input,
+                                     for [agent] http_password_hash
   tagpipe version                    print the version (also --version)
   tagpipe help                       print this help (also --help)
 
@@ -66,6 +68,7 @@ Demo flags (tagpipe demo):
   --format F               "influx" or "json" (default influx)
   --debug                  log at debug level
   --print-config           print the demo's configuration to standard error
+  --http ADDR              serve the device page, /healthz and /metrics on ADDR (127.0.0.1:9273)
   --mqtt ADDR              also publish to the MQTT broker at ADDR (host:port)
   --sparkplug              with --mqtt: as a Sparkplug B edge node
 `
@@ -130,6 +133,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return runImport(args[1:], stdout, stderr)
 		case "export":
 			return runExport(args[1:], stdout, stderr)
+		case "passwd":
+			return runPasswd(os.Stdin, stdout, stderr)
 		case "help":
 			args = []string{"--help"}
 		}
@@ -288,9 +293,9 @@ func runAgent(cfg *config.Config, load func() (*config.Config, error)) int {
 			web.Close()
 		}
 	}()
-	if addr := cfg.Agent.HTTPListen; addr != "" {
+	if cfg.Agent.HTTPListen != "" {
 		var err error
-		if web, err = agent.ListenHTTP(addr, running.Load); err != nil {
+		if web, err = agent.Listen(agent.HTTPOptionsOf(&cfg.Agent, versionLine()), running.Load); err != nil {
 			slog.Error(err.Error())
 			return 1
 		}
@@ -332,25 +337,26 @@ func runAgent(cfg *config.Config, load func() (*config.Config, error)) int {
 		if err := setupLogging(cfg); err != nil {
 			slog.Error("reload: logging", "error", err)
 		}
-		web = relisten(web, cfg.Agent.HTTPListen, running.Load)
+		web = relisten(web, agent.HTTPOptionsOf(&cfg.Agent, versionLine()), running.Load)
 		slog.Info("configuration reloaded", "files", strings.Join(cfg.Files, ", "))
 	}
 }
 
-// relisten moves the HTTP endpoint to addr after a reload ("" turns it off). When the new address
-// cannot be served, the error is logged and the endpoint stays off until the next reload.
-func relisten(web *agent.Server, addr string, current func() *agent.Agent) *agent.Server {
-	if web != nil && web.Addr() == addr {
+// relisten restarts the HTTP endpoint after a reload that changed its options (an empty address
+// turns it off). When the new options cannot be served, the error is logged and the endpoint
+// stays off until the next reload.
+func relisten(web *agent.Server, o agent.HTTPOptions, current func() *agent.Agent) *agent.Server {
+	if web != nil && web.Options() == o {
 		return web
 	}
 	if web != nil {
 		web.Close()
 		web = nil
 	}
-	if addr == "" {
+	if o.Listen == "" {
 		return nil
 	}
-	web, err := agent.ListenHTTP(addr, current)
+	web, err := agent.Listen(o, current)
 	if err != nil {
 		slog.Error("reload: the HTTP endpoint is off", "error", err)
 		return nil

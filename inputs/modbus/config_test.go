@@ -8,133 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/testkit/configcase"
+
 	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 )
 
-// base is a valid config; cases change one line (marked with "# <-" where the error must point).
-const base = `[[inputs.modbus]]
-  timeout = "1s"
-  [[inputs.modbus.profile]]
-    name = "meter"
-    measurement = "power"
-    [[inputs.modbus.profile.field]]
-      name = "voltage"
-      register = "holding"
-      address = 0
-      data_type = "FLOAT32"
-      byte_order = "ABCD"
-    [[inputs.modbus.profile.field]]
-      name = "serial"
-      address = 10
-      data_type = "STRING"
-      length = 4
-    [[inputs.modbus.profile.field]]
-      name = "running"
-      register = "coil"
-      address = 3
-  [[inputs.modbus.device]]
-    name = "meter-1"
-    controller = "tcp://127.0.0.1:5020"
-    slave_id = 1
-    profile = "meter"
-  [[inputs.modbus.device]]
-    name = "meter-2"
-    controller = "tcp://127.0.0.1:5020"
-    slave_id = 2
-    profile = "meter"
-    tags = { line = "A" }
-`
-
-// TestConfigErrors: every bad value fails at start with FILE:LINE of the key at fault.
-func TestConfigErrors(t *testing.T) {
-	if _, err := loadText(base); err != nil {
-		t.Fatalf("base config: %v", err)
-	}
-	for _, c := range []struct {
-		name     string
-		old, new string // replace old (first occurrence) by new in base
-		want     string
-	}{
-		{"slave id", "slave_id = 2", "slave_id = 300 # <-", "device[1].slave_id: 300: must be 0..247"},
-		{"data type", `data_type = "FLOAT32"`, `data_type = "REAL" # <-`, `profile[0].field[0].data_type: "REAL": want one of BIT, INT8L`},
-		{"string length", "      length = 4\n", "", "profile[0].field[1].length: 0: a STRING needs its length in registers"},
-		{"byte order", `byte_order = "ABCD"`, `byte_order = "ABDC" # <-`, `profile[0].field[0].byte_order: "ABDC" is not a byte order (ABCD or big, DCBA or little, BADC, CDAB, or AB, BA for one-register types)`},
-		{"profile's 16-bit order on 32 bits", "      byte_order = \"ABCD\"\n", "", `profile[0].byte_order: "BA" is for one-register types; a value of several registers needs ABCD, DCBA, BADC or CDAB (field "voltage" is FLOAT32: give it a byte_order of its own)`},
-		{"profile's byte order", `measurement = "power"`, "measurement = \"power\"\n    byte_order = \"CBAD\" # <-", `profile[0].byte_order: "CBAD" is not a byte order`},
-		{"16-bit order on 32 bits", `byte_order = "ABCD"`, `byte_order = "BA" # <-`, `profile[0].field[0].byte_order: "BA" is for one-register types`},
-		{"string word swap", "length = 4", "length = 4\n      byte_order = \"CDAB\" # <-", `profile[0].field[1].byte_order: "CDAB": a STRING is AB`},
-		{"overlap", "address = 10", "address = 1 # <-", `profile[0].field[1].address: holding 1..4 of "serial" overlaps "voltage" (holding 0..1)`},
-		{"address range", "address = 0", "address = 65535 # <-", "profile[0].field[0].address: 65535: holding FLOAT32 of 2 spans 65535..65536"},
-		{"six-digit 1-based address", "address = 0", "address = 400001 # <-", "profile[0].field[0].address: 400001: holding FLOAT32 of 2 spans 400001..400002; addresses are 0..65535; 400001 is probably address 0 (the 1-based numbering of holding registers starts at 400001)"},
-		{"type of a coil", `register = "coil"`, "register = \"coil\"\n      data_type = \"INT16\" # <-", "profile[0].field[2].data_type: INT16: a coil holds one bit"},
-		{"bit of a register", `register = "coil"`, `register = "input"`, "profile[0].field[2].data_type: missing for an input register"},
-		{"bit number", `register = "coil"`, "register = \"input\"\n      data_type = \"BIT\"", "profile[0].field[2].bit: a BIT of an input register needs bit = 0..15"},
-		{"unknown profile", `profile = "meter"`, `profile = "meters" # <-`, `device[0].profile: "meters": no such profile (have: "meter")`},
-		{"duplicate device", `name = "meter-2"`, `name = "meter-1" # <-`, `device[1].name: "meter-1" is also device[0]`},
-		{"unreadable CA", `timeout = "1s"`, `tls_ca = "/nonexistent/ca.pem" # <-`, "tls_ca: open /nonexistent/ca.pem: no such file or directory"},
-		{"client cert without key", `timeout = "1s"`, `tls_cert = "/nonexistent/c.pem" # <-`, "tls_cert: give its key in tls_key too"},
-		{"controller scheme", `controller = "tcp://127.0.0.1:5020"`, `controller = "udp://127.0.0.1:5020" # <-`, `device[0].controller: "udp://127.0.0.1:5020": scheme "udp", want tcp, tls or file`},
-		{"serial mode over tcp", `timeout = "1s"`, `transmission_mode = "rtu" # <-`, `transmission_mode: transmission_mode "rtu" is for serial lines (file://); over TCP use rtuovertcp`},
-		{"mixed framing on one connection", "slave_id = 2", "slave_id = 2\n    transmission_mode = \"rtuovertcp\" # <-", `device[1].transmission_mode: tcp://127.0.0.1:5020 speaks tcp for device "meter-1"`},
-		{"request size", `timeout = "1s"`, "max_request_registers = 200 # <-", "max_request_registers: 200: must be 1..125"},
-		{"request size below a field", "slave_id = 2", "slave_id = 2\n    max_request_registers = 3 # <-", `device[1].max_request_registers: 3: field "serial" of profile "meter" spans 4 registers (device "meter-2")`},
-		{"retries", "slave_id = 2", "slave_id = 2\n    retries = -1 # <-", "device[1].retries: -1: must be 0..10"},
-		{"decimals", `data_type = "FLOAT32"`, "data_type = \"FLOAT32\"\n      decimals = 2 # <-", "profile[0].field[0].decimals: only FIXED and UFIXED"},
-		{"parity", `timeout = "1s"`, `parity = "X" # <-`, `parity: "X": want N, E or O`},
-		{"scale zero", `data_type = "FLOAT32"`, "data_type = \"FLOAT32\"\n      scale = 0.0 # <-", "profile[0].field[0].scale: 0: a scale must be a finite number other than 0"},
-		{"string output", "length = 4", "length = 4\n      output = \"int\" # <-", "profile[0].field[1].output: a STRING has no scale, offset or numeric output"},
-		{"duplicate field", `name = "running"`, `name = "voltage" # <-`, `profile[0].field[2].name: "voltage" is also field[0] of the same metric`},
-		{"timeout and timeout_max", `timeout = "1s"`, "timeout = \"1s\" # <-\n  timeout_max = \"2s\"", "timeout: timeout is the older name of timeout_max: set one of them"},
-		{"timeout_min over timeout_max", "slave_id = 2", "slave_id = 2\n    timeout_min = \"3s\" # <-", `device[1].timeout_min: timeout_min 3s is more than timeout_max 1s (device "meter-2")`},
-		{"rtt_alpha", `timeout = "1s"`, "rtt_alpha = 0.0 # <-", "rtt_alpha: 0: must be more than 0 and at most 1"},
-		{"timeout_factor", `measurement = "power"`, "measurement = \"power\"\n    timeout_factor = 0.5 # <-", "profile[0].timeout_factor: 0.5: must be 1 (the average round trip) or more"},
-		{"retry waits", "slave_id = 2", "slave_id = 2\n    retry_wait_max = \"10ms\" # <-", `device[1].retry_wait_max: 10ms is less than retry_wait 100ms (device "meter-2")`},
-		{"failure rate", `timeout = "1s"`, "breaker_failure_rate = 1.5 # <-", "breaker_failure_rate: 1.5: must be 0 (off) .. 1 (every poll failed)"},
-		{"probes", "slave_id = 2", "slave_id = 2\n    breaker_probes = 0 # <-", "device[1].breaker_probes: 0: must be 1..100"},
-		{"device rate", "slave_id = 2", "slave_id = 2\n    device_requests_per_second = -1.0 # <-", "device[1].device_requests_per_second: -1: must be 0 (no cap) or more"},
-		{"two budgets on one connection", "slave_id = 2", "slave_id = 2\n    max_requests_per_second = 5.0 # <-", `device[1].max_requests_per_second: tcp://127.0.0.1:5020: device "meter-1" runs this connection with other settings (max_requests_per_second 0, not 5)`},
-		{"two idle timeouts on one connection", "slave_id = 2", "slave_id = 2\n    idle_timeout = \"5s\" # <-", `device[1].idle_timeout: tcp://127.0.0.1:5020: device "meter-1" runs this connection with other settings (idle_timeout 1m0s, not 5s)`},
-		{"backup is the controller", "slave_id = 2", "slave_id = 2\n    backup_controllers = [\"tcp://127.0.0.1:5020\"] # <-", `device[1].backup_controllers[0]: tcp://127.0.0.1:5020 is already a controller of device "meter-2"`},
-		{"bad backup", "slave_id = 2", "slave_id = 2\n    backup_controllers = [\"udp://10.0.0.1\"] # <-", `device[1].backup_controllers[0]: "udp://10.0.0.1": scheme "udp"`},
-		{"no devices", "  [[inputs.modbus.device]]\n    name = \"meter-1\"", "  [[inputs.modbus.devicex]] # <-\n    name = \"meter-1\"", "devicex: unknown key"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			if !strings.Contains(base, c.old) {
-				t.Fatalf("%q not in base", c.old)
-			}
-			text := strings.Replace(base, c.old, c.new, 1)
-			if strings.HasPrefix(c.name, "profile's 16-bit") { // the field inherits the profile's BA
-				text = strings.Replace(text, `measurement = "power"`, "measurement = \"power\"\n    byte_order = \"BA\" # <-", 1)
-			}
-			line := 0
-			for i, l := range strings.Split(text, "\n") {
-				if strings.Contains(l, "# <-") {
-					line = i + 1
-				}
-			}
-			if line == 0 { // the key is missing: the error points at the field's table
-				field := c.want[len("profile[0].field[") : len("profile[0].field[")+1]
-				n := int(field[0] - '0')
-				at := 0
-				for range n + 1 {
-					at += strings.Index(text[at:], "[[inputs.modbus.profile.field]]") + 1
-				}
-				line = strings.Count(text[:at], "\n") + 1
-			}
-			_, err := loadText(text)
-			if err == nil {
-				t.Fatalf("loaded")
-			}
-			want := fmt.Sprintf("test.conf:%d: inputs.modbus: %s", line, c.want)
-			if c.name == "no devices" {
-				want = fmt.Sprintf("test.conf:%d: ", line)
-			}
-			if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("got  %v\nwant %s", err, want)
-			}
-		})
-	}
-}
+// TestConfigCases: every bad configuration in testcases/ fails at start with the error kept
+// beside it, FILE:LINE of the key at fault included (see internal/testkit/configcase). A bug
+// report about a config error becomes a folder there.
+func TestConfigCases(t *testing.T) { configcase.Run(t, "testcases") }
 
 // TestOptionLevels: a device's settings come from the device, else its profile, else the top of
 // [[inputs.modbus]], else the defaults; devices with the same settings share them.
@@ -346,8 +228,5 @@ func TestTelegrafTable(t *testing.T) {
 		!strings.Contains(err.Error(), `test.conf:6: inputs.modbus "Device": configuration_type: unknown key`) {
 		t.Errorf("got\n%v\nwant first %q, then the unknown keys", err, hint)
 	}
-	_, err = loadText(strings.Replace(base, `timeout = "1s"`, `timeout = "1s"`+"\n  slave_id = 1", 1))
-	if err == nil || strings.Contains(err.Error(), "Telegraf") {
-		t.Errorf("one stray key: %v", err)
-	}
+	// One stray key gets no hint: testcases/one-stray-key-no-telegraf-hint.
 }

@@ -48,6 +48,7 @@ type readState struct {
 // route is a device reached through one controller: its connection, and the timeout and
 // breaker of the device on it.
 type route struct {
+	name    string // the controller's URL, as DeviceStatus.Controller gives it
 	link    *link
 	timeout *resilience.Timeout
 	breaker *resilience.Breaker
@@ -93,13 +94,14 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(controller) *link) *devi
 	d.routes = make([]route, len(controllers))
 	for i, t := range controllers {
 		r := &d.routes[i]
-		r.link = linkOf(t)
+		r.link, r.name = linkOf(t), t.String()
 		r.timeout = resilience.NewTimeout(spec.opts.timeout)
 		r.tags = []models.Tag{{Key: "controller", Value: t.String()}, {Key: "device", Value: spec.name}}
 		cfg := spec.opts.breaker.config()
 		cfg.IsSuccessful = answered
 		others := len(controllers) > 1
 		cfg.OnChange = func(from, to string) {
+			d.health.BreakerChanged(time.Now(), i, to)
 			switch {
 			case to == "closed":
 				p.log.Info("circuit breaker closed: polling again", "device", spec.name, "controller", t.String())

@@ -2,6 +2,7 @@ package modbus
 
 import (
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -15,6 +16,33 @@ func TestSampleConfig(t *testing.T) {
 	// holding 0-1 | 6-8 | 10-18 (max_gap 0 keeps the hole at 9 unread), coil 0
 	if got := describePlan(m.devices[0].plan); got != "coil 0+1/1, holding 0+2/1, holding 6+3/2, holding 10+9/2" {
 		t.Errorf("plan %s", got)
+	}
+}
+
+// The sample configuration names the defaults: it sets every option at the plugin's level (but
+// those derived from others), and a device resolved with those settings is configured exactly
+// as one resolved with none.
+func TestSampleNamesTheDefaults(t *testing.T) {
+	m := load(t, sampleConfig)
+	top := reflect.ValueOf(&m.Options).Elem()
+	def := reflect.ValueOf(&defaults).Elem()
+	for i, key := range optionKeys {
+		if top.Field(i).IsZero() && !def.Field(i).IsZero() {
+			t.Errorf("sample.conf does not name %s (default %v)", key, def.Field(i).Elem())
+		}
+	}
+	dev := &Device{Name: "d", Controller: "tcp://127.0.0.1:502"}
+	with, _, _, err := m.resolve(dev, "device[0]", &Profile{}, "profile[0]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Options = Options{}
+	without, _, _, err := m.resolve(dev, "device[0]", &Profile{}, "profile[0]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if with != without {
+		t.Errorf("the sample's settings differ from the defaults:\nsample   %+v\ndefaults %+v", with, without)
 	}
 }
 

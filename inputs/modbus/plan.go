@@ -18,6 +18,7 @@ type request struct {
 	addr   uint16
 	count  uint16
 	fields []fieldRef // decoded from this answer
+	note   string     // a read split off another: which, when and why (the device page)
 }
 
 // fieldRef places a field in an answer: off is its first register (or bit) from the start of

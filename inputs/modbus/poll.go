@@ -240,6 +240,8 @@ func (p *poller) split(d *device, i int, cause error) bool {
 		return false
 	}
 	old := d.reqs[i]
+	a.note = fmt.Sprintf("split from %s at %s: %v", rangeOf(&old), time.Now().UTC().Format(time.TimeOnly), cause)
+	b.note = a.note
 	reqs := make([]request, 0, len(d.reqs)+1)
 	reqs = append(reqs, d.reqs[:i]...)
 	reqs = append(reqs, a, b)
@@ -446,6 +448,7 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 	d.deadline = due.Add(p.interval)
 	d.answered = 0
 	used := -1
+	var lastErr error // of the last route tried
 	for ri := range d.routes {
 		r := &d.routes[ri]
 		if until := r.breaker.OpenUntil(); !until.IsZero() && time.Now().Before(until) {
@@ -461,6 +464,7 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 			return false
 		}
 		r.breaker.Done(err)
+		lastErr = err
 		now := time.Now()
 		switch {
 		case err != nil:
@@ -480,7 +484,11 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 	if used > 0 {
 		p.st.backupPolls.Incr()
 	}
+	d.health.Polled(lastErr != nil)
 	now := time.Now()
+	if d.watched(now) { // someone has its detail open: copy what this poll read
+		d.copySnapshot(now)
+	}
 	d.polled(now)
 	d.emit(p.acc, now, p.st)
 	if d.opts.health {
@@ -496,12 +504,12 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 // errorRepeat while the same error lasts. Errors are the same when the same requests failed in
 // the same way (the text may differ: a new connection has a new local port).
 func (p *poller) fail(d *device, r *route, err error, now time.Time) {
-	d.failed(err, now)
+	key := errorKey(err)
+	d.failed(err, key, now)
 	if p.onErr != nil {
 		p.onErr(err)
 		return
 	}
-	key := errorKey(err)
 	if key == r.lastErr && now.Sub(r.lastErrAt) < errorRepeat {
 		r.repeats++
 		return

@@ -16,6 +16,9 @@ type status struct {
 	failed  atomic.Bool  // the last poll read nothing
 	route   atomic.Int32 // the route of the last poll
 	lastErr atomic.Pointer[pollError]
+
+	watch atomic.Int64             // Unix ns: until then the detail is watched (its polls copy it)
+	snap  atomic.Pointer[snapshot] // the last copy
 }
 
 // pollError is a device's last poll error and when it happened.
@@ -37,8 +40,12 @@ func (d *device) polled(now time.Time) {
 	s.failed.Store(!ok)
 }
 
-// failed records a poll error of d (every one, also those the log holds back).
-func (d *device) failed(err error, now time.Time) { d.status.lastErr.Store(&pollError{err, now}) }
+// failed records a poll error of d (every one, also those the log holds back), and keeps it in
+// its error log; key says which errors are the same (errorKey).
+func (d *device) failed(err error, key string, now time.Time) {
+	d.status.lastErr.Store(&pollError{err, now})
+	d.health.Logged(now, key, err)
+}
 
 // state is d's state at now. started is when its input started polling; stale is how long it may
 // go without an answered poll.
@@ -93,7 +100,8 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 	for _, d := range run.devices {
 		s := models.DeviceStatus{
 			Name:       d.name,
-			Controller: d.routes[d.status.route.Load()].link.controller.String(),
+			Controller: d.routes[d.status.route.Load()].name,
+			Detail:     d,
 		}
 		if owner != nil {
 			s.Owner = owner(d.poller.unit)
@@ -112,4 +120,94 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 		}
 		fn(s)
 	}
+}
+
+// The device page (package web) reads a device through models.DeviceDetailer: its counters
+// and rings live in d.health as it polls; its latest values and request plan are copied by its
+// polls only while someone watches its detail (watch), for the next request.
+
+// snapshot is what a watched device's poll copies for the detail view.
+type snapshot struct {
+	at     time.Time
+	values []models.FieldValue
+	plan   []models.PlannedRead
+}
+
+// Figures implements models.DeviceDetailer.
+func (d *device) Figures(f *models.DeviceFigures) {
+	d.health.Figures(f)
+	ri := int(d.status.route.Load())
+	r := &d.routes[ri]
+	f.Backup, f.Tags = ri, d.tags[0]
+	f.RTT, f.Timeout = r.timeout.EWMA(), r.timeout.Nominal()
+}
+
+// RTTs implements models.DeviceDetailer.
+func (d *device) RTTs(dst []time.Duration) []time.Duration { return d.health.RTTs(dst) }
+
+// Detail implements models.DeviceDetailer. It arms d's watch for models.DetailWatch: until then
+// each poll copies its values and plan.
+func (d *device) Detail(now time.Time, x *models.DeviceDetail) {
+	d.status.watch.Store(now.Add(models.DetailWatch).UnixNano())
+	x.ValuesAt, x.Values, x.Plan = time.Time{}, x.Values[:0], x.Plan[:0]
+	if s := d.status.snap.Load(); s != nil {
+		x.ValuesAt = s.at
+		x.Values = append(x.Values, s.values...)
+		x.Plan = append(x.Plan, s.plan...)
+	} else {
+		// Until a poll copies the reads in force: the plan Init made (read-only), which they
+		// are unless a failing read was split since.
+		x.Plan = appendPlan(x.Plan, d.plan, d.prof.fields)
+	}
+	d.health.Log(x, func(route int) string {
+		if route < len(d.routes) {
+			return d.routes[route].name
+		}
+		return "?"
+	})
+}
+
+// watched reports whether someone looked at d's detail lately: its poll then copies its values.
+func (d *device) watched(now time.Time) bool {
+	w := d.status.watch.Load()
+	return w != 0 && now.UnixNano() < w
+}
+
+// copySnapshot copies what d's poll read (d.out, before emit) and its reads for the detail view.
+// A field not read keeps the value of the last snapshot, marked so.
+func (d *device) copySnapshot(now time.Time) {
+	fields := d.prof.fields
+	prev := d.status.snap.Load()
+	s := &snapshot{at: now, values: make([]models.FieldValue, len(fields)), plan: make([]models.PlannedRead, len(d.reqs))}
+	for fi := range fields {
+		f := &fields[fi]
+		v := &s.values[fi]
+		v.Measurement, v.Name = d.prof.groups[f.group].measurement, f.name
+		if m := d.out[f.group]; m != nil && m.Fields[f.pos].Key != "" {
+			v.Field, v.Quality, v.At = m.Fields[f.pos], "good", m.Time
+			continue
+		}
+		v.Field.Key, v.Quality = "", "not read in the last poll"
+		if prev != nil && prev.values[fi].Field.Key != "" {
+			v.Field, v.At = prev.values[fi].Field, prev.values[fi].At
+		}
+		if d.stale != nil && d.stale.at[fi] != 0 && now.UnixNano()-d.stale.at[fi] <= int64(d.opts.staleAfter) {
+			v.Quality = "stale: its last good value is reported (stale_after)"
+		}
+	}
+	s.plan = appendPlan(s.plan[:0], d.reqs, fields)
+	d.status.snap.Store(s)
+}
+
+// appendPlan appends reqs as the device page shows them.
+func appendPlan(dst []models.PlannedRead, reqs []request, fields []fieldSpec) []models.PlannedRead {
+	for i := range reqs {
+		r := &reqs[i]
+		p := models.PlannedRead{Read: rangeOf(r), Note: r.note, Fields: make([]string, 0, len(r.fields))}
+		for _, ref := range r.fields {
+			p.Fields = append(p.Fields, fields[ref.field].name)
+		}
+		dst = append(dst, p)
+	}
+	return dst
 }

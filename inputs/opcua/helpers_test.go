@@ -113,16 +113,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// loadErr returns the config error of a table.
-func loadErr(t testing.TB, table string) string {
-	t.Helper()
-	_, err := config.LoadText("test.conf", table, func(string) (string, bool) { return "", false })
-	if err == nil {
-		t.Fatalf("config loaded, want an error:\n%s", table)
-	}
-	return err.Error()
-}
-
 // start runs o as a service input until the test ends; it returns the accumulator.
 func start(t testing.TB, o *OPCUA) *testAcc {
 	t.Helper()

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tagpipe/tagpipe/internal/testkit/configcase"
+
 	"github.com/gopcua/opcua/ua"
 )
 
@@ -52,46 +54,9 @@ func TestParseNodeRef(t *testing.T) {
 	}
 }
 
-func TestConfigErrors(t *testing.T) {
-	const head = "[[inputs.opcua]]\n  name = \"l1\"\n  endpoint = \"opc.tcp://127.0.0.1:4840\"\n"
-	const node = "  [[inputs.opcua.group]]\n    namespace = 1\n    [[inputs.opcua.group.node]]\n      name = \"t\"\n      id = \"s=T\"\n"
-	f := func(table, want string) {
-		t.Helper()
-		got := loadErr(t, table)
-		if !strings.Contains(got, want) {
-			t.Fatalf("config:\n%s\nerror %q, want it to contain %q", table, got, want)
-		}
-		if !strings.Contains(got, "test.conf:") {
-			t.Fatalf("error %q does not name the file and line", got)
-		}
-	}
-	f("[[inputs.opcua]]\n  endpoint = \"opc.tcp://127.0.0.1:4840\"\n"+node, "name")
-	f(head+"  mode = \"poll\"\n"+node, `mode: "poll": must be one of read, subscribe`)
-	f("[[inputs.opcua]]\n  name = \"l1\"\n  endpoint = \"http://x:1\"\n"+node, "only opc.tcp://")
-	f(head+"  security_mode = \"Sign\"\n"+node, "needs a security_policy other than None")
-	f(head+"  security_policy = \"Basic256Sha256\"\n  security_mode = \"Sign\"\n"+node, "trusted_certificates")
-	f(head+"  security_policy = \"Basic256Sha256\"\n"+node, "needs security_mode Sign or SignAndEncrypt")
-	f(head+"  auth_method = \"UserName\"\n  insecure_skip_verify = true\n"+node, "needs a username")
-	f(head+"  password = \"x\"\n"+node, `set auth_method = "UserName"`)
-	f(head+"  server_fingerprint = \"md5:00\"\n"+node, "sha256:")
-	f(head+"  server_fingerprint = \"sha256:abcd\"\n"+node, "not a sha256 fingerprint")
-	f(head+"  insecure_skip_verify = true\n  trusted_certificates = \"/tmp\"\n"+node, "choose one")
-	f(head+"  certificate = \"/tmp/c.pem\"\n"+node, "together")
-	f(head+"  max_nodes_per_read = 0\n"+node, "max_nodes_per_read: 0: must be 1..100000")
-	f(head, "at least one [[inputs.opcua.group]]")
-	f(head+"  [[inputs.opcua.group]]\n    namespace = 1\n    namespace_uri = \"urn:x\"\n    browse = \"s=F\"\n", "not both")
-	f(head+"  [[inputs.opcua.group]]\n    namespace = 1\n", "browse")
-	f(head+"  [[inputs.opcua.group]]\n    namespace = 1\n    browse_depth = 2\n    [[inputs.opcua.group.node]]\n      id = \"s=T\"\n", "browse_depth needs browse")
-	f(head+"  [[inputs.opcua.group]]\n    browse = \"s=F\"\n    browse_depth = 11\n", "must be 1..10")
-	f(head+"  [[inputs.opcua.group]]\n    [[inputs.opcua.group.node]]\n      id = \"i=7\"\n", "give a field name")
-	f(head+"  [[inputs.opcua.group]]\n    [[inputs.opcua.group.node]]\n      id = \"ns=x;s=1\"\n", "namespace index")
-	f(head+"  [[inputs.opcua.group]]\n    deadband = { type = \"relative\", value = 1.0 }\n    browse = \"s=F\"\n", `"absolute" or "percent"`)
-	f(head+"  [[inputs.opcua.group]]\n    deadband = { type = \"percent\", value = 120.0 }\n    browse = \"s=F\"\n", "0..100")
-	f(head+"  [[inputs.opcua.group]]\n    trigger = \"always\"\n    browse = \"s=F\"\n", "status_value_timestamp")
-	f(head+"  [[inputs.opcua.group]]\n    [[inputs.opcua.group.node]]\n      id = \"s=T\"\n      data_type = \"Real\"\n", "must be one of Boolean")
-	f(head+node+"    [[inputs.opcua.group.node]]\n      name = \"t\"\n      id = \"s=U\"\n", `already writes field "t"`)
-	f(head+node+"    [[inputs.opcua.group.node]]\n      name = \"u\"\n", "give the node id")
-}
+// TestConfigCases: every bad configuration in testcases/ fails at start with the error kept
+// beside it, FILE:LINE included (see internal/testkit/configcase).
+func TestConfigCases(t *testing.T) { configcase.Run(t, "testcases") }
 
 func TestConfigDefaults(t *testing.T) {
 	o := load(t, `[[inputs.opcua]]

@@ -105,6 +105,7 @@ func newSession(o *OPCUA, acc models.Accumulator, subscribe bool) *session {
 		Failures: 5,
 		CoolDown: o.ReconnectMax.D(),
 		OnChange: func(from, to string) {
+			s.health.BreakerChanged(time.Now(), 0, to)
 			if from == "closed" {
 				s.log.Warn("reconnect breaker open: attempts slow down to one per reconnect_max", "reconnect_max", o.ReconnectMax.D())
 				return
@@ -147,7 +148,11 @@ func (s *session) run(ctx context.Context) {
 			switch {
 			case s.client == nil:
 			case !s.sub:
-				if err = s.poll(ctx); err != nil && ctx.Err() == nil {
+				err = s.poll(ctx)
+				if ctx.Err() == nil {
+					s.health.Polled(err != nil)
+				}
+				if err != nil && ctx.Err() == nil {
 					// The session may have timed out on the server since the last poll (an
 					// interval longer than the session timeout): connect again at once and
 					// poll this tick, rather than lose it.

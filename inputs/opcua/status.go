@@ -24,6 +24,25 @@ func (s *session) answered(now time.Time) { s.status.good.Store(now.UnixNano()) 
 
 func (s *session) lost(err error, now time.Time) {
 	s.status.lastErr.Store(&sessionError{err, now})
+	s.health.Logged(now, err.Error(), err)
+}
+
+// Figures implements models.DeviceDetailer: the session's counters; its RTT is the last round
+// trip (there is no adaptive timeout: the timeout is request_timeout).
+func (s *session) Figures(f *models.DeviceFigures) {
+	s.health.Figures(f)
+	f.Backup, f.Tags = 0, nil
+	f.RTT, f.Timeout = s.health.LastRTT(), s.o.RequestTimeout.D()
+}
+
+// RTTs implements models.DeviceDetailer.
+func (s *session) RTTs(dst []time.Duration) []time.Duration { return s.health.RTTs(dst) }
+
+// Detail implements models.DeviceDetailer: the session's errors and reconnect breaker. Node
+// values and the read plan are not shown for OPC UA sessions yet.
+func (s *session) Detail(_ time.Time, d *models.DeviceDetail) {
+	d.Values, d.Plan = d.Values[:0], d.Plan[:0]
+	s.health.Log(d, func(int) string { return s.o.Endpoint })
 }
 
 // DeviceStates implements models.DeviceReporter: the input's one session, named by the input's
@@ -33,7 +52,7 @@ func (o *OPCUA) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 	if s == nil {
 		return
 	}
-	st := models.DeviceStatus{Name: o.Name, Controller: o.Endpoint}
+	st := models.DeviceStatus{Name: o.Name, Controller: o.Endpoint, Detail: s}
 	if n := s.status.good.Load(); n != 0 {
 		st.LastGood = time.Unix(0, n)
 	}

@@ -44,6 +44,21 @@ func TestSessionStates(t *testing.T) {
 	if d.LastError == "" || !strings.Contains(d.LastError, "refused") || !d.LastGood.IsZero() {
 		t.Errorf("down: %+v, want its connect error and no good answer", d)
 	}
+	// The device page's figures: reads counted, their round trips kept; the refusals logged.
+	var f models.DeviceFigures
+	waitFor(t, 10*time.Second, "two reads", func() bool {
+		u, _ = sessionState(up, time.Now())
+		u.Detail.Figures(&f)
+		return f.Polls >= 2
+	})
+	if f.PollsFailed != 0 || f.RTT <= 0 || f.Timeout != 10*time.Second || len(u.Detail.RTTs(nil)) == 0 {
+		t.Errorf("up: figures %+v", f)
+	}
+	var det models.DeviceDetail
+	d.Detail.Detail(time.Now(), &det)
+	if len(det.Errors) == 0 || !strings.Contains(det.Errors[0].Text, "refused") {
+		t.Errorf("down: errors %+v", det.Errors)
+	}
 	// Read mode: a session that answered no read for StaleIntervals intervals is stale.
 	if s, _ := sessionState(up, u.LastGood.Add(models.StaleIntervals*100*time.Millisecond+time.Second)); s.State != models.DeviceStale {
 		t.Errorf("up, long after its last read: %s, want stale", s.State)

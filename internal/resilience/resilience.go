@@ -42,9 +42,12 @@ var DefaultTimeout = TimeoutConfig{Alpha: 0.2, Factor: 4, Min: 50 * time.Millise
 // Timeout is an adaptive timeout from an exponentially weighted moving average of round-trip
 // times: a device that slows down gets a longer timeout, a fast one does not wait seconds for a
 // lost frame. Written here because it is a few lines of arithmetic on the poll path.
+//
+// Observe and Current are for the device's goroutine; EWMA and Nominal may be called from any
+// goroutine (the device page reads them while the device polls).
 type Timeout struct {
 	cfg  TimeoutConfig
-	ewma float64 // nanoseconds; 0 until the first observation
+	ewma atomic.Uint64 // float64 bits, nanoseconds; 0 until the first observation
 }
 
 // NewTimeout returns a timeout with cfg's zero fields taken from DefaultTimeout.
@@ -69,21 +72,26 @@ func NewTimeout(cfg TimeoutConfig) *Timeout {
 	return &Timeout{cfg: cfg}
 }
 
+func (t *Timeout) avg() float64 { return math.Float64frombits(t.ewma.Load()) }
+
 // Observe adds a round trip of a request that was answered.
 func (t *Timeout) Observe(rtt time.Duration) {
-	if t.ewma == 0 {
-		t.ewma = float64(rtt)
-		return
+	e := t.avg()
+	if e == 0 {
+		e = float64(rtt)
+	} else {
+		e += t.cfg.Alpha * (float64(rtt) - e)
 	}
-	t.ewma += t.cfg.Alpha * (float64(rtt) - t.ewma)
+	t.ewma.Store(math.Float64bits(e))
 }
 
 // Current returns the timeout to use for the next request.
 func (t *Timeout) Current() time.Duration {
-	if t.ewma == 0 {
+	e := t.avg()
+	if e == 0 {
 		return min(t.cfg.Initial, t.cfg.Max)
 	}
-	d := time.Duration(t.ewma * t.cfg.Factor)
+	d := time.Duration(e * t.cfg.Factor)
 	if t.cfg.Jitter > 0 {
 		d += rand.N(t.cfg.Jitter)
 	}
@@ -92,14 +100,15 @@ func (t *Timeout) Current() time.Duration {
 
 // Nominal returns the timeout without its jitter: what a health metric reports.
 func (t *Timeout) Nominal() time.Duration {
-	if t.ewma == 0 {
+	e := t.avg()
+	if e == 0 {
 		return min(t.cfg.Initial, t.cfg.Max)
 	}
-	return min(max(time.Duration(t.ewma*t.cfg.Factor), t.cfg.Min), t.cfg.Max)
+	return min(max(time.Duration(e*t.cfg.Factor), t.cfg.Min), t.cfg.Max)
 }
 
 // EWMA returns the average round trip (0 before the first).
-func (t *Timeout) EWMA() time.Duration { return time.Duration(t.ewma) }
+func (t *Timeout) EWMA() time.Duration { return time.Duration(t.avg()) }
 
 // RetryConfig configures retries of one failed request.
 type RetryConfig struct {

@@ -112,22 +112,27 @@ var compressions = map[string]kafka.Compression{
 }
 
 func init() {
-	outputs.Add("kafka", func() models.Output {
-		return &Kafka{
-			Brokers: []string{"127.0.0.1:9092"}, Topic: "tagpipe",
-			TopicSuffix:     TopicSuffix{Separator: "_"},
-			Compression:     "none",
-			RequiredAcks:    -1,
-			MaxMessageBytes: 1_000_000,
-			BatchSize:       1000,
-			BatchBytes:      1 << 20,
-			BatchTimeout:    config.Duration(time.Millisecond),
-			MaxRetry:        3,
-			Timeout:         config.Duration(10 * time.Second),
-			ClientID:        "tagpipe",
-			DataFormat:      "influx",
-		}
-	})
+	outputs.Add("kafka", func() models.Output { return defaults() })
+}
+
+// defaults is outputs.kafka as a table that sets nothing configures it: the one default set,
+// whose values sample.conf names.
+func defaults() *Kafka {
+	return &Kafka{
+		Brokers:         []string{"127.0.0.1:9092"},
+		Topic:           "tagpipe",
+		TopicSuffix:     TopicSuffix{Separator: "_"},
+		Compression:     "none",
+		RequiredAcks:    -1,
+		MaxMessageBytes: 1_000_000,
+		BatchSize:       1000,
+		BatchBytes:      1 << 20,
+		BatchTimeout:    config.Duration(time.Millisecond),
+		MaxRetry:        3,
+		Timeout:         config.Duration(10 * time.Second),
+		ClientID:        "tagpipe",
+		DataFormat:      "influx",
+	}
 }
 
 // SampleConfig implements models.Output.

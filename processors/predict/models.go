@@ -97,7 +97,9 @@ func (l *link) stats() (stddev, slope float64) {
 //
 // so the risk reaches 1 exactly when the prediction is made, and below that tells how close the
 // worse of the two signals is to its threshold. A falling RTT (negative slope) adds no risk.
-func (p *Predict) linkStep(l *link, t int64, rtt float64, hasRTT bool, errs float64, hasErrs bool) bool {
+//
+// The risk is also published to board (when not nil), where the device page reads it.
+func (p *Predict) linkStep(l *link, t int64, rtt float64, hasRTT bool, errs float64, hasErrs bool, board *models.LinkRisk) bool {
 	failed := false
 	if hasErrs {
 		failed = l.seen && errs > l.errs // a counter that fell was reset (a restart): no failure
@@ -120,6 +122,9 @@ func (p *Predict) linkStep(l *link, t int64, rtt float64, hasRTT bool, errs floa
 		}
 	}
 	p.add = append(p.add, models.Float(fieldRisk, risk), models.Bool(fieldPredicted, predicted))
+	if board != nil {
+		board.Set(risk)
+	}
 	return predicted
 }
 

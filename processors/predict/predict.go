@@ -55,6 +55,8 @@ type Predict struct {
 	forecasts   *models.Stat // FIELD_forecast fields added
 	anomalies   *models.Stat // FIELD_anomaly = true
 	predictions *models.Stat // disconnect_predicted = true
+
+	publish bool // between Start and Stop: risks go to the board of link risks (the device page)
 }
 
 // Field kinds, found once per field of a series.
@@ -75,7 +77,11 @@ const (
 type seriesState struct {
 	health bool // the measurement is one of health_measurements
 	link   link
-	fields []fieldState // one per field key seen, in the order they came
+	// board is where the link's risk is published for the device page (models.LinkRisk),
+	// keyed by the device and controller tags; nil: the metric has neither.
+	board    *models.LinkRisk
+	boardKey models.LinkKey
+	fields   []fieldState // one per field key seen, in the order they came
 }
 
 type fieldState struct {
@@ -176,13 +182,22 @@ func (p *Predict) bindStats(s *models.Stats) {
 }
 
 // Start implements models.ServiceProcessor: it registers the processor's stats.
+// It also publishes each link's disconnect_risk for the device page from now on.
 func (p *Predict) Start(context.Context) error {
 	p.bindStats(series.NewStats("predict", p.Alias, true))
+	p.publish = true
 	return nil
 }
 
-// Stop implements models.ServiceProcessor.
-func (p *Predict) Stop() { p.stats.Unregister() }
+// Stop implements models.ServiceProcessor: it takes its links off the board of link risks.
+func (p *Predict) Stop() {
+	p.stats.Unregister()
+	p.publish = false
+	p.table.Range(func(_ uint64, _ int64, s *seriesState) bool {
+		forget(s)
+		return true
+	})
+}
 
 // Apply implements models.Processor. Every metric goes on, some with fields added.
 func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
@@ -196,6 +211,9 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 		s, isNew := p.table.Get(m.SeriesHash(), now)
 		if isNew || m.Fresh { // a takeover: the window held here is of another time
 			s.reset(p.Window, health)
+			if health && p.publish {
+				s.publish(m)
+			}
 		}
 		p.add = p.add[:0]
 		var rtt, errs float64
@@ -232,7 +250,7 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 			}
 		}
 		if s.health {
-			if p.linkStep(&s.link, m.Time.UnixNano(), rtt, hasRTT, errs, hasErrs) {
+			if p.linkStep(&s.link, m.Time.UnixNano(), rtt, hasRTT, errs, hasErrs, s.board) {
 				predictions++
 			}
 		}
@@ -243,14 +261,40 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 	p.forecasts.Add(forecasts)
 	p.anomalies.Add(anomalies)
 	p.predictions.Add(predictions)
-	p.table.Sweep(now, len(in)+16, nil)
+	p.table.Sweep(now, len(in)+16, forget)
 	p.held.Set(int64(p.table.Len()))
 	return in
+}
+
+// forget takes a forgotten series off the link-risk board.
+func forget(s *seriesState) {
+	if s.board != nil {
+		models.ForgetLinkRisk(s.boardKey)
+		s.board = nil
+	}
+}
+
+// publish puts the link of health metric m on the board of link risks, named as the inputs
+// name their devices: Modbus by the tags device and controller, OPC UA by source and endpoint.
+func (s *seriesState) publish(m *models.Metric) {
+	var k models.LinkKey
+	for _, t := range m.Tags {
+		switch t.Key {
+		case "device", "source":
+			k.Device = t.Value
+		case "controller", "endpoint":
+			k.Controller = t.Value
+		}
+	}
+	if k.Device != "" && k.Controller != "" {
+		s.board, s.boardKey = models.PublishLinkRisk(k), k
+	}
 }
 
 // reset readies the state of a new series (or of a forgotten one, reusing its buffers).
 func (s *seriesState) reset(window int, health bool) {
 	s.health = health
+	s.board = nil
 	s.fields = s.fields[:0]
 	if health {
 		s.link.reset(window)
