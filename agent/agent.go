@@ -28,7 +28,8 @@ type Agent struct {
 	inputs     []*models.RunningInput
 	processors []*models.RunningProcessor
 	outputs    []*runningOutput
-	created    time.Time // health: what has not worked yet has failed since then
+	created    time.Time   // health: what has not worked yet has failed since then
+	cluster    *clusterRun // [cluster]: the units this agent polls; nil without
 
 	mu          sync.Mutex
 	handOver    map[string]bool                  // identities whose buffers go to the next agent
@@ -88,6 +89,13 @@ func New(cfg *config.Config, buffers map[string]models.Buffer) (*Agent, error) {
 		ro.buffer, _ = buf.(bufferHealth)
 		ro.disk, _ = buf.(interface{ Bytes() int64 })
 		a.outputs = append(a.outputs, ro)
+	}
+	if cfg.Cluster != nil {
+		var err error
+		if a.cluster, err = newClusterRun(a); err != nil {
+			a.closeAll()
+			return nil, err
+		}
 	}
 	a.reportOrphans()
 	for id, b := range buffers {
@@ -254,21 +262,23 @@ func (a *Agent) Run(ctx context.Context) error {
 	inCtx, stopInputs := context.WithCancel(ctx)
 	var inWG sync.WaitGroup
 	var services []models.ServiceInput
+	if a.cluster != nil {
+		a.cluster.prepare()
+	}
 	for _, ri := range a.inputs {
-		acc := ri.NewAccumulator(func(m *models.Metric) { pipe.in <- m })
+		var acc models.Accumulator = ri.NewAccumulator(func(m *models.Metric) { pipe.in <- m })
 		if si, ok := ri.Input.(models.ServiceInput); ok {
 			if is, ok := si.(models.IntervalSetter); ok {
 				is.SetInterval(a.inputInterval(ri))
 			}
+			if w := a.cluster.whole(ri); w != nil {
+				// Started by the group, when its shard is assigned here.
+				w.ctx, w.acc = inCtx, &freshAccumulator{Accumulator: acc}
+				continue
+			}
 			if err := si.Start(inCtx, acc); err != nil {
 				ri.Log.Error("start failed; the input is not running", "error", err)
-				ri.Gathered(0, err)
-				a.mu.Lock()
-				if a.startFailed == nil {
-					a.startFailed = map[*models.RunningInput]failure{}
-				}
-				a.startFailed[ri] = failure{err, time.Now()}
-				a.mu.Unlock()
+				a.failedStart(ri, err)
 				continue
 			}
 			services = append(services, si)
@@ -276,9 +286,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		inWG.Go(func() { a.gatherLoop(inCtx, ri, acc) })
 	}
+	if a.cluster != nil {
+		a.cluster.member.Start()
+	}
 	a.log.Info("agent started", "inputs", len(a.inputs), "processors", len(a.processors), "outputs", len(a.outputs))
 
 	<-ctx.Done()
+	if a.cluster != nil {
+		// Leave the group first: the units stop, their connections close, and the others
+		// take the shards over while this agent still flushes its outputs.
+		a.log.Info("stopping: leaving the group")
+		a.cluster.member.Close()
+		a.cluster.stopWholes()
+	}
 	a.log.Info("stopping: inputs")
 	stopInputs()
 	inWG.Wait()
@@ -331,6 +351,9 @@ func (a *Agent) handedOver(id string) bool {
 }
 
 func (a *Agent) closeAll() {
+	if a.cluster != nil {
+		a.cluster.member.Close() // after Run, done already; after Test or Once, its stats go
+	}
 	for _, ri := range a.inputs {
 		ri.Close()
 	}
@@ -350,6 +373,24 @@ func (a *Agent) closeAll() {
 			o.Log.Warn("close", "error", err)
 		}
 	}
+}
+
+// failedStart records a service input whose Start failed, for Health.
+func (a *Agent) failedStart(ri *models.RunningInput, err error) {
+	ri.Gathered(0, err)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.startFailed == nil {
+		a.startFailed = map[*models.RunningInput]failure{}
+	}
+	a.startFailed[ri] = failure{err, time.Now()}
+}
+
+// startedOK clears a failed start (cluster mode starts an input again on a later assignment).
+func (a *Agent) startedOK(ri *models.RunningInput) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.startFailed, ri)
 }
 
 // inputInterval is the input's own interval, else the agent's.

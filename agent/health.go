@@ -87,6 +87,9 @@ func deviceLine(d models.DeviceStatus) string {
 func (a *Agent) deviceHealth(id string, dr models.DeviceReporter, now time.Time) (p Problem, ok bool) {
 	total := 0
 	dr.DeviceStates(now, func(d models.DeviceStatus) {
+		if d.State == models.DeviceRemote {
+			return // cluster mode: another agent polls it, and judges it
+		}
 		total++
 		if !d.State.Failing() {
 			return
@@ -151,6 +154,9 @@ func (a *Agent) Health(now time.Time, minWindow time.Duration) []Problem {
 			ps = append(ps, Problem{Plugin: id, Since: since, Never: never,
 				Reason: fmt.Sprintf("%d metrics buffered, nothing written for %s", n, now.Sub(since).Round(time.Second))})
 		}
+	}
+	if p, ok := a.clusterProblem(now); ok {
+		ps = append(ps, p)
 	}
 	for _, ri := range a.inputs {
 		id := "inputs." + ri.Config.ID()

@@ -256,6 +256,9 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 		b.WriteString(p.String())
 		b.WriteByte('\n')
 	}
+	if line := a.clusterLine(); line != "" {
+		b.WriteString(line + "\n")
+	}
 	w.WriteHeader(code)
 	w.Write(b.Bytes())
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/tagpipe/tagpipe/internal/confval"
 	"github.com/tagpipe/tagpipe/internal/logging"
 	"github.com/tagpipe/tagpipe/models"
 )
@@ -109,7 +110,9 @@ type Config struct {
 	Inputs     []*Input
 	Processors []*Processor
 	Outputs    []*Output
-	Files      []string
+	// Cluster is the [cluster] table; nil without one (the agent polls every device).
+	Cluster *Cluster
+	Files   []string
 	// Warnings are worth a log line but do not stop the start (an unset ${VAR}, a plugin's
 	// ConfigWarnings).
 	Warnings []string
@@ -140,16 +143,7 @@ func (e *Error) Error() string {
 // KeyError is returned by a plugin's Init for a bad value of one key. Key is the path below the
 // plugin's table: "slave_id", "device[3].slave_id" or "device.slave_id" (the first such key).
 // The loader turns it into FILE:LINE.
-type KeyError struct {
-	Key string
-	Err error
-}
-
-func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
-func (e *KeyError) Unwrap() error { return e.Err }
-
-// ConfigKey names the key at fault.
-func (e *KeyError) ConfigKey() string { return e.Key }
+type KeyError = confval.KeyError
 
 // keyedError is any error that names the key at fault: a *KeyError, or an error of a package
 // that cannot import config (internal/tlsconfig) but has a ConfigKey method. Its message starts
@@ -280,6 +274,8 @@ func (l *loader) file(name, raw string) {
 					l.cfg.GlobalTags[k] = v
 				}
 			}
+		case "cluster":
+			s.cluster()
 		case "inputs", "processors", "outputs":
 			if t.name == "" {
 				l.fail(name, t.start, "", "[%s]: plugins are declared as [[%s.NAME]]", t.path, t.kind)
@@ -287,7 +283,7 @@ func (l *loader) file(name, raw string) {
 			}
 			s.plugin()
 		default:
-			l.fail(name, t.start, "", "[%s]: unknown section (expected agent, global_tags, inputs, processors or outputs)", t.path)
+			l.fail(name, t.start, "", "[%s]: unknown section (expected agent, global_tags, cluster, inputs, processors or outputs)", t.path)
 		}
 	}
 }
@@ -392,7 +388,13 @@ func mergeStruct(dst, src reflect.Value, md toml.MetaData, name string) reflect.
 	out := reflect.New(dst.Type()).Elem()
 	out.Set(dst)
 	for i := 0; i < dst.NumField(); i++ {
-		tag := strings.Split(dst.Type().Field(i).Tag.Get("toml"), ",")[0]
+		f := dst.Type().Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct && f.IsExported() {
+			// An embedded option set (tlsconfig.Client): its keys sit in the same table.
+			out.Field(i).Set(mergeStruct(dst.Field(i), src.Field(i), md, name))
+			continue
+		}
+		tag := strings.Split(f.Tag.Get("toml"), ",")[0]
 		if tag != "" && md.IsDefined(name, tag) {
 			out.Field(i).Set(src.Field(i))
 		}
@@ -660,15 +662,16 @@ func (l *loader) finish() (*Config, error) {
 		}
 		ot.out.Settings = set
 	}
+	if !a.OmitHostname && a.Hostname == "" {
+		a.Hostname, _ = os.Hostname()
+	}
+	l.finishCluster()
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
 	}
 	// Processors run by `order`, then in file order.
 	sort.SliceStable(c.Processors, func(i, j int) bool { return c.Processors[i].Config.Order < c.Processors[j].Config.Order })
 	if !a.OmitHostname {
-		if a.Hostname == "" {
-			a.Hostname, _ = os.Hostname()
-		}
 		if _, set := c.GlobalTags["host"]; !set && a.Hostname != "" {
 			c.GlobalTags["host"] = a.Hostname
 		}

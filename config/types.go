@@ -2,11 +2,12 @@ package config
 
 import (
 	"fmt"
-	"log/slog"
 	"math"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tagpipe/tagpipe/internal/confval"
 )
 
 // Duration is a time.Duration read from TOML as a string ("1m30s", "250ms") or a number of
@@ -103,36 +104,9 @@ func ParseSize(str string) (int64, error) {
 }
 
 // Secret is a string that never shows itself: printing, logging or formatting it gives
-// "<redacted>". Use Reveal where the value is really needed (a login).
-type Secret string
-
-const redacted = "<redacted>"
-
-// Reveal returns the secret's value.
-func (s Secret) Reveal() string { return string(s) }
-
-// String implements fmt.Stringer.
-func (s Secret) String() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// GoString implements fmt.GoStringer (%#v).
-func (s Secret) GoString() string { return strconv.Quote(s.String()) }
-
-// LogValue implements slog.LogValuer.
-func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// MarshalText implements encoding.TextMarshaler, so that JSON and TOML dumps stay redacted too.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
-
-// UnmarshalText implements encoding.TextUnmarshaler.
-func (s *Secret) UnmarshalText(b []byte) error {
-	*s = Secret(b)
-	return nil
-}
+// "<redacted>". Use Reveal where the value is really needed (a login). It lives in
+// internal/confval so that libraries the config uses (internal/kafkasasl) can hold one too.
+type Secret = confval.Secret
 
 // D returns the duration as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }

@@ -83,3 +83,17 @@ type UnitRunner interface {
 	// phase. keep must be safe to call from any goroutine.
 	RunUnits(keep func(unit string) bool)
 }
+
+// UnitOwners is implemented by UnitRunner inputs that report the devices of units polled by
+// another agent of the group (DeviceRemote) with their Owner. owner returns the member that
+// polls a unit ("" when unknown); it is safe to call from any goroutine, and cheap.
+type UnitOwners interface {
+	SetUnitOwner(owner func(unit string) string)
+}
+
+// Connector is implemented by service inputs that talk to one server (OPC UA): Connection
+// names it ("opc.tcp://10.0.0.5:4840"). In cluster mode such an input is one unit, named by its
+// plugin id and connection, so that its shard does not depend on the file it is written in.
+type Connector interface {
+	Connection() string
+}

@@ -210,6 +210,11 @@ type Metric struct {
 	Tags   []Tag
 	Fields []Field
 	Time   time.Time
+	// Fresh marks the first metric of a series since its device started on this agent in
+	// cluster mode (a takeover: another agent may have polled it meanwhile). Stateful
+	// processors (dedup, predict) treat its series as new, so that the first reading after a
+	// takeover is always sent and no window mixes two agents' watches. Outputs ignore it.
+	Fresh bool
 }
 
 // New returns a metric. tags need not be sorted (they are sorted into a copy when they are not);

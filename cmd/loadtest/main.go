@@ -35,6 +35,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -58,11 +59,15 @@ type options struct {
 	inputExtra string
 	keep       bool
 	bare       bool
-	page       string // "": no device page; else its address, read every interval
+	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
+	// broker in a process of its own (the benchmark of docs/cluster.md).
+	agents int
+	page   string // "": no device page; else its address, read every interval
 
 	// simulator role: the devices it serves
 	simFrom, simTo int
-	sims           int // simulator processes
+	sims           int  // simulator processes
+	record         bool // simulator role: record connections (-agents)
 
 	// agent role
 	config     string
@@ -95,8 +100,10 @@ func main() {
 	flag.BoolVar(&o.bare, "bare", false, "run a bare poller (standard library only, no metrics, no output) in the agent's place: the floor to compare with")
 	flag.StringVar(&o.page, "page", "", "serve the device page on this loopback address (127.0.0.1:9273) and read it every interval during the run, as an open browser tab does")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
+	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
+	flag.BoolVar(&o.record, "record", false, "internal (simulator role): record each device's connections, for \"report\" on standard input")
 	flag.StringVar(&o.config, "config", "", "internal (agent role): the configuration file")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the agent's CPU profile of the steady window here (not with -tagpipe)")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write the agent's heap profile at the end of the window here, and log its memory figures (not with -tagpipe)")
@@ -118,6 +125,9 @@ func main() {
 	case "bare":
 		runBare(o)
 		return
+	case "kafka":
+		runBroker()
+		return
 	case "":
 	default:
 		fatalf("-role %q", o.role)
@@ -137,6 +147,8 @@ func main() {
 		fatalf("-bare runs the bare poller, not the agent")
 	case o.tagpipe != "" && (o.cpuProfile != "" || o.memProfile != ""):
 		fatalf("-cpuprofile and -memprofile profile the agent package's process, not a -tagpipe binary")
+	case o.agents < 0 || o.agents > 16 || o.agents > 0 && (o.bare || o.cpuProfile != "" || o.memProfile != ""):
+		fatalf("-agents 0..16, not with -bare, -cpuprofile or -memprofile")
 	}
 	// The agent needs a connection per device; a simulator process a listener and a connection
 	// per device it serves. Where the limit cannot be raised, more simulator processes share the
@@ -296,14 +308,25 @@ func startSim(o *options, from, to int) (*child, error) {
 	cmd := exec.Command(self(), "-role", "sim", "-devices", strconv.Itoa(o.devices),
 		"-sim-from", strconv.Itoa(from), "-sim-to", strconv.Itoa(to),
 		"-dead", fmt.Sprint(o.dead), "-blackholed", fmt.Sprint(o.blackholed), "-slow", fmt.Sprint(o.slow),
-		"-slow-delay", o.slowDelay.String(), "-base", o.base.String(), "-port", strconv.Itoa(o.port))
+		"-slow-delay", o.slowDelay.String(), "-base", o.base.String(), "-port", strconv.Itoa(o.port),
+		"-record="+strconv.FormatBool(o.agents > 0))
+	c, _, err := startChild(cmd, "simulator", true)
+	return c, err
+}
+
+// startChild starts cmd and waits (at most a minute) for its READY line, whose rest it returns.
+// With stdin the child gets a pipe for its standard input (a simulator stops when it closes).
+func startChild(cmd *exec.Cmd, what string, stdin bool) (*child, string, error) {
 	cmd.Stderr = os.Stderr
-	stdin, _ := cmd.StdinPipe()
+	c := &child{cmd: cmd}
+	if stdin {
+		c.stdin, _ = cmd.StdinPipe()
+	}
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	c := &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	c.out = bufio.NewReader(stdout)
 	ready := make(chan string, 1)
 	go func() {
 		line, _ := c.out.ReadString('\n')
@@ -311,15 +334,16 @@ func startSim(o *options, from, to int) (*child, error) {
 	}()
 	select {
 	case line := <-ready:
-		if !strings.HasPrefix(line, "READY") {
-			c.stop(false)
-			return nil, fmt.Errorf("simulator: %q", line)
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "READY")
+		if !ok {
+			c.stop(!stdin)
+			return nil, "", fmt.Errorf("%s: %q", what, line)
 		}
+		return c, strings.TrimSpace(rest), nil
 	case <-time.After(time.Minute):
-		c.stop(false)
-		return nil, errors.New("simulator not ready within a minute")
+		c.stop(!stdin)
+		return nil, "", fmt.Errorf("%s not ready within a minute", what)
 	}
-	return c, nil
 }
 
 // runOnce runs the simulator and the agent once and measures.
@@ -349,99 +373,144 @@ func runOnce(o *options, run int) (result, error) {
 		return t
 	}
 
+	text := agentConfig(o)
+	if o.agents > 0 {
+		broker, addr, err := startBroker()
+		if err != nil {
+			return result{}, err
+		}
+		defer broker.stop(true)
+		text = clusterConfig(addr) + text
+	}
 	conf := filepath.Join(dir, "tagpipe.conf")
-	if err := os.WriteFile(conf, []byte(agentConfig(o)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		return result{}, err
 	}
-	logPath := filepath.Join(dir, "agent.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return result{}, err
-	}
-	defer logFile.Close()
 
 	ks := kinds(o.devices, o.dead, o.blackholed, o.slow)
 	start := time.Now()
 	iv := int64(o.interval)
 	k0 := (start.Add(o.warmup).UnixNano() + iv - 1) / iv // first slot of the window
 	k1 := k0 + int64(o.window/o.interval)                // first slot after it
-	var cmd *exec.Cmd
 	window := []string{"-profile-at", strconv.FormatInt(k0*iv, 10), "-profile-for", time.Duration((k1 - k0) * iv).String()}
-	if o.bare {
-		cmd = exec.Command(self(), append([]string{"-role", "bare", "-devices", strconv.Itoa(o.devices), "-base", o.base.String(),
-			"-port", strconv.Itoa(o.port), "-interval", o.interval.String(), "-fields", strconv.Itoa(o.fields),
-			"-requests", strconv.Itoa(o.requests)}, window...)...)
-	} else if o.tagpipe != "" {
-		cmd = exec.Command(o.tagpipe, "--config", conf)
-	} else {
-		args := []string{"-role", "agent", "-config", conf}
-		numbered := func(p string) string {
-			if o.runs > 1 {
-				return fmt.Sprintf("%s.%d", p, run+1)
-			}
-			return p
-		}
-		if o.cpuProfile != "" {
-			args = append(args, "-cpuprofile", numbered(o.cpuProfile))
-		}
-		if o.memProfile != "" {
-			args = append(args, "-memprofile", numbered(o.memProfile))
-		}
-		args = append(args, window...)
-		cmd = exec.Command(self(), args...)
-	}
-	cmd.Stderr = logFile
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		return result{}, err
-	}
-	ag := &child{cmd: cmd, out: bufio.NewReaderSize(stdout, 1<<20)}
-	pid := cmd.Process.Pid
-
 	col := newCollector(o, ks, start, k0, k1)
-	readDone := make(chan error, 1)
-	go func() { readDone <- col.read(ag.out) }()
+	readDone := make(chan error, max(o.agents, 1))
+	var ags []*child
+	var logPaths []string
+	defer func() {
+		for _, ag := range ags {
+			ag.stop(true)
+		}
+	}()
+	for i := range max(o.agents, 1) {
+		var cmd *exec.Cmd
+		if o.bare {
+			cmd = exec.Command(self(), append([]string{"-role", "bare", "-devices", strconv.Itoa(o.devices), "-base", o.base.String(),
+				"-port", strconv.Itoa(o.port), "-interval", o.interval.String(), "-fields", strconv.Itoa(o.fields),
+				"-requests", strconv.Itoa(o.requests)}, window...)...)
+		} else if o.tagpipe != "" {
+			cmd = exec.Command(o.tagpipe, "--config", conf)
+		} else {
+			args := []string{"-role", "agent", "-config", conf}
+			numbered := func(p string) string {
+				if o.runs > 1 {
+					return fmt.Sprintf("%s.%d", p, run+1)
+				}
+				return p
+			}
+			if o.cpuProfile != "" {
+				args = append(args, "-cpuprofile", numbered(o.cpuProfile))
+			}
+			if o.memProfile != "" {
+				args = append(args, "-memprofile", numbered(o.memProfile))
+			}
+			args = append(args, window...)
+			cmd = exec.Command(self(), args...)
+		}
+		logPath := filepath.Join(dir, fmt.Sprintf("agent-%d.log", i+1))
+		logFile, err := os.Create(logPath)
+		if err != nil {
+			return result{}, err
+		}
+		defer logFile.Close()
+		cmd.Stderr = logFile
+		cmd.Env = append(os.Environ(), fmt.Sprintf("HOSTNAME=agent-%d", i+1)) // the member name in cluster mode
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			return result{}, err
+		}
+		ag := &child{cmd: cmd, out: bufio.NewReaderSize(stdout, 1<<20)}
+		ags, logPaths = append(ags, ag), append(logPaths, logPath)
+		go func() { readDone <- col.read(ag.out, i) }()
+	}
 	if o.page != "" {
 		stopPage := readPage(o.page, o.interval)
 		defer func() { fmt.Printf("run %d: %s\n", run+1, stopPage()) }()
 	}
 
-	// CPU of the agent and the simulator over the steady window, memory at its end.
-	var agentCPU, simCPU, selfCPU [2]time.Duration
+	// CPU of the agents and the simulator over the steady window, memory at its end.
+	agentCPU := make([][2]time.Duration, len(ags))
+	var simCPU, selfCPU [2]time.Duration
 	r := result{devices: o.devices}
 	marks := []time.Time{time.Unix(0, k0*iv), time.Unix(0, k1*iv)}
 	for j, at := range marks {
 		select {
 		case err := <-readDone:
-			ag.stop(true)
-			return result{}, fmt.Errorf("the agent's output ended early (%v); its log: %s\n%s", err, logPath, tail(logPath))
+			return result{}, fmt.Errorf("an agent's output ended early (%v); the logs: %s\n%s", err, strings.Join(logPaths, " "), tail(logPaths[0]))
 		case <-time.After(time.Until(at)):
 		}
-		agentCPU[j], simCPU[j], selfCPU[j] = procCPU(pid), simsCPU(), ownCPU()
+		for i, ag := range ags {
+			agentCPU[i][j] = procCPU(ag.cmd.Process.Pid)
+		}
+		simCPU[j], selfCPU[j] = simsCPU(), ownCPU()
 		if j == 0 {
-			r.rssPeakWarmup, _ = procMem(pid)
+			for _, ag := range ags {
+				peak, _ := procMem(ag.cmd.Process.Pid)
+				r.rssPeakWarmup = max(r.rssPeakWarmup, peak)
+			}
 		}
 	}
-	r.rssPeak, r.rss = procMem(pid)
 	windowSec := float64(k1-k0) * o.interval.Seconds()
-	r.agentCPU = 100 * (agentCPU[1] - agentCPU[0]).Seconds() / windowSec
+	for i, ag := range ags {
+		peak, now := procMem(ag.cmd.Process.Pid)
+		cpu := 100 * (agentCPU[i][1] - agentCPU[i][0]).Seconds() / windowSec
+		r.perAgent = append(r.perAgent, agentResult{cpu: cpu, rssPeak: peak, rss: now})
+		r.agentCPU += cpu / float64(len(ags))
+		r.rssPeak, r.rss = max(r.rssPeak, peak), max(r.rss, now)
+	}
 	r.simCPU = 100 * (simCPU[1] - simCPU[0]).Seconds() / windowSec
 	r.selfCPU = 100 * (selfCPU[1] - selfCPU[0]).Seconds() / windowSec
-	time.Sleep(o.interval + 2*time.Second) // the window's last polls, flushed
-	if err := ag.stop(true); err != nil {
-		return result{}, fmt.Errorf("agent: %v; its log: %s\n%s", err, logPath, tail(logPath))
+	if o.agents > 0 {
+		r.doubles = simDoubles(sims)
 	}
-	select {
-	case <-readDone:
-	case <-time.After(10 * time.Second):
-		return result{}, errors.New("the agent's output did not end after it stopped")
+	time.Sleep(o.interval + 2*time.Second) // the window's last polls, flushed
+	for i, ag := range ags {
+		if err := ag.stop(true); err != nil {
+			return result{}, fmt.Errorf("agent %d: %v; its log: %s\n%s", i+1, err, logPaths[i], tail(logPaths[i]))
+		}
+	}
+	ags = nil
+	for range max(o.agents, 1) {
+		select {
+		case <-readDone:
+		case <-time.After(10 * time.Second):
+			return result{}, errors.New("an agent's output did not end after it stopped")
+		}
 	}
 	col.finish(&r)
 	r.load = loadavg()
 	fmt.Printf("run %d: peak RSS %.1f MiB by the window's start; this process %.1f%% CPU, %d lines read\n",
 		run+1, float64(r.rssPeakWarmup)/(1<<20), r.selfCPU, col.lines)
+	if o.agents > 0 {
+		var parts []string
+		for i, a := range r.perAgent {
+			parts = append(parts, fmt.Sprintf("agent-%d %d devices, %.1f%% CPU, peak RSS %.1f MiB, RSS at end %.1f MiB",
+				i+1, a.devices, a.cpu, float64(a.rssPeak)/(1<<20), float64(a.rss)/(1<<20)))
+		}
+		fmt.Printf("run %d: %s; devices with two clients at once: %d\n", run+1, strings.Join(parts, "; "), r.doubles)
+	}
 	if r.problems != "" {
-		fmt.Printf("run %d: %s (agent log: %s)\n", run+1, r.problems, logPath)
+		fmt.Printf("run %d: %s (agent logs: %s)\n", run+1, r.problems, strings.Join(logPaths, " "))
 	}
 	return r, nil
 }
@@ -496,6 +565,9 @@ func procMem(pid int) (peak, now int64) {
 
 // collector reads the agent's line protocol and keeps what the report needs per device.
 type collector struct {
+	mu       sync.Mutex // several agents' outputs are read at once
+	src      int        // the agent whose line is being read
+	agentOf  []int      // the agent that last wrote each device's data, +1 (0: none)
 	o        *options
 	kinds    []kind
 	start    time.Time
@@ -520,7 +592,7 @@ type collector struct {
 func newCollector(o *options, ks []kind, start time.Time, k0, k1 int64) *collector {
 	c := &collector{o: o, kinds: ks, start: start, k0: k0, k1: k1, iv: int64(o.interval),
 		phase: make([]int64, o.devices), first: make([]int64, o.devices), inWindow: make([]int32, o.devices),
-		lastSlot: make([]int64, o.devices), breaker: make([]string, o.devices)}
+		lastSlot: make([]int64, o.devices), breaker: make([]string, o.devices), agentOf: make([]int, o.devices)}
 	for i := range c.phase {
 		c.phase[i] = int64(schedulePhase(i, o.devices, o.interval))
 	}
@@ -545,14 +617,18 @@ var (
 	data       = []byte(measurement)
 )
 
-func (c *collector) read(r *bufio.Reader) error {
+// read reads the output of agent src (several agents: each from its own goroutine).
+func (c *collector) read(r *bufio.Reader, src int) error {
 	for {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			return errors.New("a line longer than 1 MiB")
 		}
 		if len(line) > 0 {
+			c.mu.Lock()
+			c.src = src
 			c.line(line)
+			c.mu.Unlock()
 		}
 		if err != nil {
 			if err == io.EOF {
@@ -618,6 +694,7 @@ func (c *collector) line(line []byte) {
 		}
 		c.lastSlot[dev] = k
 		c.inWindow[dev]++
+		c.agentOf[dev] = c.src + 1
 		switch c.kinds[dev] {
 		case healthy:
 			c.late = append(c.late, x-k*c.iv)
@@ -647,6 +724,11 @@ func (c *collector) finish(r *result) {
 			missing++
 		} else {
 			firstRound = max(firstRound, c.first[i])
+		}
+	}
+	for _, a := range c.agentOf {
+		if a > 0 && a <= len(r.perAgent) {
+			r.perAgent[a-1].devices++
 		}
 	}
 	if c.bare {
@@ -698,7 +780,17 @@ func pct(sorted []int64, p float64) int64 {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
+// agentResult is one agent's share of a run with several (-agents).
+type agentResult struct {
+	devices int // devices whose last data in the window came from it
+	cpu     float64
+	rssPeak int64
+	rss     int64 // at the end of the window
+}
+
 type result struct {
+	perAgent                    []agentResult
+	doubles                     int    // -agents: devices that had two clients at once
 	label                       string // "bare poller": no first round, no breakers
 	devices                     int
 	pollsPerSec                 float64

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
@@ -82,15 +83,16 @@ func deviceAddrs(base netip.Addr, n int) []netip.Addr {
 // runSim is a simulator process: one modbussim listener per device it serves (devices
 // o.simFrom..o.simTo-1) that is not dead, the blackholed ones on a server that never answers,
 // the slow ones on one that answers late. It prints READY when every listener is up and serves
-// until its standard input closes.
+// until its standard input closes. With -record it keeps each device's connections and
+// answers "report" on its standard input (cluster mode: did a device ever have two clients).
 func runSim(o *options) {
 	ks := kinds(o.devices, o.dead, o.blackholed, o.slow)
 	addrs := deviceAddrs(o.base, o.devices)
 	served := 0
 	servers := map[kind]*modbussim.Server{
-		healthy:    modbussim.New(modbussim.Config{}),
-		blackholed: modbussim.New(modbussim.Config{Faults: map[byte]modbussim.Fault{1: {NoAnswer: true}}}),
-		slow:       modbussim.New(modbussim.Config{Faults: map[byte]modbussim.Fault{1: {Delay: o.slowDelay}}}),
+		healthy:    modbussim.New(modbussim.Config{Record: o.record}),
+		blackholed: modbussim.New(modbussim.Config{Record: o.record, Faults: map[byte]modbussim.Fault{1: {NoAnswer: true}}}),
+		slow:       modbussim.New(modbussim.Config{Record: o.record, Faults: map[byte]modbussim.Fault{1: {Delay: o.slowDelay}}}),
 	}
 	start := time.Now()
 	for i, k := range ks {
@@ -104,7 +106,16 @@ func runSim(o *options) {
 		}
 	}
 	fmt.Printf("READY %d listeners in %s\n", served, time.Since(start).Round(time.Millisecond))
-	bufio.NewReader(os.Stdin).ReadString('\n') // until the parent closes it
+	in := bufio.NewReader(os.Stdin)
+	for { // until the parent closes it; "report" asks for the connections recorded (-record)
+		line, err := in.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if strings.TrimSpace(line) == "report" {
+			fmt.Println(simReport([]*modbussim.Server{servers[healthy], servers[blackholed], servers[slow]}))
+		}
+	}
 	for _, s := range servers {
 		s.Close()
 	}

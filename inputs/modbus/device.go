@@ -31,6 +31,11 @@ type device struct {
 	stale *staleState      // stale_after > 0
 
 	status status // for DeviceStates (/healthz, the device page), read by other goroutines
+
+	poller *poller // the poller it belongs to
+	// fresh: its poller was started by a takeover (cluster mode) and it has not been answered
+	// since; its metrics carry models.Metric.Fresh.
+	fresh bool
 }
 
 // readState is what a device remembers of one of its reads.

@@ -76,6 +76,7 @@ type Modbus struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	running atomic.Pointer[running] // between Start and Stop
+	units   unitControl             // cluster mode (units.go)
 }
 
 func init() {
@@ -143,12 +144,25 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 	}
 	pollers, devices := m.buildPollers(m.stats(), interval, acc)
 	ctx, m.cancel = context.WithCancel(ctx)
-	wakeOnDone(ctx, pollers) // runs once ctx is done
 	start := time.Now()
-	m.running.Store(&running{devices: devices, started: start, stale: models.StaleIntervals * interval})
+	run := &running{devices: devices, pollers: pollers, ctx: ctx, started: start, stale: models.StaleIntervals * interval}
+	m.running.Store(run)
+	if keep := m.units.keep; keep != nil {
+		// Cluster mode: the pollers of the units kept, each on its own (units.go).
+		for _, p := range pollers {
+			if keep(p.unit) {
+				m.startPoller(ctx, p, start, true)
+			}
+		}
+		m.Log.Info("polling the units of this agent's shards", "connections", run.active(), "of", len(pollers), "devices", len(m.devices), "interval", interval)
+		return nil
+	}
+	wakeOnDone(ctx, pollers) // runs once ctx is done
 	links := 0
 	for _, p := range pollers {
 		links += len(p.links)
+		p.started.Store(start.UnixNano())
+		p.active.Store(true)
 		m.wg.Go(func() { p.run(ctx, start) })
 	}
 	m.Log.Info("polling", "devices", len(m.devices), "connections", links, "interval", interval)

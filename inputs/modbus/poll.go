@@ -350,6 +350,7 @@ func (d *device) emit(acc models.Accumulator, now time.Time, st *stats) {
 			}
 		}
 		m.Fields = m.Fields[:n:n]
+		m.Fresh = d.fresh
 		acc.AddMetric(m)
 		d.out[g] = nil
 	}
@@ -390,6 +391,7 @@ func (d *device) emitStale(acc models.Accumulator, now time.Time, st *stats) {
 func (d *device) emitHealth(acc models.Accumulator, r *route, now time.Time) {
 	// four fields of room: processors.predict appends its own
 	m := models.NewMetric("modbus_health", r.tags, healthFields+4, now)
+	m.Fresh = d.fresh
 	m.Fields = d.health.AppendFields(m.Fields, r.timeout, r.breaker)
 	acc.AddMetric(m)
 }
@@ -491,6 +493,9 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 	d.emit(p.acc, now, p.st)
 	if d.opts.health {
 		d.emitHealth(p.acc, &d.routes[d.cur], now)
+	}
+	if d.answered > 0 {
+		d.fresh = false
 	}
 	return d.answered > 0
 }

@@ -3,6 +3,7 @@ package modbus
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/tagpipe/tagpipe/models"
@@ -36,6 +37,7 @@ func nextSlot(t time.Time, phase, interval time.Duration) time.Time {
 // together with backup_controllers, and the devices polled through them, in turn. Only its
 // goroutine touches it and everything it holds.
 type poller struct {
+	unit     string // its identity in cluster mode (units.go)
 	links    []*link
 	devices  []*device
 	interval time.Duration
@@ -48,6 +50,12 @@ type poller struct {
 	onErr func(error)
 
 	overrunLogged time.Time
+
+	// Cluster mode (units.go): its own run, under Modbus.mu; whether it runs and since when,
+	// for DeviceStates.
+	own     *pollerRun
+	active  atomic.Bool
+	started atomic.Int64
 }
 
 // buildPollers makes the run-time state of every device and groups the devices into pollers:
@@ -55,38 +63,17 @@ type poller struct {
 // per controller; nothing is dialled yet.
 func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accumulator) ([]*poller, []*device) {
 	debug := m.Log.Enabled(context.Background(), slog.LevelDebug)
-	// Union-find over controllers: a device joins its controller and its backups.
-	parent := map[string]string{}
-	var find func(string) string
-	find = func(k string) string {
-		p, ok := parent[k]
-		if !ok || p == k {
-			parent[k] = k
-			return k
-		}
-		r := find(p)
-		parent[k] = r
-		return r
-	}
-	for _, spec := range m.devices {
-		a := find(spec.controller.String())
-		for _, b := range spec.backups {
-			if r := find(b.String()); r != a {
-				parent[r] = a
-			}
-		}
-	}
-	byRoot := map[string]*poller{}
+	group, ids := m.groups() // devices whose controllers (backups included) overlap share one
+	byGroup := make([]*poller, len(ids))
 	links := map[string]*link{}
 	var out []*poller
 	all := make([]*device, 0, len(m.devices))
 	for i, spec := range m.devices {
-		root := find(spec.controller.String())
-		p := byRoot[root]
+		p := byGroup[group[i]]
 		if p == nil {
-			p = &poller{interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug}
+			p = &poller{unit: ids[group[i]], interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug}
 			p.timer.Stop()
-			byRoot[root] = p
+			byGroup[group[i]] = p
 			out = append(out, p)
 		}
 		linkOf := func(t controller) *link {
@@ -99,6 +86,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 			return l
 		}
 		d := newDevice(spec, p, linkOf)
+		d.poller = p
 		d.phase = phase(i, len(m.devices), interval)
 		p.devices = append(p.devices, d)
 		all = append(all, d)

@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"context"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +80,8 @@ func (d *device) state(now, started time.Time, stale time.Duration) models.Devic
 // running is what DeviceStates reads of a started input.
 type running struct {
 	devices []*device
+	pollers []*poller
+	ctx     context.Context // the input's, parent of every poller's (cluster mode)
 	started time.Time
 	stale   time.Duration
 }
@@ -90,13 +93,25 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 	if run == nil {
 		return
 	}
+	var owner func(string) string
+	if o := m.units.owner.Load(); o != nil {
+		owner = *o
+	}
 	for _, d := range run.devices {
 		s := models.DeviceStatus{
 			Name:       d.name,
 			Controller: d.routes[d.status.route.Load()].name,
-			State:      d.state(now, run.started, run.stale),
 			Detail:     d,
 		}
+		if owner != nil {
+			s.Owner = owner(d.poller.unit)
+		}
+		if !d.poller.active.Load() {
+			s.State = models.DeviceRemote // cluster mode: another agent polls it
+			fn(s)
+			continue
+		}
+		s.State = d.state(now, time.Unix(0, d.poller.started.Load()), run.stale)
 		if n := d.status.good.Load(); n != 0 {
 			s.LastGood = time.Unix(0, n)
 		}

@@ -152,6 +152,9 @@ func (*OPCUA) SampleConfig() string { return sampleConfig }
 // agent's): read mode polls on it; both modes report health on it.
 func (o *OPCUA) SetInterval(d time.Duration) { o.interval = d }
 
+// Connection implements models.Connector: in cluster mode the input is one unit, named by it.
+func (o *OPCUA) Connection() string { return o.Endpoint }
+
 func (o *OPCUA) tick() time.Duration {
 	switch {
 	case o.Interval > 0:

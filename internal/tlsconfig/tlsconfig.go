@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/tagpipe/tagpipe/internal/confval"
 )
 
 // Client holds a client's TLS options. Embed it in a plugin's config struct.
@@ -26,17 +28,9 @@ type Client struct {
 	InsecureSkipVerify bool `toml:"insecure_skip_verify"`
 }
 
-// Error is a TLS option that cannot be used; Key names it (e.g. "tls_cert").
-type Error struct {
-	Key string
-	Err error
-}
-
-func (e *Error) Error() string { return e.Key + ": " + e.Err.Error() }
-func (e *Error) Unwrap() error { return e.Err }
-
-// ConfigKey names the option at fault, so that the config loader reports its FILE:LINE.
-func (e *Error) ConfigKey() string { return e.Key }
+// Error is a TLS option that cannot be used; Key names it (e.g. "tls_cert"). Its ConfigKey
+// method lets the config loader report its FILE:LINE.
+type Error = confval.KeyError
 
 // Set reports whether any TLS option is given.
 func (c *Client) Set() bool {
@@ -55,11 +49,11 @@ func (c *Client) Config() (*tls.Config, error) {
 	if c.CA != "" {
 		pem, err := os.ReadFile(c.CA)
 		if err != nil {
-			return nil, &Error{"tls_ca", err}
+			return nil, &Error{Key: "tls_ca", Err: err}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &Error{"tls_ca", fmt.Errorf("%s: no PEM certificate in it", c.CA)}
+			return nil, &Error{Key: "tls_ca", Err: fmt.Errorf("%s: no PEM certificate in it", c.CA)}
 		}
 		cfg.RootCAs = pool
 	}
@@ -67,13 +61,13 @@ func (c *Client) Config() (*tls.Config, error) {
 	case c.Cert != "" && c.Key != "":
 		cert, err := tls.LoadX509KeyPair(c.Cert, c.Key)
 		if err != nil {
-			return nil, &Error{"tls_cert", err}
+			return nil, &Error{Key: "tls_cert", Err: err}
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	case c.Cert != "":
-		return nil, &Error{"tls_cert", errors.New("give its key in tls_key too")}
+		return nil, &Error{Key: "tls_cert", Err: errors.New("give its key in tls_key too")}
 	case c.Key != "":
-		return nil, &Error{"tls_key", errors.New("give its certificate in tls_cert too")}
+		return nil, &Error{Key: "tls_key", Err: errors.New("give its certificate in tls_cert too")}
 	}
 	return cfg, nil
 }

@@ -14,11 +14,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
-	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/kafkasasl"
 	"github.com/tagpipe/tagpipe/internal/serializer"
 	"github.com/tagpipe/tagpipe/internal/tlsconfig"
 	"github.com/tagpipe/tagpipe/models"
@@ -65,11 +63,10 @@ type Kafka struct {
 	// TLSEnable turns TLS on without any file (system CAs); any tls_* key turns it on too.
 	TLSEnable bool `toml:"tls_enable"`
 	tlsconfig.Client
-	// SASLMechanism is "", "PLAIN", "SCRAM-SHA-256" or "SCRAM-SHA-512".
-	SASLMechanism string        `toml:"sasl_mechanism"`
-	SASLUsername  string        `toml:"sasl_username"`
-	SASLPassword  config.Secret `toml:"sasl_password"`
-	Log           *slog.Logger  `toml:"-"`
+	// SASL: sasl_mechanism ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), sasl_username,
+	// sasl_password.
+	kafkasasl.SASL
+	Log *slog.Logger `toml:"-"`
 
 	p *producer // a pointer: printing the plugin shows no SASL mechanism with its password
 }
@@ -192,27 +189,9 @@ func (k *Kafka) Init() error {
 	if err != nil {
 		return config.KeyErrorf("data_format", "%v", err)
 	}
-	var mech sasl.Mechanism
-	switch strings.ToUpper(k.SASLMechanism) {
-	case "":
-		if k.SASLUsername != "" {
-			return config.KeyErrorf("sasl_username", "give sasl_mechanism too (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)")
-		}
-	case "PLAIN":
-		mech = plain.Mechanism{Username: k.SASLUsername, Password: k.SASLPassword.Reveal()}
-	case "SCRAM-SHA-256", "SCRAM-SHA-512":
-		algo := scram.SHA256
-		if strings.HasSuffix(strings.ToUpper(k.SASLMechanism), "512") {
-			algo = scram.SHA512
-		}
-		if mech, err = scram.Mechanism(algo, k.SASLUsername, k.SASLPassword.Reveal()); err != nil {
-			return config.KeyErrorf("sasl_password", "%v", err)
-		}
-	default:
-		return config.KeyErrorf("sasl_mechanism", "%q: must be \"PLAIN\", \"SCRAM-SHA-256\" or \"SCRAM-SHA-512\"", k.SASLMechanism)
-	}
-	if mech != nil && k.SASLUsername == "" {
-		return config.KeyErrorf("sasl_mechanism", "give the user name in sasl_username too")
+	mech, err := k.SASL.KafkaGo()
+	if err != nil {
+		return err
 	}
 	tr := &kafka.Transport{SASL: mech, ClientID: k.ClientID, DialTimeout: k.Timeout.D()}
 	if k.TLSEnable || k.Client.Set() {

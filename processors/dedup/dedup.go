@@ -202,7 +202,7 @@ func (d *Dedup) Apply(in ...*models.Metric) []*models.Metric {
 	d.mu.Lock()
 	for _, m := range in {
 		s, isNew := d.table.Get(m.SeriesHash(), now)
-		if isNew {
+		if isNew || m.Fresh { // a takeover: the values last sent here may not be the last sent
 			s.fields = s.fields[:0]
 		}
 		t := m.Time.UnixNano()

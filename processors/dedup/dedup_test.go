@@ -439,3 +439,31 @@ func FuzzDecodeState(f *testing.F) {
 		}
 	})
 }
+
+// TestFreshAfterTakeover: in cluster mode the first metric of a device after it started on this
+// agent is Fresh (another agent may have polled it meanwhile): every field is sent, even one
+// equal to the value this agent last sent (in memory or from its state file), and the deadband
+// counts from it on.
+func TestFreshAfterTakeover(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dedup.state")
+	d := load(t, stateConf(path))
+	if err := d.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, feed(d, at(0, models.Float("temp", 20), models.String("mode", "auto"))), []string{`temp=20,mode="auto"`})
+	fresh := at(time.Minute, models.Float("temp", 20), models.String("mode", "auto"))
+	fresh.Fresh = true
+	expect(t, feed(d, fresh, at(2*time.Minute, models.Float("temp", 20.25), models.String("mode", "auto"))),
+		[]string{`temp=20,mode="auto"`, ""})
+	d.Stop()
+
+	d2 := load(t, stateConf(path)) // the state file knows temp=20 and mode=auto
+	if err := d2.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Stop()
+	fresh = at(3*time.Minute, models.Float("temp", 20), models.String("mode", "auto"))
+	fresh.Fresh = true
+	expect(t, feed(d2, at(3*time.Minute, models.Float("temp", 20), models.String("mode", "auto")), fresh),
+		[]string{"", `temp=20,mode="auto"`})
+}

@@ -209,7 +209,7 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 			continue // nothing to do, and no state to keep
 		}
 		s, isNew := p.table.Get(m.SeriesHash(), now)
-		if isNew {
+		if isNew || m.Fresh { // a takeover: the window held here is of another time
 			s.reset(p.Window, health)
 			if health && p.publish {
 				s.publish(m)

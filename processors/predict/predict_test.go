@@ -305,3 +305,27 @@ func TestLinkSumsNoDrift(t *testing.T) {
 		t.Errorf("running sums: stddev %v slope %v; direct: %v %v", sd, slope, wantSD, wantSlope)
 	}
 }
+
+// TestFreshAfterTakeover: a Fresh metric (cluster mode: the device just started on this agent)
+// starts its series afresh, as a series never seen: no forecast from the window of an earlier
+// watch.
+func TestFreshAfterTakeover(t *testing.T) {
+	p := load(t, "[[processors.predict]]\n  forecast_fields = [\"v\"]\n")
+	p.Apply(value(0, models.Float("v", 1)))
+	m := value(1, models.Float("v", 1))
+	p.Apply(m)
+	if _, ok := m.Field("v_forecast"); !ok {
+		t.Fatal("second value: no forecast")
+	}
+	m = value(60, models.Float("v", 5))
+	m.Fresh = true
+	p.Apply(m)
+	if _, ok := m.Field("v_forecast"); ok {
+		t.Fatal("a Fresh metric was forecast from the window held before")
+	}
+	m = value(61, models.Float("v", 5))
+	p.Apply(m)
+	if f, ok := m.Field("v_forecast"); !ok || f.FloatV() != 5 {
+		t.Errorf("after the Fresh metric: forecast %v %v, want 5 (from the new window alone)", f.FloatV(), ok)
+	}
+}

@@ -68,6 +68,8 @@ func TestImportRules(t *testing.T) {
 			case strings.HasPrefix(self, "internal/") && !strings.HasPrefix(self, "internal/testkit/") &&
 				(top == "agent" || top == "cmd" || top == "inputs" || top == "outputs" || top == "processors"):
 				t.Errorf("%s imports %s: a library under internal/ imports no wiring and no plugin", self, dep)
+			case self == "cluster" && (top == "agent" || top == "cmd" || top == "inputs" || top == "outputs" || top == "processors" || top == "web"):
+				t.Errorf("cluster imports %s: the group membership imports models, config and internal/ only", dep)
 			case self == "web" && (top == "agent" || top == "config" || top == "cmd" || plugin(dep) != ""):
 				t.Errorf("web imports %s: the device page reads a web.Source; it imports no wiring and no plugin", dep)
 			case plugin(self) != "" && plugin(dep) != "" && plugin(self) != plugin(dep):

@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,6 +137,123 @@ type Config struct {
 	// OnRequest, if set, is called with every request's unit and PDU (valid during the call)
 	// as it is received, from the connection's goroutine.
 	OnRequest func(unit byte, pdu []byte)
+	// Record keeps, for every device (a listener: an address), its client connections (open
+	// now, the most open at once, each moment a second one opened) and the time of every
+	// request to each unit behind it, for Record. Tests of agents that share devices count
+	// with it: a device must never have two clients, and each unit is polled every interval.
+	Record bool
+}
+
+// DeviceRecord is what a device (a listener) saw, from Server.Record.
+//
+// A connection's end is seen when its goroutine reads it, which on a loaded machine may come
+// some milliseconds after the client closed it: a connection accepted while another is open
+// counts in Doubles only when the other is still open DoubleGrace later. Interleaved counts
+// the requests that came on a connection after a newer one had sent its first: two clients
+// polling at once, however quickly either closes.
+type DeviceRecord struct {
+	Addr     string
+	Open     int         // connections open now
+	MaxOpen  int         // the most open at once (without the grace)
+	Accepted int         // connections accepted
+	Doubles  []time.Time // each moment a connection opened while another was open (see above)
+	// Interleaved is the number of requests on a connection older than one that had sent a
+	// request already.
+	Interleaved int
+	// Requests are the times of the requests to each unit (all of them, answered or not).
+	Requests map[byte][]time.Time
+}
+
+// DoubleGrace is how long a connection may take to be seen closed after another opened.
+const DoubleGrace = 100 * time.Millisecond
+
+// deviceRecord is a DeviceRecord being kept.
+type deviceRecord struct {
+	mu     sync.Mutex
+	r      DeviceRecord
+	seq    int          // connections accepted so far
+	open   map[int]bool // the sequence numbers of those open
+	newest int          // the newest connection that sent a request
+}
+
+// opened records a new connection and returns its sequence number.
+func (d *deviceRecord) opened(now time.Time) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seq++
+	n := d.seq
+	if d.open == nil {
+		d.open = map[int]bool{}
+	}
+	d.open[n] = true
+	d.r.Open++
+	d.r.Accepted++
+	d.r.MaxOpen = max(d.r.MaxOpen, d.r.Open)
+	if d.r.Open > 1 {
+		time.AfterFunc(DoubleGrace, func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			for o := range d.open {
+				if o < n && d.open[n] {
+					d.r.Doubles = append(d.r.Doubles, now)
+					return
+				}
+			}
+		})
+	}
+	return n
+}
+
+func (d *deviceRecord) closed(n int) {
+	d.mu.Lock()
+	delete(d.open, n)
+	d.r.Open--
+	d.mu.Unlock()
+}
+
+func (d *deviceRecord) request(conn int, unit byte, now time.Time) {
+	d.mu.Lock()
+	if d.r.Requests == nil {
+		d.r.Requests = map[byte][]time.Time{}
+	}
+	d.r.Requests[unit] = append(d.r.Requests[unit], now)
+	if conn < d.newest {
+		d.r.Interleaved++
+	}
+	d.newest = max(d.newest, conn)
+	d.mu.Unlock()
+}
+
+// Record returns a copy of what each device saw (Config.Record), by address; nil without
+// Record.
+func (s *Server) Record() map[string]DeviceRecord {
+	if !s.cfg.Record {
+		return nil
+	}
+	out := map[string]DeviceRecord{}
+	s.records.Range(func(k, v any) bool {
+		d := v.(*deviceRecord)
+		d.mu.Lock()
+		r := d.r
+		r.Doubles = slices.Clone(d.r.Doubles)
+		r.Requests = make(map[byte][]time.Time, len(d.r.Requests))
+		for u, ts := range d.r.Requests {
+			r.Requests[u] = slices.Clone(ts)
+		}
+		d.mu.Unlock()
+		out[k.(string)] = r
+		return true
+	})
+	return out
+}
+
+// recordOf returns the record of the device at addr (Config.Record), nil without Record.
+func (s *Server) recordOf(addr string) *deviceRecord {
+	if !s.cfg.Record {
+		return nil
+	}
+	v, _ := s.records.LoadOrStore(addr, &deviceRecord{r: DeviceRecord{Addr: addr}})
+	return v.(*deviceRecord)
 }
 
 // Server serves simulated devices. Its methods are safe for concurrent use.
@@ -157,6 +275,7 @@ type Server struct {
 
 	written   atomic.Bool
 	overrides sync.Map // key{table, unit, addr} → uint16
+	records   sync.Map // listener address → *deviceRecord (Config.Record)
 }
 
 type key struct {
@@ -215,6 +334,7 @@ func (s *Server) AddListener(addr string) (string, error) {
 	s.listeners = append(s.listeners, l)
 	s.wg.Add(1)
 	s.mu.Unlock()
+	s.recordOf(l.Addr().String()) // listed in Record even when nobody connects
 	go s.accept(l)
 	return l.Addr().String(), nil
 }
@@ -271,9 +391,16 @@ func (s *Server) accept(l net.Listener) {
 			c.Close()
 			return
 		}
+		rec, n := s.recordOf(l.Addr().String()), 0
+		if rec != nil {
+			n = rec.opened(time.Now()) // here, so that the numbers follow the order of accepts
+		}
 		go func() {
 			defer s.wg.Done()
-			s.serve(c)
+			if rec != nil {
+				defer rec.closed(n)
+			}
+			s.serve(c, rec, n)
 		}()
 	}
 }
@@ -298,20 +425,22 @@ func (s *Server) track(c net.Conn) bool {
 type session struct {
 	s     *Server
 	c     net.Conn
-	in    [1024]byte // requests: at most 513 bytes (ASCII)
+	rec   *deviceRecord // Config.Record
+	conn  int           // its sequence number in rec
+	in    [1024]byte    // requests: at most 513 bytes (ASCII)
 	r, w  int
 	frame [260]byte // decoded ASCII request: unit, PDU
 	out   [264]byte // answer: room for the MBAP header, PDU ≤ 253, CRC
 }
 
-func (s *Server) serve(c net.Conn) {
+func (s *Server) serve(c net.Conn, rec *deviceRecord, conn int) {
 	defer func() {
 		c.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 	}()
-	ss := &session{s: s, c: c}
+	ss := &session{s: s, c: c, rec: rec, conn: conn}
 	for {
 		n, err := ss.split()
 		switch {
@@ -422,6 +551,9 @@ func (ss *session) handle(frame []byte) error {
 		unit, pdu = ss.frame[0], ss.frame[1:n-1]
 	}
 	s.requests.Add(1)
+	if ss.rec != nil {
+		ss.rec.request(ss.conn, unit, time.Now())
+	}
 	if s.cfg.OnRequest != nil {
 		s.cfg.OnRequest(unit, pdu)
 	}

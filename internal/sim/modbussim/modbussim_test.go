@@ -252,3 +252,72 @@ func TestFlakyAndLargeReads(t *testing.T) {
 		t.Errorf("connections %d, want 3", got)
 	}
 }
+
+// TestRecord: with Record, each device (listener) counts its connections (open, most at once,
+// the moments a second one opened) and the requests to each unit; a listener nobody dialled is
+// listed with none.
+func TestRecord(t *testing.T) {
+	s := start(t, Config{Record: true})
+	idle, err := s.AddListener("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(unit byte) (*modbus.TCPClientHandler, modbus.Client) {
+		h := modbus.NewTCPClientHandler(s.Addr())
+		h.SlaveId, h.Timeout = unit, 2*time.Second
+		if err := h.Connect(); err != nil {
+			t.Fatal(err)
+		}
+		return h, modbus.NewClient(h)
+	}
+	h1, c1 := dial(1)
+	for range 3 {
+		if _, err := c1.ReadHoldingRegisters(0, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h2, c2 := dial(2) // a second client while the first is connected, for longer than the grace
+	if _, err := c2.ReadHoldingRegisters(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(DoubleGrace + 50*time.Millisecond)
+	if _, err := c1.ReadHoldingRegisters(0, 2); err != nil { // the older polls after the newer: interleaved
+		t.Fatal(err)
+	}
+	h1.Close()
+	h2.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	var r DeviceRecord
+	for {
+		r = s.Record()[s.Addr()]
+		if r.Open == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r.Open != 0 || r.MaxOpen != 2 || r.Accepted != 2 || len(r.Doubles) != 1 || r.Interleaved != 1 || len(r.Requests[1]) != 4 || len(r.Requests[2]) != 1 {
+		t.Errorf("record %+v", r)
+	}
+	// A client that reconnects (closes, then dials) is no second client, however late the
+	// server sees the first connection end.
+	h3, c3 := dial(1)
+	if _, err := c3.ReadHoldingRegisters(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	h3.Close()
+	h4, c4 := dial(1)
+	if _, err := c4.ReadHoldingRegisters(0, 2); err != nil {
+		t.Fatal(err)
+	}
+	h4.Close()
+	time.Sleep(DoubleGrace + 50*time.Millisecond)
+	if r := s.Record()[s.Addr()]; len(r.Doubles) != 1 || r.Interleaved != 1 {
+		t.Errorf("after reconnects: %d doubles, %d interleaved; want 1 and 1", len(r.Doubles), r.Interleaved)
+	}
+	if ir, ok := s.Record()[idle]; !ok || ir.Accepted != 0 || len(ir.Requests) != 0 {
+		t.Errorf("idle listener: %+v %v", ir, ok)
+	}
+	if New(Config{}).Record() != nil {
+		t.Error("Record without Config.Record")
+	}
+}
