@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/tagpipe/tagpipe/internal/testkit/lptest"
 	"maps"
 	"net"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tagpipe/tagpipe/internal/testkit/lptest"
 
 	"github.com/influxdata/line-protocol/v2/lineprotocol"
 	"github.com/twmb/franz-go/pkg/kfake"

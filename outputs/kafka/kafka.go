@@ -321,6 +321,7 @@ type producer struct {
 
 	// Reused between writes (dropped after a cancelled write: kafka-go may still read them).
 	buf, keys, one []byte
+	pack           serializer.Packer // batch messages (use_batch_format)
 	msgs           []kafka.Message
 	recs           []record
 	members        []int32

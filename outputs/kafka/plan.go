@@ -3,9 +3,11 @@ package kafka
 import (
 	"bytes"
 	"fmt"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/tagpipe/tagpipe/internal/serializer"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -191,13 +193,10 @@ func (p *producer) planBatches(batch []*models.Metric, g *topicGroup) {
 		}
 		kg.idx = append(kg.idx, i)
 	}
-	open, sep, end := "", "", ""
-	if p.json {
-		open, sep, end = `{"metrics":[`, ",", "]}"
-	}
+	p.pack.Begin(&p.buf, &p.members, p.json)
 	for _, kg := range p.keyOrder {
-		var cur record
-		n := 0
+		overhead := len(kg.key) + messageOverhead
+		var t time.Time // of the message's first metric
 		for _, i := range kg.idx {
 			m := batch[i]
 			var err error
@@ -206,41 +205,29 @@ func (p *producer) planBatches(batch []*models.Metric, g *topicGroup) {
 				p.reject(int(i), m.Name, err.Error())
 				continue
 			}
-			item := p.one
-			if p.json {
-				item = bytes.TrimSuffix(item, []byte{'\n'})
-			}
-			fixed := len(kg.key) + len(open) + len(end) + messageOverhead
-			if size := fixed + len(item); size > p.maxBytes {
+			if size := p.pack.Size(p.one, overhead); size > p.maxBytes {
 				p.tooLarge(i, m, size)
 				continue
 			}
-			if n > 0 && fixed+len(p.buf)-int(cur.valFrom)-len(open)+len(sep)+len(item) > p.maxBytes {
-				p.endMessage(&cur, kg.key, end)
-				n = 0
+			starts := p.pack.Empty()
+			if done, ok := p.pack.Add(i, p.one, p.maxBytes, overhead); ok {
+				p.record(g.topic, kg.key, done, t)
+				starts = true
 			}
-			if n == 0 {
-				cur = record{topic: g.topic, valFrom: int32(len(p.buf)), memberFrom: int32(len(p.members)), time: m.Time}
-				p.buf = append(p.buf, open...)
-			} else {
-				p.buf = append(p.buf, sep...)
+			if starts {
+				t = m.Time
 			}
-			p.buf = append(p.buf, item...)
-			p.members = append(p.members, i)
-			n++
 		}
-		if n > 0 {
-			p.endMessage(&cur, kg.key, end)
+		if done, ok := p.pack.Close(); ok {
+			p.record(g.topic, kg.key, done, t)
 		}
 	}
 }
 
-// endMessage closes the batch message cur and records it.
-func (p *producer) endMessage(cur *record, key []byte, end string) {
-	p.buf = append(p.buf, end...)
-	cur.valTo, cur.memberTo = int32(len(p.buf)), int32(len(p.members))
-	cur.keyFrom = int32(len(p.keys))
+// record keeps the packed message done of topic and key, stamped t.
+func (p *producer) record(topic string, key []byte, done serializer.Span, t time.Time) {
+	keyFrom := int32(len(p.keys))
 	p.keys = append(p.keys, key...)
-	cur.keyTo = int32(len(p.keys))
-	p.recs = append(p.recs, *cur)
+	p.recs = append(p.recs, record{topic: topic, keyFrom: keyFrom, keyTo: int32(len(p.keys)),
+		valFrom: done.From, valTo: done.To, memberFrom: done.MemFrom, memberTo: done.MemTo, time: t})
 }

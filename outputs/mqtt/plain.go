@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +48,7 @@ type plain struct {
 	order   []*topicGroup
 	gen     int
 	one     []byte
+	pack    serializer.Packer // batches (layout = "batch")
 	scratch []byte
 }
 
@@ -397,13 +397,8 @@ func (p *plain) planBatches(batch []*models.Metric) {
 		}
 		g.idx = append(g.idx, int32(i))
 	}
-	open, sep, end := "", "", ""
-	if p.json {
-		open, sep, end = `{"metrics":[`, ",", "]}"
-	}
+	p.pack.Begin(&p.buf, &p.members, p.json)
 	for _, g := range p.order {
-		var cur message
-		n := 0
 		for _, i := range g.idx {
 			m := batch[i]
 			var err error
@@ -412,35 +407,17 @@ func (p *plain) planBatches(batch []*models.Metric) {
 				p.verdict.reject(int(i), m.Name, err.Error())
 				continue
 			}
-			item := p.one
-			if p.json {
-				item = bytes.TrimSuffix(item, []byte{'\n'})
-			}
-			if len(open)+len(item)+len(end) > p.maxBytes {
+			if size := p.pack.Size(p.one, 0); size > p.maxBytes {
 				p.tooLarge.Incr()
-				p.verdict.reject(int(i), m.Name, fmt.Sprintf("%d bytes, over max_message_bytes = %d", len(item), p.maxBytes))
+				p.verdict.reject(int(i), m.Name, fmt.Sprintf("%d bytes, over max_message_bytes = %d", size, p.maxBytes))
 				continue
 			}
-			if n > 0 && len(p.buf)-int(cur.from)+len(sep)+len(item)+len(end) > p.maxBytes {
-				p.buf = append(p.buf, end...)
-				cur.to, cur.memTo = int32(len(p.buf)), int32(len(p.members))
-				p.msgs = append(p.msgs, cur)
-				n = 0
+			if done, ok := p.pack.Add(i, p.one, p.maxBytes, 0); ok {
+				p.msgs = append(p.msgs, message{topic: g.topic, from: done.From, to: done.To, memFrom: done.MemFrom, memTo: done.MemTo})
 			}
-			if n == 0 {
-				cur = message{topic: g.topic, from: int32(len(p.buf)), memFrom: int32(len(p.members))}
-				p.buf = append(p.buf, open...)
-			} else {
-				p.buf = append(p.buf, sep...)
-			}
-			p.buf = append(p.buf, item...)
-			p.members = append(p.members, i)
-			n++
 		}
-		if n > 0 {
-			p.buf = append(p.buf, end...)
-			cur.to, cur.memTo = int32(len(p.buf)), int32(len(p.members))
-			p.msgs = append(p.msgs, cur)
+		if done, ok := p.pack.Close(); ok {
+			p.msgs = append(p.msgs, message{topic: g.topic, from: done.From, to: done.To, memFrom: done.MemFrom, memTo: done.MemTo})
 		}
 	}
 }
