@@ -236,9 +236,15 @@ func (l *loader) fail(file string, line int, plugin, format string, args ...any)
 
 func (l *loader) file(name, raw string) {
 	l.cfg.Files = append(l.cfg.Files, name)
-	text, missing := expandEnv(raw, l.lookup)
+	text, missing, problems := expandEnv(raw, l.lookup)
 	for _, m := range missing {
 		l.cfg.Warnings = append(l.cfg.Warnings, fmt.Sprintf("%s: environment variable %s is not set", name, m))
+	}
+	for _, p := range problems {
+		l.fail(name, p.line, "", "%s", p.msg)
+	}
+	if len(problems) > 0 {
+		return
 	}
 	var whole map[string]any
 	if _, err := toml.Decode(text, &whole); err != nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -382,5 +383,65 @@ func TestPluginWarningsAndHints(t *testing.T) {
 	_, err = config.LoadText("h.conf", "[[inputs.testdev]]\n  endpoint = \"x\"\n  hots = 1\n", nil)
 	if err == nil || err.Error() != "h.conf:3: inputs.testdev: hots: unknown key" {
 		t.Errorf("an unknown key the plugin does not recognise: %v", err)
+	}
+}
+
+// hostileValue is issue 18's: a quote, a line break and a table header. Substituted, it must
+// stay a value.
+const hostileValue = "x'\n[[outputs.testout]]\n  url = 'http://evil'\n#\"\"\"'''\\"
+
+// TestEnvCannotInjectTOML: a value substituted into any kind of string stays that string's
+// value byte for byte and adds no table; every line keeps its number.
+func TestEnvCannotInjectTOML(t *testing.T) {
+	for _, c := range []struct{ name, written, want string }{
+		{"literal", `'${TP_PW}'`, hostileValue},
+		{"literal with text around", `'a\b-${TP_PW}-"c"'`, `a\b-` + hostileValue + `-"c"`},
+		{"basic", `"${TP_PW}"`, hostileValue},
+		{"basic with an escaped backslash", `"\\${TP_PW}"`, `\` + hostileValue},
+		{"multi-line basic", `"""${TP_PW}"""`, hostileValue},
+		{"multi-line literal", "'''\nl1\\ ${TP_PW}\n'''", "l1\\ " + hostileValue + "\n"},
+		{"multi-line literal untouched", `'''$${TP_PW}'''`, "${TP_PW}"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := "[[inputs.testdev]]\n  endpoint = \"x\"\n  password = " + c.written + "\n  endpont = 1\n" +
+				"[[outputs.testout]]\n  url = \"http://127.0.0.1:1\"\n"
+			_, err := config.LoadText("t.conf", text, env(map[string]string{"TP_PW": hostileValue}))
+			wantLine := 4 + strings.Count(c.written, "\n")
+			if want := fmt.Sprintf("t.conf:%d: inputs.testdev: endpont: unknown key", wantLine); err == nil || err.Error() != want {
+				t.Fatalf("got %v\nwant %s (the line after the value keeps its number)", err, want)
+			}
+			cfg, err := config.LoadText("t.conf", strings.Replace(text, "  endpont = 1\n", "", 1), env(map[string]string{"TP_PW": hostileValue}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Outputs) != 1 {
+				t.Fatalf("%d outputs: the value added a table", len(cfg.Outputs))
+			}
+			if got := cfg.Inputs[0].Plugin.(*testDev).Password.Reveal(); got != c.want {
+				t.Fatalf("password %q\nwant     %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestEnvInBarePositions: a bare ${VAR} takes one value on one line, or is an error at its line.
+func TestEnvInBarePositions(t *testing.T) {
+	text := "[[inputs.testdev]]\n  endpoint = \"x\"\n  [[inputs.testdev.device]]\n    slave_id = ${ID}\n"
+	cfg, err := config.LoadText("t.conf", text, env(map[string]string{"ID": "7"}))
+	if err != nil || cfg.Inputs[0].Plugin.(*testDev).Devices[0].SlaveID != 7 {
+		t.Fatalf("a number: %v", err)
+	}
+	for _, bad := range []string{"7\n[[outputs.testout]]", "7 # swallow", "7, 8", "", "[1", "7 ]"} {
+		_, err := config.LoadText("t.conf", text, env(map[string]string{"ID": bad}))
+		want := "t.conf:4: ${ID}: its value (" + strconv.Itoa(len(bad)) + " bytes) is not one TOML value on one line"
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("ID=%q: got %v\nwant %s…", bad, err, want)
+		}
+	}
+	// An array and an inline table are one value each.
+	text = "[[inputs.testdev]]\n  endpoint = \"x\"\n  namepass = ${NP}\n  tags = ${TAGS}\n"
+	cfg, err = config.LoadText("t.conf", text, env(map[string]string{"NP": `["a*", "b"]`, "TAGS": `{ line = "A" }`}))
+	if err != nil || cfg.Inputs[0].Config.Tags["line"] != "A" {
+		t.Fatalf("array and inline table: %v", err)
 	}
 }
