@@ -224,10 +224,18 @@ type loader struct {
 	// per-output overrides, resolved against [agent] once every file is read
 	outputOverrides []outputTable
 	notices         map[string]*noticeCount // alias notices by plugin and key
+	agentAt         map[string]place        // where each [agent] key was set last
+	passwords       map[string]bool         // of URLs in the files, redacted from messages
+}
+
+// place is a FILE:LINE.
+type place struct {
+	file string
+	line int
 }
 
 func newLoader(lookup func(string) (string, bool)) *loader {
-	return &loader{cfg: &Config{Agent: DefaultAgent(), GlobalTags: map[string]string{}}, lookup: lookup}
+	return &loader{cfg: &Config{Agent: DefaultAgent(), GlobalTags: map[string]string{}}, lookup: lookup, agentAt: map[string]place{}, passwords: map[string]bool{}}
 }
 
 func (l *loader) fail(file string, line int, plugin, format string, args ...any) {
@@ -236,6 +244,9 @@ func (l *loader) fail(file string, line int, plugin, format string, args ...any)
 
 func (l *loader) file(name, raw string) {
 	l.cfg.Files = append(l.cfg.Files, name)
+	// A byte order mark is no key, and a CRLF line end is a line end: the scanner and the
+	// sections cut out of the text work on LF lines.
+	raw = strings.ReplaceAll(strings.TrimPrefix(raw, "\ufeff"), "\r\n", "\n")
 	text, missing, problems := expandEnv(raw, l.lookup)
 	for _, m := range missing {
 		l.cfg.Warnings = append(l.cfg.Warnings, fmt.Sprintf("%s: environment variable %s is not set", name, m))
@@ -252,6 +263,7 @@ func (l *loader) file(name, raw string) {
 		l.fail(name, line, "", "%s", msg)
 		return
 	}
+	urlPasswords(whole, l.passwords)
 	sc := scanTOML(text)
 	lines := strings.Split(text, "\n")
 	seen := map[string]int{} // plugin tables so far by kind.name: their index in whole
@@ -382,6 +394,11 @@ func (s *section) decodeTable(name string, v any) bool {
 		return false
 	}
 	reflect.ValueOf(v).Elem().Set(mergeStruct(reflect.ValueOf(v).Elem(), holder.Elem().Field(0), md, name))
+	if name == "agent" {
+		for key := range definedKeys(md, name) {
+			s.l.agentAt[key] = place{s.file, s.sc.lookupIn(s.span.path, key)}
+		}
+	}
 	return s.unknownKeys(md, name, nil)
 }
 
@@ -439,6 +456,12 @@ type outputTable struct {
 	BufferFsync       string   `toml:"buffer_fsync"`
 
 	out *Output
+	// where the table is and which of its generic keys it sets, for the checks made once
+	// every file is read
+	file string
+	sc   *scanResult
+	span tableSpan
+	set  map[string]bool
 }
 
 func (s *section) plugin() {
@@ -479,6 +502,9 @@ func (s *section) plugin() {
 		it := &inputTable{}
 		generic, common = it, &it.commonTable
 		defer func() {
+			if it.Interval > 0 && it.Interval < Duration(MinInterval) {
+				s.l.fail(s.file, s.sc.lookupIn(t.path, "interval"), s.label, "interval: %s is less than %s, the shortest interval", it.Interval, Duration(MinInterval))
+			}
 			cfg.Interval = time.Duration(it.Interval)
 			cfg.NamePrefix, cfg.NameSuffix, cfg.NameOverride = it.NamePrefix, it.NameSuffix, it.NameOverride
 			cfg.Tags = it.Tags
@@ -492,6 +518,7 @@ func (s *section) plugin() {
 		generic, common = ot, &ot.commonTable
 		defer func() {
 			if ot.out != nil {
+				ot.file, ot.sc, ot.span, ot.set = s.file, s.sc, t, definedKeys(md, kind, name)
 				s.l.outputOverrides = append(s.l.outputOverrides, *ot)
 			}
 		}()
@@ -567,15 +594,6 @@ func (s *section) placed(err error) *Error {
 	return &Error{File: s.file, Line: line, Plugin: s.label, Msg: err.Error()}
 }
 
-// validFsync accepts "batch" (fsync every write) or a positive duration.
-func validFsync(s string) bool {
-	if s == "batch" {
-		return true
-	}
-	d, err := time.ParseDuration(s)
-	return err == nil && d > 0
-}
-
 // setLogger sets the plugin's `Log *slog.Logger` field, if it has one.
 func setLogger(plugin any, log *slog.Logger) {
 	v := reflect.ValueOf(plugin)
@@ -592,29 +610,7 @@ func (l *loader) finish() (*Config, error) {
 	l.noticesDone()
 	c := l.cfg
 	a := &c.Agent
-	for _, chk := range []struct {
-		key string
-		bad bool
-		msg string
-	}{
-		{"interval", a.Interval <= 0, "must be more than 0"},
-		{"flush_interval", a.FlushInterval <= 0, "must be more than 0"},
-		{"metric_batch_size", a.MetricBatchSize < 1, "must be at least 1"},
-		{"metric_buffer_limit", a.MetricBufferLimit < a.MetricBatchSize, "must be at least metric_batch_size"},
-		{"buffer_strategy", a.BufferStrategy != "memory" && a.BufferStrategy != "disk", "must be \"memory\" or \"disk\""},
-		{"buffer_fsync", !validFsync(a.BufferFsync), "must be \"batch\" or a duration like \"1s\""},
-		{"buffer_limit", a.BufferLimit < 1<<20, "must be at least 1MiB"},
-		{"buffer_directory", a.BufferStrategy == "disk" && a.BufferDirectory == "", "must be set for buffer_strategy = \"disk\""},
-		{"health_failing_share", !(a.HealthFailingShare >= 0 && a.HealthFailingShare < 1), "must be at least 0 and less than 1 (0.05: 5% of an input's devices may fail)"},
-		{"http_tls_key", a.HTTPTLSCert != "" && a.HTTPTLSKey == "", "must be set with http_tls_cert"},
-		{"http_tls_cert", a.HTTPTLSKey != "" && a.HTTPTLSCert == "", "must be set with http_tls_key"},
-		{"http_password_hash", a.HTTPUsername != "" && !isBcrypt(a.HTTPPasswordHash), "must be a bcrypt hash of the password (\"$2a$…\", \"$2b$…\" or \"$2y$…\"; make one with `tagpipe passwd`), not the password itself"},
-		{"http_username", a.HTTPUsername == "" && a.HTTPPasswordHash != "", "must be set with http_password_hash"},
-	} {
-		if chk.bad {
-			l.errs = append(l.errs, &Error{File: c.Files[len(c.Files)-1], Plugin: "agent", Msg: chk.key + ": " + chk.msg})
-		}
-	}
+	l.checkAgent()
 	for _, ot := range l.outputOverrides {
 		set := models.OutputSettings{
 			BatchSize:     a.MetricBatchSize,
@@ -622,10 +618,10 @@ func (l *loader) finish() (*Config, error) {
 			FlushInterval: time.Duration(a.FlushInterval),
 			FlushJitter:   time.Duration(a.FlushJitter),
 		}
-		if ot.MetricBatchSize > 0 {
+		if ot.set["metric_batch_size"] {
 			set.BatchSize = ot.MetricBatchSize
 		}
-		if ot.MetricBufferLimit > 0 {
+		if ot.set["metric_buffer_limit"] {
 			set.BufferLimit = ot.MetricBufferLimit
 		}
 		if ot.FlushInterval > 0 {
@@ -639,39 +635,25 @@ func (l *loader) finish() (*Config, error) {
 		if ot.BufferStrategy != "" {
 			set.BufferStrategy = ot.BufferStrategy
 		}
-		if ot.BufferLimit > 0 {
+		if ot.set["buffer_limit"] {
 			set.BufferBytes = int64(ot.BufferLimit)
 		}
 		if ot.BufferFsync != "" {
 			fsync = ot.BufferFsync
 		}
-		for _, chk := range []struct {
-			key string
-			bad bool
-			msg string
-		}{
-			{"buffer_strategy", set.BufferStrategy != "memory" && set.BufferStrategy != "disk", "must be \"memory\" or \"disk\""},
-			{"buffer_fsync", !validFsync(fsync), "must be \"batch\" or a duration like \"1s\""},
-			{"buffer_limit", set.BufferBytes < 1<<20, "must be at least 1MiB"},
-		} {
-			if chk.bad {
-				l.errs = append(l.errs, &Error{File: ot.out.Config.Source, Plugin: "outputs." + ot.out.Config.ID(), Msg: chk.key + ": " + chk.msg})
-			}
-		}
+		l.checkOutput(&ot, set, fsync)
 		if fsync != "batch" {
 			d, _ := time.ParseDuration(fsync)
 			set.BufferFsync = d
 		}
-		if set.BufferLimit < set.BatchSize {
-			l.errs = append(l.errs, &Error{File: ot.out.Config.Source, Plugin: "outputs." + ot.out.Config.ID(),
-				Msg: "metric_buffer_limit: must be at least metric_batch_size"})
-		}
 		ot.out.Settings = set
 	}
+	l.checkBufferDirectory()
 	if !a.OmitHostname && a.Hostname == "" {
 		a.Hostname, _ = os.Hostname()
 	}
 	l.finishCluster()
+	l.report()
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
 	}
