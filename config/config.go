@@ -257,31 +257,48 @@ func (l *loader) file(name, raw string) {
 	if len(problems) > 0 {
 		return
 	}
-	var whole map[string]any
-	if _, err := toml.Decode(text, &whole); err != nil {
+	// The file is not parsed whole: each top-level table is parsed on its own below, and the
+	// text above the first one here. Refused first: nesting whose parse would cost the square
+	// of its depth.
+	if line := nestingTooDeep(text); line > 0 {
+		l.fail(name, line, "", "nested deeper than %d levels (tables, dotted keys, arrays and inline tables)", MaxDepth)
+		return
+	}
+	textPasswords(text, l.passwords)
+	sc := scanTOML(text)
+	lines := newLineIndex(text)
+	preamble := lines.count()
+	if len(sc.tables) > 0 {
+		preamble = sc.tables[0].start - 1
+	}
+	if _, err := toml.Decode(lines.text(1, preamble+1), &map[string]any{}); err != nil {
 		line, _, msg := splitTOMLError(err)
 		l.fail(name, line, "", "%s", msg)
 		return
 	}
-	urlPasswords(whole, l.passwords)
-	sc := scanTOML(text)
-	lines := strings.Split(text, "\n")
-	seen := map[string]int{} // plugin tables so far by kind.name: their index in whole
 	// Keys above the first table belong to no section.
 	for _, k := range sc.keys {
 		if !strings.ContainsAny(k.path, ".[") && (len(sc.tables) == 0 || k.line < sc.tables[0].start) {
 			l.fail(name, k.line, "", "%s: a key outside any table (put it under [agent] or a plugin)", k.path)
 		}
 	}
-	for i, t := range sc.tables {
-		for _, prev := range sc.tables[:i] {
-			if strings.HasPrefix(t.path, prev.path+".") || strings.HasPrefix(t.path, prev.path+"[") {
-				l.fail(name, t.start, "", "[%s] must directly follow the table it belongs to", t.path)
+	tableAt := make(map[string]int, len(sc.tables)) // top-level tables so far by path: their line
+	for _, t := range sc.tables {
+		for i := range len(t.path) {
+			if c := t.path[i]; c == '.' || c == '[' {
+				if _, ok := tableAt[t.path[:i]]; ok {
+					l.fail(name, t.start, "", "[%s] must directly follow the table it belongs to", t.path)
+					break
+				}
 			}
 		}
-		snippet := strings.Join(lines[t.start-1:t.end-1], "\n")
-		s := section{l: l, file: name, span: t, sc: sc, text: snippet, offset: t.start - 1, whole: whole, nth: seen[t.kind+"."+t.name]}
-		seen[t.kind+"."+t.name]++
+		if first, ok := tableAt[t.path]; ok {
+			l.fail(name, t.start, "", "[%s] is defined twice in this file (first at line %d)", t.path, first)
+			continue
+		}
+		tableAt[t.path] = t.start
+		snippet := lines.text(t.start, t.end)
+		s := section{l: l, file: name, span: t, sc: sc, text: snippet, offset: t.start - 1, lines: lines}
 		switch t.kind {
 		case "agent":
 			s.decodeTable("agent", &l.cfg.Agent)
@@ -316,8 +333,54 @@ type section struct {
 	text   string
 	offset int // lines before the snippet
 	label  string
-	whole  map[string]any // the whole file, parsed once
-	nth    int            // plugins: index of this table among the file's tables of its kind.name
+	lines  lineIndex // of the file
+}
+
+// lineIndex finds the lines of a text without copying them.
+type lineIndex struct {
+	all   string
+	start []int // byte offset of each line, and len(all)+1 after the last
+}
+
+func newLineIndex(text string) lineIndex {
+	x := lineIndex{all: text, start: make([]int, 1, strings.Count(text, "\n")+2)}
+	for i := 0; i < len(text); i++ {
+		if text[i] == '\n' {
+			x.start = append(x.start, i+1)
+		}
+	}
+	x.start = append(x.start, len(text)+1)
+	return x
+}
+
+// count is the number of lines.
+func (x lineIndex) count() int { return len(x.start) - 1 }
+
+// text returns lines from to before to (1-based), without the last line feed.
+func (x lineIndex) text(from, to int) string {
+	if to <= from {
+		return ""
+	}
+	return x.all[x.start[from-1] : x.start[to-1]-1]
+}
+
+// ownString returns the string value of key in the table itself (not a sub-table) when it is
+// written on one line; else "".
+func (s *section) ownString(key string) string {
+	want := s.span.path + "." + key
+	keys := s.sc.keys[sort.Search(len(s.sc.keys), func(i int) bool { return s.sc.keys[i].line >= s.span.start }):]
+	for _, k := range keys {
+		if k.line >= s.span.end {
+			break
+		}
+		if k.path == want {
+			var m map[string]any
+			toml.Decode(s.lines.text(k.line, k.line+1), &m)
+			v, _ := m[key].(string)
+			return v
+		}
+	}
+	return ""
 }
 
 var tomlErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?(?:\(last key "([^"]*)"\): )?(?:line \d+: )?(.*)$`)
@@ -468,18 +531,12 @@ func (s *section) plugin() {
 	t := s.span
 	kind, name := t.kind, t.name
 	prefix := kind + "." + name
-	// The label comes from the file parsed once already (parsing the section again for it made
-	// loading 10,000 Modbus devices a third slower).
-	var table map[string]any
-	if kinds, ok := s.whole[kind].(map[string]any); ok {
-		if tbls, ok := kinds[name].([]map[string]any); ok && s.nth < len(tbls) {
-			table = tbls[s.nth]
-		}
-	}
+	// The label comes from the lines of the table's alias and name alone: errors found while
+	// the table is decoded carry it.
 	s.label = prefix
-	if a, _ := table["alias"].(string); a != "" {
+	if a := s.ownString("alias"); a != "" {
 		s.label += fmt.Sprintf(" %q", a)
-	} else if n, _ := table["name"].(string); n != "" {
+	} else if n := s.ownString("name"); n != "" {
 		s.label += fmt.Sprintf(" %q", n)
 	}
 
@@ -518,7 +575,7 @@ func (s *section) plugin() {
 		generic, common = ot, &ot.commonTable
 		defer func() {
 			if ot.out != nil {
-				ot.file, ot.sc, ot.span, ot.set = s.file, s.sc, t, definedKeys(md, kind, name)
+				ot.file, ot.sc, ot.span = s.file, s.sc, t
 				s.l.outputOverrides = append(s.l.outputOverrides, *ot)
 			}
 		}()
@@ -545,6 +602,23 @@ func (s *section) plugin() {
 	if !s.unknownKeys(md, prefix, plugin) {
 		return
 	}
+	var identity string
+	if kind == "outputs" {
+		identity = prefix
+		if cfg.Alias != "" {
+			identity += "/" + cfg.Alias
+		} else {
+			// The table as parsed, not as written: a comment or a space changes no identity.
+			var table map[string]any
+			md.PrimitiveDecode(prim, &table)
+			sum := sha256.Sum256([]byte(fmt.Sprint(table)))
+			identity += "/" + hex.EncodeToString(sum[:8])
+		}
+		generic.(*outputTable).set = definedKeys(md, kind, name)
+	}
+	// The parse is done with: what Init builds of a large table (100,000 devices) need not
+	// share the memory with it.
+	md, holder, prim, s.text = toml.MetaData{}, nil, toml.Primitive{}, ""
 	log := logging.Plugin(kind, name, cfg.Alias)
 	setLogger(plugin, log)
 	if in, ok := plugin.(models.Initializer); ok {
@@ -564,13 +638,6 @@ func (s *section) plugin() {
 	case "processors":
 		s.l.cfg.Processors = append(s.l.cfg.Processors, &Processor{Plugin: plugin.(models.Processor), Config: cfg, Log: log})
 	case "outputs":
-		identity := prefix
-		if cfg.Alias != "" {
-			identity += "/" + cfg.Alias
-		} else {
-			sum := sha256.Sum256([]byte(fmt.Sprint(table)))
-			identity += "/" + hex.EncodeToString(sum[:8])
-		}
 		o := &Output{Plugin: plugin.(models.Output), Config: cfg, Log: log, Identity: identity}
 		s.l.cfg.Outputs = append(s.l.cfg.Outputs, o)
 		ot := generic.(*outputTable)

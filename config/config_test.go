@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -549,5 +550,90 @@ func TestCheckListen(t *testing.T) {
 		if (err == nil) != c.ok || every != c.every {
 			t.Errorf("CheckListen(%q) = %v, %v; want ok=%v every=%v", c.addr, every, err, c.ok, c.every)
 		}
+	}
+}
+
+// TestNestingRefused: nesting deeper than config.MaxDepth is refused at its line before the
+// TOML library parses it (whose cost grows with the square of the depth), however it nests;
+// a plugin's real depth loads.
+func TestNestingRefused(t *testing.T) {
+	deep := 3000
+	for name, line := range map[string]string{
+		"inline tables": "  x = " + strings.Repeat("{a = ", deep) + "1" + strings.Repeat("}", deep),
+		"arrays":        "  x = " + strings.Repeat("[", deep) + strings.Repeat("]", deep),
+		"dotted key":    "  " + strings.Repeat("a.", deep) + "b = 1",
+		"mixed":         "  x = " + strings.Repeat("[{a.b.c = ", deep/4) + "1" + strings.Repeat("}]", deep/4),
+		"header":        "[" + strings.Repeat("outputs.", deep) + "x]",
+	} {
+		text := "[agent]\n  interval = \"10s\"\n[[outputs.testout]]\n" + line + "\n"
+		_, err := config.LoadText("t.conf", text, nil)
+		want := fmt.Sprintf("t.conf:4: nested deeper than %d levels (tables, dotted keys, arrays and inline tables)", config.MaxDepth)
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: got %.300v\nwant %s", name, err, want)
+		}
+	}
+	// Quotes and comments hold no nesting.
+	text := "[[outputs.testout]]\n  url = \"" + strings.Repeat("[{", deep) + "\" # " + strings.Repeat("[", deep) + "\n"
+	if _, err := config.LoadText("t.conf", text, nil); err != nil {
+		t.Errorf("brackets in a string and a comment: %.300v", err)
+	}
+	text = "[[inputs.testdev]]\n  endpoint = \"x\"\n  tags = { a = \"1\" }\n  [[inputs.testdev.device]]\n    name = \"d\"\n"
+	if _, err := config.LoadText("t.conf", text, nil); err != nil {
+		t.Errorf("a plugin's depth: %v", err)
+	}
+}
+
+// TestLoadingIsLinear: ten times the tables cost about ten times as much (the check that a
+// table follows its parent compared every table with every earlier one; a line lookup walked
+// every key), with or without a mistake in every table. Measured against the smaller file in
+// the same test, medians of three: linear is about 10, the quadratic loader was over 40.
+func TestLoadingIsLinear(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads 22,000 tables")
+	}
+	gen := func(n int, bad bool) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "[[outputs.testout]]\n  url = \"http://127.0.0.1:%d\"\n", i)
+			if bad {
+				b.WriteString("  metric_batch_size = -1\n")
+			}
+		}
+		return b.String()
+	}
+	cost := func(text string) time.Duration {
+		var runs []time.Duration
+		for range 3 {
+			start := time.Now()
+			config.LoadText("t.conf", text, nil)
+			runs = append(runs, time.Since(start))
+		}
+		slices.Sort(runs)
+		return runs[1]
+	}
+	for _, bad := range []bool{false, true} {
+		small, large := cost(gen(1000, bad)), cost(gen(10000, bad))
+		if r := float64(large) / float64(small); r > 25 {
+			t.Errorf("mistakes %v: 10 times the tables took %.0f times as long (%v, %v)", bad, r, small, large)
+		}
+	}
+}
+
+// TestErrorReportIsBounded: at most 100 errors are listed, the rest counted, and one message is
+// clipped to 512 bytes.
+func TestErrorReportIsBounded(t *testing.T) {
+	var b strings.Builder
+	for i := range 250 {
+		fmt.Fprintf(&b, "[[outputs.testout]]\n  url%d = 1\n", i)
+	}
+	_, err := config.LoadText("t.conf", b.String(), nil)
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 101 || lines[100] != "… and 150 more errors" || lines[99] != "t.conf:200: outputs.testout: url99: unknown key" {
+		t.Errorf("%d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+	long := strings.Repeat("k", 100000)
+	_, err = config.LoadText("t.conf", "[[outputs.testout]]\n  "+long+" = 1\n", nil)
+	if err == nil || len(err.Error()) > 600 || !strings.HasSuffix(err.Error(), "bytes more)") {
+		t.Errorf("%d bytes: %.100v…", len(fmt.Sprint(err)), err)
 	}
 }

@@ -23,118 +23,44 @@ type envProblem struct {
 // bare position (slave_id = ${ID}) the value must be one TOML value on one line, else it is a
 // problem at its line. Line breaks of values are escaped, so every line keeps its number.
 //
-// The text is walked once by a small lexer of TOML's string kinds: the TOML library parses
-// whole documents only, and substituting after parsing would leave bare values (numbers,
-// arrays) out.
+// The text is walked once by a small lexer of TOML's string kinds (lex.go): substituting after
+// parsing would leave bare values (numbers, arrays) out.
 func expandEnv(text string, lookup func(string) (string, bool)) (string, []string, []envProblem) {
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
+	if !strings.Contains(text, "${") {
+		return text, nil, nil
+	}
 	e := &envExpander{lookup: lookup}
 	var b strings.Builder
 	b.Grow(len(text))
-	line := 1
-	for i := 0; i < len(text); {
-		c := text[i]
-		switch {
-		case c == '\n':
-			line++
-			b.WriteByte(c)
-			i++
-		case c == '#':
-			end := strings.IndexByte(text[i:], '\n')
-			if end < 0 {
-				end = len(text) - i
+	for t := range tokens(text) {
+		switch t.kind {
+		case tokBasic, tokMLBasic:
+			q := t.raw[:(len(t.raw)-len(t.body))/2] // the quotes around the body
+			out, _ := e.expand(t.body, t.line, keepText, escapeValue, true)
+			b.WriteString(q + out + q)
+		case tokLiteral, tokMLLiteral:
+			q := t.raw[:(len(t.raw)-len(t.body))/2]
+			text := escapeValue
+			if t.kind == tokMLLiteral {
+				text = escapeMultiline
 			}
-			b.WriteString(text[i : i+end])
-			i += end
-		case strings.HasPrefix(text[i:], `"""`), strings.HasPrefix(text[i:], `'''`):
-			delim := text[i : i+3]
-			start := i + 3
-			end := closeMultiline(text, start, delim[0])
-			body := text[start:end]
-			if end == len(text) { // not closed: left for the parser to report
-				b.WriteString(text[i:])
-				i = end
-				continue
-			}
-			if delim[0] == '"' {
-				out, _ := e.expand(body, line, keepText, escapeValue, true)
-				b.WriteString(delim + out + delim)
-			} else if out, changed := e.expand(body, line, escapeMultiline, escapeValue, false); changed {
-				b.WriteString(`"""` + out + `"""`)
+			if out, changed := e.expand(t.body, t.line, text, escapeValue, false); changed {
+				q = strings.Repeat(`"`, len(q))
+				b.WriteString(q + out + q)
 			} else {
-				b.WriteString(delim + unescapeDollar(body) + delim)
+				b.WriteString(q + unescapeDollar(t.body) + q)
 			}
-			line += strings.Count(body, "\n")
-			i = end + 3
-		case c == '"' || c == '\'':
-			end := closeString(text, i+1, c)
-			body := text[i+1 : end]
-			if end == len(text) || text[end] != c { // not closed: left for the parser to report
-				b.WriteString(text[i:end])
-				i = end
-				continue
-			}
-			if c == '"' {
-				out, _ := e.expand(body, line, keepText, escapeValue, true)
-				b.WriteString(`"` + out + `"`)
-			} else if out, changed := e.expand(body, line, escapeValue, escapeValue, false); changed {
-				b.WriteString(`"` + out + `"`)
-			} else {
-				b.WriteString(`'` + unescapeDollar(body) + `'`)
-			}
-			i = end + 1
-		default:
-			// Bare text up to the next string, comment or line end.
-			end := i + 1
-			for end < len(text) && !strings.ContainsRune("\n#\"'", rune(text[end])) {
-				end++
-			}
-			out, _ := e.expand(text[i:end], line, keepText, nil, false)
+		case tokBare:
+			out, _ := e.expand(t.raw, t.line, keepText, nil, false)
 			b.WriteString(out)
-			i = end
+		default: // line ends, comments, strings not closed
+			b.WriteString(t.raw)
 		}
 	}
 	return b.String(), e.missing, e.problems
-}
-
-// closeString returns the index of the quote that ends a one-line string starting at start, or
-// of the line end (or text end) when it is not closed.
-func closeString(text string, start int, quote byte) int {
-	for i := start; i < len(text); i++ {
-		switch text[i] {
-		case quote, '\n':
-			return i
-		case '\\':
-			if quote == '"' && i+1 < len(text) && text[i+1] != '\n' {
-				i++
-			}
-		}
-	}
-	return len(text)
-}
-
-// closeMultiline returns the index of the delimiter (three quotes) that ends a multi-line
-// string starting at start: in a run of up to five quotes the last three close it, the others
-// belong to the string. Not closed: the text's end.
-func closeMultiline(text string, start int, quote byte) int {
-	for i := start; i < len(text); i++ {
-		switch {
-		case quote == '"' && text[i] == '\\':
-			i++
-		case text[i] == quote:
-			n := 0
-			for i+n < len(text) && text[i+n] == quote && n < 5 {
-				n++
-			}
-			if n >= 3 {
-				return i + n - 3
-			}
-			i += n - 1
-		}
-	}
-	return len(text)
 }
 
 type envExpander struct {

@@ -14,34 +14,36 @@ const (
 	maxErrorLen = 512 // bytes of one message; the rest are counted
 )
 
-// urlPasswords adds to set the password of every URL with one (scheme://user:password@host)
-// among the string values of v, a parsed file. Where the URL does not parse, the password is
-// what lies between the first ':' after "://" and the last '@'.
-func urlPasswords(v any, set map[string]bool) {
-	switch x := v.(type) {
-	case string:
-		_, rest, ok := strings.Cut(x, "://")
-		if !ok {
-			return
+// textPasswords adds to set the password of every URL with one (scheme://user:password@host)
+// written in a string of text. Where the URL does not parse, the password is what lies between
+// the first ':' after "://" and the last '@'.
+func textPasswords(text string, set map[string]bool) {
+	for t := range tokens(text) {
+		if t.kind == tokBare || t.kind == tokNewline || t.kind == tokComment || t.kind == tokOpen {
+			continue
 		}
-		at := strings.LastIndexByte(rest, '@')
-		if at < 0 {
-			return
-		}
-		if _, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" {
-			set[pw] = true
-		}
-	case map[string]any:
-		for _, e := range x {
-			urlPasswords(e, set)
-		}
-	case []map[string]any:
-		for _, e := range x {
-			urlPasswords(e, set)
-		}
-	case []any:
-		for _, e := range x {
-			urlPasswords(e, set)
+		for rest := t.body; ; {
+			_, after, ok := strings.Cut(rest, "://")
+			if !ok {
+				break
+			}
+			rest = after
+			url := after
+			if end := strings.Index(url, "://"); end >= 0 { // the next URL of the string
+				url = url[:end]
+			}
+			at := strings.LastIndexByte(url, '@')
+			if at < 0 {
+				continue
+			}
+			if _, pw, ok := strings.Cut(url[:at], ":"); ok && pw != "" {
+				set[pw] = true
+				if t.kind == tokBasic || t.kind == tokMLBasic { // as written and as read
+					if v, err := strconv.Unquote(`"` + pw + `"`); err == nil {
+						set[v] = true
+					}
+				}
+			}
 		}
 	}
 }
