@@ -99,7 +99,10 @@ func (e *envExpander) expand(s string, line int, text, value func(string) string
 			continue
 		}
 		end := strings.IndexByte(s[i:], '}')
-		if end < 0 || strings.ContainsAny(s[i:i+end], "\n\"'") {
+		if end < 0 {
+			break // no '}' further on: no ${ after this one closes either
+		}
+		if strings.ContainsAny(s[i:i+end], "\n\"'") {
 			continue
 		}
 		expr := s[i+2 : i+end]
