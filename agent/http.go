@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
@@ -48,21 +47,6 @@ func HTTPOptionsOf(a *config.Agent, version string) HTTPOptions {
 		Username: a.HTTPUsername, PasswordHash: a.HTTPPasswordHash, Version: version}
 }
 
-// ValidateListen checks an http_listen address ("127.0.0.1:9273", "[::1]:9273", ":9273").
-func ValidateListen(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("http_listen %q: %w", addr, err)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("http_listen %q: port must be a number 0..65535", addr)
-	}
-	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
-		return fmt.Errorf("http_listen %q: host must be an IP address or localhost", addr)
-	}
-	return nil
-}
-
 // Server serves /healthz, /metrics and the device page. Start it with Listen; Close stops it.
 type Server struct {
 	srv     *http.Server
@@ -88,7 +72,7 @@ func ListenHTTP(addr string, current func() *Agent) (*Server, error) {
 // Listen serves as o says, in the background. current returns the running agent (nil while
 // none runs); it is called for every request, so one server outlives reloads.
 func Listen(o HTTPOptions, current func() *Agent) (*Server, error) {
-	if err := ValidateListen(o.Listen); err != nil {
+	if _, err := config.CheckListen(o.Listen); err != nil {
 		return nil, err
 	}
 	var tlsConf *tls.Config

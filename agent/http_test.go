@@ -542,26 +542,6 @@ func TestAppendPrometheusRoundTrip(t *testing.T) {
 	}
 }
 
-func TestValidateListen(t *testing.T) {
-	for _, c := range []struct {
-		addr string
-		ok   bool
-	}{
-		{"127.0.0.1:9273", true},
-		{"[::1]:9273", true},
-		{":9273", true},
-		{"localhost:0", true},
-		{"127.0.0.1", false},
-		{"127.0.0.1:http", false},
-		{"127.0.0.1:70000", false},
-		{"plant.example:9273", false},
-	} {
-		if err := ValidateListen(c.addr); (err == nil) != c.ok {
-			t.Errorf("ValidateListen(%q) = %v, want ok=%v", c.addr, err, c.ok)
-		}
-	}
-}
-
 // BenchmarkAppendPrometheus renders a scrape of 1,000 stat sets of 10 fields (a large agent:
 // per-plugin sets, not per-device) into a reused buffer.
 func BenchmarkAppendPrometheus(b *testing.B) {

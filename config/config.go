@@ -224,10 +224,18 @@ type loader struct {
 	// per-output overrides, resolved against [agent] once every file is read
 	outputOverrides []outputTable
 	notices         map[string]*noticeCount // alias notices by plugin and key
+	agentAt         map[string]place        // where each [agent] key was set last
+	passwords       map[string]bool         // of URLs in the files, redacted from messages
+}
+
+// place is a FILE:LINE.
+type place struct {
+	file string
+	line int
 }
 
 func newLoader(lookup func(string) (string, bool)) *loader {
-	return &loader{cfg: &Config{Agent: DefaultAgent(), GlobalTags: map[string]string{}}, lookup: lookup}
+	return &loader{cfg: &Config{Agent: DefaultAgent(), GlobalTags: map[string]string{}}, lookup: lookup, agentAt: map[string]place{}, passwords: map[string]bool{}}
 }
 
 func (l *loader) fail(file string, line int, plugin, format string, args ...any) {
@@ -236,34 +244,61 @@ func (l *loader) fail(file string, line int, plugin, format string, args ...any)
 
 func (l *loader) file(name, raw string) {
 	l.cfg.Files = append(l.cfg.Files, name)
-	text, missing := expandEnv(raw, l.lookup)
+	// A byte order mark is no key, and a CRLF line end is a line end: the scanner and the
+	// sections cut out of the text work on LF lines.
+	raw = strings.ReplaceAll(strings.TrimPrefix(raw, "\ufeff"), "\r\n", "\n")
+	text, missing, problems := expandEnv(raw, l.lookup)
 	for _, m := range missing {
 		l.cfg.Warnings = append(l.cfg.Warnings, fmt.Sprintf("%s: environment variable %s is not set", name, m))
 	}
-	var whole map[string]any
-	if _, err := toml.Decode(text, &whole); err != nil {
+	for _, p := range problems {
+		l.fail(name, p.line, "", "%s", p.msg)
+	}
+	if len(problems) > 0 {
+		return
+	}
+	// The file is not parsed whole: each top-level table is parsed on its own below, and the
+	// text above the first one here. Refused first: nesting whose parse would cost the square
+	// of its depth.
+	if line := nestingTooDeep(text); line > 0 {
+		l.fail(name, line, "", "nested deeper than %d levels (tables, dotted keys, arrays and inline tables)", MaxDepth)
+		return
+	}
+	textPasswords(text, l.passwords)
+	sc := scanTOML(text)
+	lines := newLineIndex(text)
+	preamble := lines.count()
+	if len(sc.tables) > 0 {
+		preamble = sc.tables[0].start - 1
+	}
+	if _, err := toml.Decode(lines.text(1, preamble+1), &map[string]any{}); err != nil {
 		line, _, msg := splitTOMLError(err)
 		l.fail(name, line, "", "%s", msg)
 		return
 	}
-	sc := scanTOML(text)
-	lines := strings.Split(text, "\n")
-	seen := map[string]int{} // plugin tables so far by kind.name: their index in whole
 	// Keys above the first table belong to no section.
 	for _, k := range sc.keys {
 		if !strings.ContainsAny(k.path, ".[") && (len(sc.tables) == 0 || k.line < sc.tables[0].start) {
 			l.fail(name, k.line, "", "%s: a key outside any table (put it under [agent] or a plugin)", k.path)
 		}
 	}
-	for i, t := range sc.tables {
-		for _, prev := range sc.tables[:i] {
-			if strings.HasPrefix(t.path, prev.path+".") || strings.HasPrefix(t.path, prev.path+"[") {
-				l.fail(name, t.start, "", "[%s] must directly follow the table it belongs to", t.path)
+	tableAt := make(map[string]int, len(sc.tables)) // top-level tables so far by path: their line
+	for _, t := range sc.tables {
+		for i := range len(t.path) {
+			if c := t.path[i]; c == '.' || c == '[' {
+				if _, ok := tableAt[t.path[:i]]; ok {
+					l.fail(name, t.start, "", "[%s] must directly follow the table it belongs to", t.path)
+					break
+				}
 			}
 		}
-		snippet := strings.Join(lines[t.start-1:t.end-1], "\n")
-		s := section{l: l, file: name, span: t, sc: sc, text: snippet, offset: t.start - 1, whole: whole, nth: seen[t.kind+"."+t.name]}
-		seen[t.kind+"."+t.name]++
+		if first, ok := tableAt[t.path]; ok {
+			l.fail(name, t.start, "", "[%s] is defined twice in this file (first at line %d)", t.path, first)
+			continue
+		}
+		tableAt[t.path] = t.start
+		snippet := lines.text(t.start, t.end)
+		s := section{l: l, file: name, span: t, sc: sc, text: snippet, offset: t.start - 1, lines: lines}
 		switch t.kind {
 		case "agent":
 			s.decodeTable("agent", &l.cfg.Agent)
@@ -298,8 +333,54 @@ type section struct {
 	text   string
 	offset int // lines before the snippet
 	label  string
-	whole  map[string]any // the whole file, parsed once
-	nth    int            // plugins: index of this table among the file's tables of its kind.name
+	lines  lineIndex // of the file
+}
+
+// lineIndex finds the lines of a text without copying them.
+type lineIndex struct {
+	all   string
+	start []int // byte offset of each line, and len(all)+1 after the last
+}
+
+func newLineIndex(text string) lineIndex {
+	x := lineIndex{all: text, start: make([]int, 1, strings.Count(text, "\n")+2)}
+	for i := 0; i < len(text); i++ {
+		if text[i] == '\n' {
+			x.start = append(x.start, i+1)
+		}
+	}
+	x.start = append(x.start, len(text)+1)
+	return x
+}
+
+// count is the number of lines.
+func (x lineIndex) count() int { return len(x.start) - 1 }
+
+// text returns lines from to before to (1-based), without the last line feed.
+func (x lineIndex) text(from, to int) string {
+	if to <= from {
+		return ""
+	}
+	return x.all[x.start[from-1] : x.start[to-1]-1]
+}
+
+// ownString returns the string value of key in the table itself (not a sub-table) when it is
+// written on one line; else "".
+func (s *section) ownString(key string) string {
+	want := s.span.path + "." + key
+	keys := s.sc.keys[sort.Search(len(s.sc.keys), func(i int) bool { return s.sc.keys[i].line >= s.span.start }):]
+	for _, k := range keys {
+		if k.line >= s.span.end {
+			break
+		}
+		if k.path == want {
+			var m map[string]any
+			toml.Decode(s.lines.text(k.line, k.line+1), &m)
+			v, _ := m[key].(string)
+			return v
+		}
+	}
+	return ""
 }
 
 var tomlErrRE = regexp.MustCompile(`^toml: (?:line (\d+) )?(?:\(last key "([^"]*)"\): )?(?:line \d+: )?(.*)$`)
@@ -376,6 +457,11 @@ func (s *section) decodeTable(name string, v any) bool {
 		return false
 	}
 	reflect.ValueOf(v).Elem().Set(mergeStruct(reflect.ValueOf(v).Elem(), holder.Elem().Field(0), md, name))
+	if name == "agent" {
+		for key := range definedKeys(md, name) {
+			s.l.agentAt[key] = place{s.file, s.sc.lookupIn(s.span.path, key)}
+		}
+	}
 	return s.unknownKeys(md, name, nil)
 }
 
@@ -433,24 +519,24 @@ type outputTable struct {
 	BufferFsync       string   `toml:"buffer_fsync"`
 
 	out *Output
+	// where the table is and which of its generic keys it sets, for the checks made once
+	// every file is read
+	file string
+	sc   *scanResult
+	span tableSpan
+	set  map[string]bool
 }
 
 func (s *section) plugin() {
 	t := s.span
 	kind, name := t.kind, t.name
 	prefix := kind + "." + name
-	// The label comes from the file parsed once already (parsing the section again for it made
-	// loading 10,000 Modbus devices a third slower).
-	var table map[string]any
-	if kinds, ok := s.whole[kind].(map[string]any); ok {
-		if tbls, ok := kinds[name].([]map[string]any); ok && s.nth < len(tbls) {
-			table = tbls[s.nth]
-		}
-	}
+	// The label comes from the lines of the table's alias and name alone: errors found while
+	// the table is decoded carry it.
 	s.label = prefix
-	if a, _ := table["alias"].(string); a != "" {
+	if a := s.ownString("alias"); a != "" {
 		s.label += fmt.Sprintf(" %q", a)
-	} else if n, _ := table["name"].(string); n != "" {
+	} else if n := s.ownString("name"); n != "" {
 		s.label += fmt.Sprintf(" %q", n)
 	}
 
@@ -473,6 +559,9 @@ func (s *section) plugin() {
 		it := &inputTable{}
 		generic, common = it, &it.commonTable
 		defer func() {
+			if it.Interval > 0 && it.Interval < Duration(MinInterval) {
+				s.l.fail(s.file, s.sc.lookupIn(t.path, "interval"), s.label, "interval: %s is less than %s, the shortest interval", it.Interval, Duration(MinInterval))
+			}
 			cfg.Interval = time.Duration(it.Interval)
 			cfg.NamePrefix, cfg.NameSuffix, cfg.NameOverride = it.NamePrefix, it.NameSuffix, it.NameOverride
 			cfg.Tags = it.Tags
@@ -486,6 +575,7 @@ func (s *section) plugin() {
 		generic, common = ot, &ot.commonTable
 		defer func() {
 			if ot.out != nil {
+				ot.file, ot.sc, ot.span = s.file, s.sc, t
 				s.l.outputOverrides = append(s.l.outputOverrides, *ot)
 			}
 		}()
@@ -512,6 +602,23 @@ func (s *section) plugin() {
 	if !s.unknownKeys(md, prefix, plugin) {
 		return
 	}
+	var identity string
+	if kind == "outputs" {
+		identity = prefix
+		if cfg.Alias != "" {
+			identity += "/" + cfg.Alias
+		} else {
+			// The table as parsed, not as written: a comment or a space changes no identity.
+			var table map[string]any
+			md.PrimitiveDecode(prim, &table)
+			sum := sha256.Sum256([]byte(fmt.Sprint(table)))
+			identity += "/" + hex.EncodeToString(sum[:8])
+		}
+		generic.(*outputTable).set = definedKeys(md, kind, name)
+	}
+	// The parse is done with: what Init builds of a large table (100,000 devices) need not
+	// share the memory with it.
+	md, holder, prim, s.text = toml.MetaData{}, nil, toml.Primitive{}, ""
 	log := logging.Plugin(kind, name, cfg.Alias)
 	setLogger(plugin, log)
 	if in, ok := plugin.(models.Initializer); ok {
@@ -531,13 +638,6 @@ func (s *section) plugin() {
 	case "processors":
 		s.l.cfg.Processors = append(s.l.cfg.Processors, &Processor{Plugin: plugin.(models.Processor), Config: cfg, Log: log})
 	case "outputs":
-		identity := prefix
-		if cfg.Alias != "" {
-			identity += "/" + cfg.Alias
-		} else {
-			sum := sha256.Sum256([]byte(fmt.Sprint(table)))
-			identity += "/" + hex.EncodeToString(sum[:8])
-		}
 		o := &Output{Plugin: plugin.(models.Output), Config: cfg, Log: log, Identity: identity}
 		s.l.cfg.Outputs = append(s.l.cfg.Outputs, o)
 		ot := generic.(*outputTable)
@@ -561,15 +661,6 @@ func (s *section) placed(err error) *Error {
 	return &Error{File: s.file, Line: line, Plugin: s.label, Msg: err.Error()}
 }
 
-// validFsync accepts "batch" (fsync every write) or a positive duration.
-func validFsync(s string) bool {
-	if s == "batch" {
-		return true
-	}
-	d, err := time.ParseDuration(s)
-	return err == nil && d > 0
-}
-
 // setLogger sets the plugin's `Log *slog.Logger` field, if it has one.
 func setLogger(plugin any, log *slog.Logger) {
 	v := reflect.ValueOf(plugin)
@@ -586,29 +677,7 @@ func (l *loader) finish() (*Config, error) {
 	l.noticesDone()
 	c := l.cfg
 	a := &c.Agent
-	for _, chk := range []struct {
-		key string
-		bad bool
-		msg string
-	}{
-		{"interval", a.Interval <= 0, "must be more than 0"},
-		{"flush_interval", a.FlushInterval <= 0, "must be more than 0"},
-		{"metric_batch_size", a.MetricBatchSize < 1, "must be at least 1"},
-		{"metric_buffer_limit", a.MetricBufferLimit < a.MetricBatchSize, "must be at least metric_batch_size"},
-		{"buffer_strategy", a.BufferStrategy != "memory" && a.BufferStrategy != "disk", "must be \"memory\" or \"disk\""},
-		{"buffer_fsync", !validFsync(a.BufferFsync), "must be \"batch\" or a duration like \"1s\""},
-		{"buffer_limit", a.BufferLimit < 1<<20, "must be at least 1MiB"},
-		{"buffer_directory", a.BufferStrategy == "disk" && a.BufferDirectory == "", "must be set for buffer_strategy = \"disk\""},
-		{"health_failing_share", !(a.HealthFailingShare >= 0 && a.HealthFailingShare < 1), "must be at least 0 and less than 1 (0.05: 5% of an input's devices may fail)"},
-		{"http_tls_key", a.HTTPTLSCert != "" && a.HTTPTLSKey == "", "must be set with http_tls_cert"},
-		{"http_tls_cert", a.HTTPTLSKey != "" && a.HTTPTLSCert == "", "must be set with http_tls_key"},
-		{"http_password_hash", a.HTTPUsername != "" && !isBcrypt(a.HTTPPasswordHash), "must be a bcrypt hash of the password (\"$2a$…\", \"$2b$…\" or \"$2y$…\"; make one with `tagpipe passwd`), not the password itself"},
-		{"http_username", a.HTTPUsername == "" && a.HTTPPasswordHash != "", "must be set with http_password_hash"},
-	} {
-		if chk.bad {
-			l.errs = append(l.errs, &Error{File: c.Files[len(c.Files)-1], Plugin: "agent", Msg: chk.key + ": " + chk.msg})
-		}
-	}
+	l.checkAgent()
 	for _, ot := range l.outputOverrides {
 		set := models.OutputSettings{
 			BatchSize:     a.MetricBatchSize,
@@ -616,10 +685,10 @@ func (l *loader) finish() (*Config, error) {
 			FlushInterval: time.Duration(a.FlushInterval),
 			FlushJitter:   time.Duration(a.FlushJitter),
 		}
-		if ot.MetricBatchSize > 0 {
+		if ot.set["metric_batch_size"] {
 			set.BatchSize = ot.MetricBatchSize
 		}
-		if ot.MetricBufferLimit > 0 {
+		if ot.set["metric_buffer_limit"] {
 			set.BufferLimit = ot.MetricBufferLimit
 		}
 		if ot.FlushInterval > 0 {
@@ -633,39 +702,25 @@ func (l *loader) finish() (*Config, error) {
 		if ot.BufferStrategy != "" {
 			set.BufferStrategy = ot.BufferStrategy
 		}
-		if ot.BufferLimit > 0 {
+		if ot.set["buffer_limit"] {
 			set.BufferBytes = int64(ot.BufferLimit)
 		}
 		if ot.BufferFsync != "" {
 			fsync = ot.BufferFsync
 		}
-		for _, chk := range []struct {
-			key string
-			bad bool
-			msg string
-		}{
-			{"buffer_strategy", set.BufferStrategy != "memory" && set.BufferStrategy != "disk", "must be \"memory\" or \"disk\""},
-			{"buffer_fsync", !validFsync(fsync), "must be \"batch\" or a duration like \"1s\""},
-			{"buffer_limit", set.BufferBytes < 1<<20, "must be at least 1MiB"},
-		} {
-			if chk.bad {
-				l.errs = append(l.errs, &Error{File: ot.out.Config.Source, Plugin: "outputs." + ot.out.Config.ID(), Msg: chk.key + ": " + chk.msg})
-			}
-		}
+		l.checkOutput(&ot, set, fsync)
 		if fsync != "batch" {
 			d, _ := time.ParseDuration(fsync)
 			set.BufferFsync = d
 		}
-		if set.BufferLimit < set.BatchSize {
-			l.errs = append(l.errs, &Error{File: ot.out.Config.Source, Plugin: "outputs." + ot.out.Config.ID(),
-				Msg: "metric_buffer_limit: must be at least metric_batch_size"})
-		}
 		ot.out.Settings = set
 	}
+	l.checkBufferDirectory()
 	if !a.OmitHostname && a.Hostname == "" {
 		a.Hostname, _ = os.Hostname()
 	}
 	l.finishCluster()
+	l.report()
 	if len(l.errs) > 0 {
 		return nil, errors.Join(l.errs...)
 	}

@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/inputs"
+	"github.com/tagpipe/tagpipe/internal/testkit/configcase"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
 	"github.com/tagpipe/tagpipe/processors"
@@ -83,6 +87,14 @@ func (*testOut) SampleConfig() string                          { return "" }
 func (*testOut) Connect(context.Context) error                 { return nil }
 func (*testOut) Write(context.Context, []*models.Metric) error { return nil }
 func (*testOut) Close() error                                  { return nil }
+
+// Init checks the URL as outputs do, echoing it in the error.
+func (o *testOut) Init() error {
+	if _, err := url.Parse(o.URL); err != nil {
+		return config.KeyErrorf("url", "%q: %v", o.URL, err)
+	}
+	return nil
+}
 
 func init() {
 	inputs.Add("testdev", func() models.Input { return &testDev{Timeout: config.Duration(time.Second)} })
@@ -186,10 +198,10 @@ func TestLoadErrorsNameTheirPlace(t *testing.T) {
 		{"bad filter", "[[outputs.testout]]\n  namepass = [\"[x\"]\n", `t.conf:1: outputs.testout: namepass: bad pattern "[x"`},
 		{"generic key of another kind", "[[outputs.testout]]\n  order = 1\n", `t.conf:2: outputs.testout: order: unknown key`},
 		{"plugin not as array", "[inputs.testdev]\n  endpoint = \"x\"\n", `t.conf:1: [inputs.testdev]: plugins are declared as [[inputs.NAME]]`},
-		{"agent check", "[agent]\n  metric_batch_size = 10\n  metric_buffer_limit = 5\n", `t.conf: agent: metric_buffer_limit: must be at least metric_batch_size`},
-		{"a password, not its hash", "[agent]\n  http_username = \"op\"\n  http_password_hash = \"hunter2\"\n", `t.conf: agent: http_password_hash: must be a bcrypt hash of the password`},
-		{"a hash without a user", "[agent]\n  http_password_hash = \"$2a$10$0123456789012345678901uQ7mGOUg3X.Z0dCuVJK3vW1hXOfk1Ha\"\n", `t.conf: agent: http_username: must be set with http_password_hash`},
-		{"a certificate without its key", "[agent]\n  http_tls_cert = \"a.crt\"\n", `t.conf: agent: http_tls_key: must be set with http_tls_cert`},
+		{"agent check", "[agent]\n  metric_batch_size = 10\n  metric_buffer_limit = 5\n", `t.conf:3: agent: metric_buffer_limit: must be at least metric_batch_size`},
+		{"a password, not its hash", "[agent]\n  http_username = \"op\"\n  http_password_hash = \"hunter2\"\n", `t.conf:3: agent: http_password_hash: must be a bcrypt hash of the password`},
+		{"a hash without a user", "[agent]\n  http_password_hash = \"$2a$10$0123456789012345678901uQ7mGOUg3X.Z0dCuVJK3vW1hXOfk1Ha\"\n", `t.conf:2: agent: http_username: must be set with http_password_hash`},
+		{"a certificate without its key", "[agent]\n  http_tls_cert = \"a.crt\"\n", `t.conf:2: agent: http_tls_key: must be set with http_tls_cert`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -382,5 +394,246 @@ func TestPluginWarningsAndHints(t *testing.T) {
 	_, err = config.LoadText("h.conf", "[[inputs.testdev]]\n  endpoint = \"x\"\n  hots = 1\n", nil)
 	if err == nil || err.Error() != "h.conf:3: inputs.testdev: hots: unknown key" {
 		t.Errorf("an unknown key the plugin does not recognise: %v", err)
+	}
+}
+
+// hostileValue is issue 18's: a quote, a line break and a table header. Substituted, it must
+// stay a value.
+const hostileValue = "x'\n[[outputs.testout]]\n  url = 'http://evil'\n#\"\"\"'''\\"
+
+// TestEnvCannotInjectTOML: a value substituted into any kind of string stays that string's
+// value byte for byte and adds no table; every line keeps its number.
+func TestEnvCannotInjectTOML(t *testing.T) {
+	for _, c := range []struct{ name, written, want string }{
+		{"literal", `'${TP_PW}'`, hostileValue},
+		{"literal with text around", `'a\b-${TP_PW}-"c"'`, `a\b-` + hostileValue + `-"c"`},
+		{"basic", `"${TP_PW}"`, hostileValue},
+		{"basic with an escaped backslash", `"\\${TP_PW}"`, `\` + hostileValue},
+		{"multi-line basic", `"""${TP_PW}"""`, hostileValue},
+		{"multi-line literal", "'''\nl1\\ ${TP_PW}\n'''", "l1\\ " + hostileValue + "\n"},
+		{"multi-line literal untouched", `'''$${TP_PW}'''`, "${TP_PW}"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := "[[inputs.testdev]]\n  endpoint = \"x\"\n  password = " + c.written + "\n  endpont = 1\n" +
+				"[[outputs.testout]]\n  url = \"http://127.0.0.1:1\"\n"
+			_, err := config.LoadText("t.conf", text, env(map[string]string{"TP_PW": hostileValue}))
+			wantLine := 4 + strings.Count(c.written, "\n")
+			if want := fmt.Sprintf("t.conf:%d: inputs.testdev: endpont: unknown key", wantLine); err == nil || err.Error() != want {
+				t.Fatalf("got %v\nwant %s (the line after the value keeps its number)", err, want)
+			}
+			cfg, err := config.LoadText("t.conf", strings.Replace(text, "  endpont = 1\n", "", 1), env(map[string]string{"TP_PW": hostileValue}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Outputs) != 1 {
+				t.Fatalf("%d outputs: the value added a table", len(cfg.Outputs))
+			}
+			if got := cfg.Inputs[0].Plugin.(*testDev).Password.Reveal(); got != c.want {
+				t.Fatalf("password %q\nwant     %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestEnvInBarePositions: a bare ${VAR} takes one value on one line, or is an error at its line.
+func TestEnvInBarePositions(t *testing.T) {
+	text := "[[inputs.testdev]]\n  endpoint = \"x\"\n  [[inputs.testdev.device]]\n    slave_id = ${ID}\n"
+	cfg, err := config.LoadText("t.conf", text, env(map[string]string{"ID": "7"}))
+	if err != nil || cfg.Inputs[0].Plugin.(*testDev).Devices[0].SlaveID != 7 {
+		t.Fatalf("a number: %v", err)
+	}
+	for _, bad := range []string{"7\n[[outputs.testout]]", "7 # swallow", "7, 8", "", "[1", "7 ]"} {
+		_, err := config.LoadText("t.conf", text, env(map[string]string{"ID": bad}))
+		want := "t.conf:4: ${ID}: its value (" + strconv.Itoa(len(bad)) + " bytes) is not one TOML value on one line"
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("ID=%q: got %v\nwant %s…", bad, err, want)
+		}
+	}
+	// An array and an inline table are one value each.
+	text = "[[inputs.testdev]]\n  endpoint = \"x\"\n  namepass = ${NP}\n  tags = ${TAGS}\n"
+	cfg, err = config.LoadText("t.conf", text, env(map[string]string{"NP": `["a*", "b"]`, "TAGS": `{ line = "A" }`}))
+	if err != nil || cfg.Inputs[0].Config.Tags["line"] != "A" {
+		t.Fatalf("array and inline table: %v", err)
+	}
+}
+
+// TestConfigCases runs the folders of testcases/: limits and checks of [agent] and the
+// generic keys of plugin tables, each error at its line.
+func TestConfigCases(t *testing.T) { configcase.Run(t, "testcases") }
+
+// TestLineEndsAndByteOrderMark: a file written on Windows (CRLF line ends, a UTF-8 byte order
+// mark) loads as the same file with LF line ends, and errors keep their lines.
+func TestLineEndsAndByteOrderMark(t *testing.T) {
+	text := "[agent]\n  interval = \"5s\"\n[[inputs.testdev]]\n  endpoint = \"\"\"\nx\"\"\"\n  tags = { a = \"1\" }\n" +
+		"  [[inputs.testdev.device]]\n    name = 'm'\n    slave_id = 4\n[[outputs.testout]]\n  url = \"http://127.0.0.1:1\"\n"
+	for name, file := range map[string]string{
+		"CRLF": strings.ReplaceAll(text, "\n", "\r\n"), "BOM": "\ufeff" + text, "BOM and CRLF": "\ufeff" + strings.ReplaceAll(text, "\n", "\r\n"),
+	} {
+		cfg, err := config.LoadText("w.conf", file, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		dev := cfg.Inputs[0].Plugin.(*testDev)
+		if cfg.Agent.Interval.D() != 5*time.Second || dev.Endpoint != "x" || dev.Devices[0].SlaveID != 4 || len(cfg.Outputs) != 1 {
+			t.Fatalf("%s: agent %+v, device %+v", name, cfg.Agent, dev)
+		}
+		_, err = config.LoadText("w.conf", strings.Replace(file, "slave_id = 4", "slave_id = 400", 1), nil)
+		if err == nil || !strings.HasPrefix(err.Error(), "w.conf:9: inputs.testdev: device[0].slave_id: 400 is out of range") {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestCheckBufferDirectory: with a disk buffer, a buffer_directory that is a file (or lies
+// below one) is an error at its line; one that does not exist yet is made at the start.
+func TestCheckBufferDirectory(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "buffer")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ path, want string }{
+		{file, fmt.Sprintf(`t.conf:3: agent: buffer_directory: %q is a file, not a directory`, file)},
+		{filepath.Join(file, "sub"), fmt.Sprintf(`t.conf:3: agent: buffer_directory: %q cannot be made: %s is a file, not a directory`, filepath.Join(file, "sub"), file)},
+		{filepath.Join(dir, "new", "sub"), ""},
+		{dir, ""},
+	} {
+		text := fmt.Sprintf("[agent]\n  buffer_strategy = \"disk\"\n  buffer_directory = %q\n[[outputs.testout]]\n", c.path)
+		_, err := config.LoadText("t.conf", text, nil)
+		if got := fmt.Sprint(err); c.want == "" && err != nil || c.want != "" && got != c.want {
+			t.Errorf("%s: got %v\nwant %s", c.path, err, c.want)
+		}
+		// With the memory buffer the directory is not used.
+		if _, err := config.LoadText("t.conf", strings.Replace(text, `"disk"`, `"memory"`, 1), nil); err != nil {
+			t.Errorf("memory buffer: %v", err)
+		}
+	}
+}
+
+// TestURLPasswordsRedacted: a URL that does not parse is echoed by the plugin's error; its
+// password is not.
+func TestURLPasswordsRedacted(t *testing.T) {
+	for _, u := range []string{"http://admin:s3cr3t-pw@127.0.0.1:80 86", "http://admin:s3cr3t-pw\"@[::1", "http://admin:s3cr3t-pw@[fe80::1%en0]:x"} {
+		text := fmt.Sprintf("[[outputs.testout]]\n  url = %q\n", u)
+		_, err := config.LoadText("t.conf", text, nil)
+		if err == nil || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "admin:xxxxx@") || !strings.HasPrefix(err.Error(), "t.conf:2: ") {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+}
+
+// TestEnvValueWithURLPasswordRedacted: the password may come from the environment too.
+func TestEnvValueWithURLPasswordRedacted(t *testing.T) {
+	_, err := config.LoadText("t.conf", "[[outputs.testout]]\n  url = \"http://op:${PW}@127.0.0.1:bad\"\n", env(map[string]string{"PW": "pa ss"}))
+	if err == nil || strings.Contains(err.Error(), "pa ss") || !strings.Contains(err.Error(), "op:xxxxx@") {
+		t.Fatalf("%v", err)
+	}
+}
+
+func TestCheckListen(t *testing.T) {
+	for _, c := range []struct {
+		addr      string
+		ok, every bool
+	}{
+		{"127.0.0.1:9273", true, false},
+		{"[::1]:9273", true, false},
+		{":9273", true, true},
+		{"0.0.0.0:9273", true, true},
+		{"[::]:9273", true, true},
+		{"localhost:0", true, false},
+		{"127.0.0.1", false, false},
+		{"127.0.0.1:http", false, false},
+		{"127.0.0.1:70000", false, false},
+		{"plant.example:9273", false, false},
+	} {
+		every, err := config.CheckListen(c.addr)
+		if (err == nil) != c.ok || every != c.every {
+			t.Errorf("CheckListen(%q) = %v, %v; want ok=%v every=%v", c.addr, every, err, c.ok, c.every)
+		}
+	}
+}
+
+// TestNestingRefused: nesting deeper than config.MaxDepth is refused at its line before the
+// TOML library parses it (whose cost grows with the square of the depth), however it nests;
+// a plugin's real depth loads.
+func TestNestingRefused(t *testing.T) {
+	deep := 3000
+	for name, line := range map[string]string{
+		"inline tables": "  x = " + strings.Repeat("{a = ", deep) + "1" + strings.Repeat("}", deep),
+		"arrays":        "  x = " + strings.Repeat("[", deep) + strings.Repeat("]", deep),
+		"dotted key":    "  " + strings.Repeat("a.", deep) + "b = 1",
+		"mixed":         "  x = " + strings.Repeat("[{a.b.c = ", deep/4) + "1" + strings.Repeat("}]", deep/4),
+		"header":        "[" + strings.Repeat("outputs.", deep) + "x]",
+	} {
+		text := "[agent]\n  interval = \"10s\"\n[[outputs.testout]]\n" + line + "\n"
+		_, err := config.LoadText("t.conf", text, nil)
+		want := fmt.Sprintf("t.conf:4: nested deeper than %d levels (tables, dotted keys, arrays and inline tables)", config.MaxDepth)
+		if err == nil || err.Error() != want {
+			t.Errorf("%s: got %.300v\nwant %s", name, err, want)
+		}
+	}
+	// Quotes and comments hold no nesting.
+	text := "[[outputs.testout]]\n  url = \"" + strings.Repeat("[{", deep) + "\" # " + strings.Repeat("[", deep) + "\n"
+	if _, err := config.LoadText("t.conf", text, nil); err != nil {
+		t.Errorf("brackets in a string and a comment: %.300v", err)
+	}
+	text = "[[inputs.testdev]]\n  endpoint = \"x\"\n  tags = { a = \"1\" }\n  [[inputs.testdev.device]]\n    name = \"d\"\n"
+	if _, err := config.LoadText("t.conf", text, nil); err != nil {
+		t.Errorf("a plugin's depth: %v", err)
+	}
+}
+
+// TestLoadingIsLinear: ten times the tables cost about ten times as much (the check that a
+// table follows its parent compared every table with every earlier one; a line lookup walked
+// every key), with or without a mistake in every table. Measured against the smaller file in
+// the same test, medians of three: linear is about 10, the quadratic loader was over 40.
+func TestLoadingIsLinear(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads 22,000 tables")
+	}
+	gen := func(n int, bad bool) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "[[outputs.testout]]\n  url = \"http://127.0.0.1:%d\"\n", i)
+			if bad {
+				b.WriteString("  metric_batch_size = -1\n")
+			}
+		}
+		return b.String()
+	}
+	cost := func(text string) time.Duration {
+		var runs []time.Duration
+		for range 3 {
+			start := time.Now()
+			config.LoadText("t.conf", text, nil)
+			runs = append(runs, time.Since(start))
+		}
+		slices.Sort(runs)
+		return runs[1]
+	}
+	for _, bad := range []bool{false, true} {
+		small, large := cost(gen(1000, bad)), cost(gen(10000, bad))
+		if r := float64(large) / float64(small); r > 25 {
+			t.Errorf("mistakes %v: 10 times the tables took %.0f times as long (%v, %v)", bad, r, small, large)
+		}
+	}
+}
+
+// TestErrorReportIsBounded: at most 100 errors are listed, the rest counted, and one message is
+// clipped to 512 bytes.
+func TestErrorReportIsBounded(t *testing.T) {
+	var b strings.Builder
+	for i := range 250 {
+		fmt.Fprintf(&b, "[[outputs.testout]]\n  url%d = 1\n", i)
+	}
+	_, err := config.LoadText("t.conf", b.String(), nil)
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 101 || lines[100] != "… and 150 more errors" || lines[99] != "t.conf:200: outputs.testout: url99: unknown key" {
+		t.Errorf("%d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+	long := strings.Repeat("k", 100000)
+	_, err = config.LoadText("t.conf", "[[outputs.testout]]\n  "+long+" = 1\n", nil)
+	if err == nil || len(err.Error()) > 600 || !strings.HasSuffix(err.Error(), "bytes more)") {
+		t.Errorf("%d bytes: %.100v…", len(fmt.Sprint(err)), err)
 	}
 }

@@ -28,15 +28,17 @@ type tableSpan struct {
 type scanResult struct {
 	keys   []position
 	tables []tableSpan // top-level tables in order
+	// built by index on the first lookup
+	exact   map[string]int // path with indices → first line
+	byTable map[string]int // top-level table path + "\x00" + key path without indices → first line
 }
 
 // lookup returns the line of path, or of its longest known prefix; 0 when nothing matches.
 func (r *scanResult) lookup(path string) int {
+	r.index()
 	for p := path; p != ""; {
-		for _, k := range r.keys {
-			if k.path == p {
-				return k.line
-			}
+		if line, ok := r.exact[p]; ok {
+			return line
 		}
 		i := strings.LastIndexAny(p, ".[")
 		if i < 0 {
@@ -53,13 +55,45 @@ func (r *scanResult) lookupIn(prefix, key string) int {
 	if line := r.lookup(prefix + "." + key); line > 0 && strings.Contains(key, "[") {
 		return line
 	}
-	want := prefix + "." + stripIndices(key)
-	for _, k := range r.keys {
-		if strings.HasPrefix(k.path, prefix+".") && prefix+"."+stripIndices(k.path[len(prefix)+1:]) == want {
-			return k.line
-		}
+	if line, ok := r.byTable[prefix+"\x00"+stripIndices(key)]; ok {
+		return line
 	}
 	return r.lookup(prefix + "." + key)
+}
+
+// index builds, once, the maps that make every lookup cost the length of its path, not the
+// number of keys (a file of 100,000 tables, each with a mistake, was quadratic).
+func (r *scanResult) index() {
+	if r.exact != nil {
+		return
+	}
+	r.exact = make(map[string]int, len(r.keys))
+	r.byTable = make(map[string]int, len(r.keys))
+	for _, k := range r.keys {
+		if _, ok := r.exact[k.path]; !ok {
+			r.exact[k.path] = k.line
+		}
+	}
+	// Below each top-level table: the keys by their path without indices.
+	t := 0
+	for _, k := range r.keys {
+		for t < len(r.tables) && k.line >= r.tables[t].end {
+			t++
+		}
+		if t == len(r.tables) {
+			break
+		}
+		span := r.tables[t]
+		if k.line < span.start {
+			continue
+		}
+		if rel, ok := strings.CutPrefix(k.path, span.path+"."); ok {
+			id := span.path + "\x00" + stripIndices(rel)
+			if _, ok := r.byTable[id]; !ok {
+				r.byTable[id] = k.line
+			}
+		}
+	}
 }
 
 func stripIndices(p string) string {

@@ -10,6 +10,10 @@ import (
 	"github.com/tagpipe/tagpipe/internal/confval"
 )
 
+// maxSeconds is the longest duration in whole seconds: a number of seconds above it would
+// overflow (18446744074 became 0.29 s).
+const maxSeconds = int64(math.MaxInt64 / time.Second)
+
 // Duration is a time.Duration read from TOML as a string ("1m30s", "250ms") or a number of
 // seconds (10, 0.5).
 type Duration time.Duration
@@ -35,10 +39,16 @@ func (d *Duration) UnmarshalTOML(v any) error {
 		if x < 0 {
 			return fmt.Errorf("%d: a duration cannot be negative", x)
 		}
+		if x > maxSeconds {
+			return fmt.Errorf("%d seconds is longer than a duration can be (%d seconds, 292 years)", x, maxSeconds)
+		}
 		*d = Duration(time.Duration(x) * time.Second)
 	case float64:
 		if x < 0 || math.IsNaN(x) || math.IsInf(x, 0) {
 			return fmt.Errorf("%v: not a valid number of seconds", x)
+		}
+		if x >= float64(maxSeconds) {
+			return fmt.Errorf("%v seconds is longer than a duration can be (%d seconds, 292 years)", x, maxSeconds)
 		}
 		*d = Duration(x * float64(time.Second))
 	default:

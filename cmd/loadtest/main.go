@@ -58,6 +58,7 @@ type options struct {
 	tagpipe    string
 	inputExtra string
 	keep       bool
+	writeConf  string
 	bare       bool
 	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
 	// broker in a process of its own (the benchmark of docs/cluster.md).
@@ -100,6 +101,7 @@ func main() {
 	flag.BoolVar(&o.bare, "bare", false, "run a bare poller (standard library only, no metrics, no output) in the agent's place: the floor to compare with")
 	flag.StringVar(&o.page, "page", "", "serve the device page on this loopback address (127.0.0.1:9273) and read it every interval during the run, as an open browser tab does")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
+	flag.StringVar(&o.writeConf, "write-config", "", "write the agent's configuration for -devices to this file and exit (to time `tagpipe --check` on a plant's configuration)")
 	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
@@ -114,6 +116,12 @@ func main() {
 	var err error
 	if o.base, err = netip.ParseAddr(base); err != nil || !o.base.Is4() || !o.base.IsLoopback() {
 		fatalf("-base %q: want an IPv4 loopback address", base)
+	}
+	if o.writeConf != "" {
+		if err := os.WriteFile(o.writeConf, []byte(agentConfig(o)), 0o644); err != nil {
+			fatalf("%v", err)
+		}
+		return
 	}
 	switch o.role {
 	case "sim":

@@ -175,11 +175,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *debug {
 			cfg.Agent.Debug = true
 		}
-		if a := cfg.Agent.HTTPListen; a != "" {
-			if err := agent.ValidateListen(a); err != nil {
-				return nil, fmt.Errorf("%s: agent: %w", strings.Join(cfg.Files, ", "), err)
-			}
-		}
 		return cfg, nil
 	}
 	cfg, err := load()
