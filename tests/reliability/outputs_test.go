@@ -1,8 +1,6 @@
 package reliability
 
 import (
-	"bufio"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -149,30 +147,24 @@ func (f *influxStub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"Request Entity Too Large"}`, http.StatusRequestEntityTooLarge)
 		return
 	}
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		z, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = z
+	b, err := outputtest.RequestBody(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	sc := bufio.NewScanner(body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var seq, ts int64
-		var dev string
-		if _, err := fmt.Sscanf(sc.Text(), "seq,device=%s seq=%di %d", &dev, &seq, &ts); err != nil {
-			// Sscanf's %s takes the whole "d3 seq=…": parse by hand
-			f2 := strings.Fields(sc.Text())
-			if len(f2) != 3 || !strings.HasPrefix(f2[1], "seq=") {
-				http.Error(w, "bad line "+sc.Text(), http.StatusBadRequest)
-				return
-			}
-			fmt.Sscanf(strings.TrimSuffix(strings.TrimPrefix(f2[1], "seq="), "i"), "%d", &seq)
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		// seq,device=d3 seq=42i 1795600000000000000
+		parts := strings.Fields(line)
+		var seq int64
+		if len(parts) != 3 || !strings.HasPrefix(parts[1], "seq=") {
+			http.Error(w, "bad line "+line, http.StatusBadRequest)
+			return
+		}
+		if _, err := fmt.Sscanf(parts[1], "seq=%di", &seq); err != nil {
+			http.Error(w, "bad line "+line, http.StatusBadRequest)
+			return
 		}
 		f.seen[seq]++
 	}
