@@ -80,8 +80,7 @@ type RunningOutput struct {
 	lastErr   lastError
 	lastWrite lastError // err is nil: the time of the last good write
 	logMu     sync.Mutex
-	loggedErr string
-	loggedAt  time.Time
+	errLog    ErrorFold // write failures
 	dropLog   logThrottle
 }
 
@@ -103,6 +102,7 @@ func NewRunningOutput(out Output, cfg *PluginConfig, set OutputSettings, stats *
 		Buffer:      buf,
 		BatchReady:  make(chan struct{}, 1),
 		OutputStats: stats,
+		errLog:      ErrorFold{Period: time.Minute},
 		dropLog:     logThrottle{period: time.Minute},
 	}
 	o.BufferLimit.Set(int64(set.BufferLimit))
@@ -207,22 +207,28 @@ func (o *RunningOutput) write(ctx context.Context, tx *Transaction) error {
 	}
 	o.lastWrite.set(nil)
 	if prev, _ := o.lastErr.get(); prev != nil {
-		o.Log.Info("output writes again", "buffered", o.Buffer.Len())
+		o.logMu.Lock()
+		held := o.errLog.Clear()
+		o.logMu.Unlock()
+		o.Log.Info("output writes again", "buffered", o.Buffer.Len(), "failures_not_logged", held)
 	}
 	o.lastErr.set(nil)
 	return nil
 }
 
-// logFailure logs a failed write, but the same error at most once a minute: an output that is
-// down for an hour logs a line a minute, not one per flush.
+// logFailure logs a failed write, but the same error (ErrorKey) at most once a minute, with how
+// often it came: an output that is down for an hour logs a line a minute, not one per flush.
 func (o *RunningOutput) logFailure(err error, batch int) {
 	o.logMu.Lock()
 	defer o.logMu.Unlock()
-	msg := err.Error()
-	if msg == o.loggedErr && time.Since(o.loggedAt) < time.Minute {
+	log, note := o.errLog.Add(ErrorKey(err), time.Now())
+	if !log {
 		return
 	}
-	o.loggedErr, o.loggedAt = msg, time.Now()
+	msg := err.Error()
+	if note != "" {
+		msg += " " + note
+	}
 	level := slog.LevelError
 	if errors.Is(err, context.Canceled) {
 		level = slog.LevelWarn

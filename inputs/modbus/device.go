@@ -55,9 +55,7 @@ type route struct {
 	frames  [][]byte     // RTU and ASCII: the request ADUs of reqs, encoded by goburrow's packagers
 	tags    []models.Tag // of the health metric: controller and device
 
-	lastErr   string // what failed last (errorKey), reported once per errorRepeat
-	lastErrAt time.Time
-	repeats   int
+	errLog models.ErrorFold // what failed last (errorKey), reported once per errorRepeat
 }
 
 // staleState keeps the last good value of every field of a device, for stale_after.
@@ -96,6 +94,7 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(controller) *link) *devi
 		r := &d.routes[i]
 		r.link, r.name = linkOf(t), t.String()
 		r.timeout = resilience.NewTimeout(spec.opts.timeout)
+		r.errLog.Period = errorRepeat
 		r.tags = []models.Tag{{Key: "controller", Value: t.String()}, {Key: "device", Value: spec.name}}
 		cfg := spec.opts.breaker.config()
 		cfg.IsSuccessful = answered

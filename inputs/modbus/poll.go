@@ -469,9 +469,9 @@ func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
 		switch {
 		case err != nil:
 			p.fail(d, r, err, now)
-		case r.lastErr != "":
+		case r.errLog.Failing():
 			p.log.Info("device answers again", "device", d.name, "controller", r.link.controller.String())
-			r.lastErr, r.repeats = "", 0
+			r.errLog.Clear()
 		}
 		if err == nil || !errors.Is(err, errNoAnswer) || !now.Before(d.deadline) {
 			break
@@ -510,13 +510,12 @@ func (p *poller) fail(d *device, r *route, err error, now time.Time) {
 		p.onErr(err)
 		return
 	}
-	if key == r.lastErr && now.Sub(r.lastErrAt) < errorRepeat {
-		r.repeats++
+	log, note := r.errLog.Add(key, now)
+	if !log {
 		return
 	}
-	if key == r.lastErr && r.repeats > 0 {
-		err = fmt.Errorf("%w (%d times in %s)", err, r.repeats+1, now.Sub(r.lastErrAt).Round(time.Second))
+	if note != "" {
+		err = fmt.Errorf("%w %s", err, note)
 	}
 	p.acc.AddError(err)
-	r.lastErr, r.lastErrAt, r.repeats = key, now, 0
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/tagpipe/tagpipe/internal/safefile"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -122,10 +123,23 @@ var ErrLocked = errors.New("buffer directory is in use by another agent")
 // openLog locks cfg.Dir and recovers the log in it: a torn or corrupt record is logged and cut
 // off; reading starts at the acknowledged position.
 func openLog(cfg Config, held *atomic.Int64, prob *atomic.Pointer[problem]) (*log, error) {
+	// Refuse a folder another user owns or could have swapped: they could plant links or
+	// segments in it (segments and the other files are opened with O_NOFOLLOW as well). The
+	// parent (buffer_directory) is checked before anything is made in it, and again after.
+	parent := filepath.Dir(cfg.Dir)
+	if err := safefile.OwnDir(parent, true); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("buffer directory %w", err)
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, err
 	}
-	lock, err := os.OpenFile(filepath.Join(cfg.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err := safefile.OwnDir(parent, true); err != nil {
+		return nil, fmt.Errorf("buffer directory %w", err)
+	}
+	if err := safefile.OwnDir(cfg.Dir, false); err != nil {
+		return nil, err
+	}
+	lock, err := safefile.OpenFile(filepath.Join(cfg.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o640)
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +182,9 @@ func (l *log) recover() error {
 	ackPath := filepath.Join(l.cfg.Dir, "ack")
 	_, err := os.Lstat(ackPath)
 	ackMissing := errors.Is(err, fs.ErrNotExist)
-	if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
+	if l.ack, err = safefile.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
 		l.setAsideFile(ackPath, err, "the acknowledged position is unknown: everything on disk is sent again")
-		if l.ack, err = os.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
+		if l.ack, err = safefile.OpenFile(ackPath, os.O_CREATE|os.O_RDWR, 0o640); err != nil {
 			return err
 		}
 	}
@@ -224,7 +238,7 @@ func (l *log) recover() error {
 		}
 	} else {
 		last := l.segs[len(l.segs)-1]
-		if l.active, err = os.OpenFile(last.path, os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
+		if l.active, err = safefile.OpenFile(last.path, os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
 			return err
 		}
 	}
@@ -277,7 +291,7 @@ func (l *log) recover() error {
 // is counted in metrics where the damaged record's header can still be read (a v2 header has its
 // own CRC), in records and bytes where it cannot. A torn tail (a write cut short) is cut off.
 func (l *log) scan(s *segment) error {
-	f, err := os.OpenFile(s.path, os.O_RDWR, 0o640)
+	f, err := safefile.OpenFile(s.path, os.O_RDWR, 0o640)
 	if err == nil {
 		defer f.Close()
 	}
@@ -351,7 +365,7 @@ func (l *log) skipAcknowledged() error {
 		return nil
 	}
 	// Count the metrics of the records of this segment that lie before readOff.
-	f, err := os.Open(s.path)
+	f, err := safefile.Open(s.path)
 	if err != nil {
 		return err
 	}
@@ -397,6 +411,9 @@ func (l *log) setAsideFile(path string, err error, consequence string) {
 	}
 	l.cfg.Log.Error("disk buffer: a file cannot be read and is set aside; "+consequence+
 		"; the output reports failing in /healthz until the agent restarts: recover the file or delete it", attrs...)
+	if errors.Is(err, safefile.ErrSymlink) {
+		path += " (a symbolic link: refused)"
+	}
 	l.setAside = append(l.setAside, path)
 	l.asideAt = time.Now()
 	l.report()
@@ -467,7 +484,7 @@ func segName(dir string, start int64) string {
 // newSegment starts a segment at start and makes it the active one.
 func (l *log) newSegment(start int64) error {
 	path := segName(l.cfg.Dir, start)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	f, err := safefile.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return err
 	}
@@ -714,7 +731,7 @@ func (l *log) load(n int) {
 			continue
 		}
 		if s.rf == nil {
-			f, err := os.Open(s.path)
+			f, err := safefile.Open(s.path)
 			if err != nil {
 				if !l.unreadableSegment(err) {
 					return

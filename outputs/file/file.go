@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/tagpipe/tagpipe/config"
+	"github.com/tagpipe/tagpipe/internal/safefile"
 	"github.com/tagpipe/tagpipe/internal/serializer"
 	"github.com/tagpipe/tagpipe/models"
 	"github.com/tagpipe/tagpipe/outputs"
@@ -91,7 +92,7 @@ func (f *File) Connect(context.Context) error {
 }
 
 func (t *target) open() error {
-	fh, err := os.OpenFile(t.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	fh, err := safefile.OpenFile(t.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}

@@ -149,21 +149,31 @@ func TestPartialWriteBisect(t *testing.T) {
 }
 
 // TestTooLarge413 uses InfluxDB's own max-body-size: a body above it is answered 413, the writer
-// halves it until the parts pass, remembers the size, and a single line above the limit is
-// rejected instead of being retried forever. (InfluxDB 1.6.7 checks the size of the body as
-// sent: identity encoding makes the limit easy to pass.)
+// keeps the batch and halves the bodies at the next flush (one 413 a flush at most) until they
+// pass, remembers the size, and a single line above the limit is rejected — the URL accepted a
+// smaller body, so the limit lies between the two — instead of being retried forever. (InfluxDB
+// 1.6.7 checks the size of the body as sent: identity encoding makes the limit easy to pass.)
 func TestTooLarge413(t *testing.T) {
 	s := tsdb.Start(t, tsdb.Influx167, tsdb.Options{MaxBody: 20_000})
 	o, logs := newV1(t, func(o *InfluxDB) {
 		o.URLs, o.Database, o.ContentEncoding = []string{s.URL}, "plant", "identity"
 	})
+	ro := runningOutput(t, o, 2000)
 	ms := plcMetrics("big", 2000, recentBase(), true) // ~130 bytes a line: ~260 kB
-	if err := o.Write(context.Background(), ms); err != nil {
-		t.Fatalf("Write: %v", err)
+	ro.AddBatch(ms)
+	flushes := 0
+	for ; ro.Buffer.Len() > 0 && flushes < 20; flushes++ {
+		ro.Flush(context.Background(), true)
+		if got := o.w.st.tooLarge.Get(); got > int64(flushes+1) {
+			t.Fatalf("%d 413s in %d flushes: more than one a flush", got, flushes+1)
+		}
 	}
 	compare(t, "after 413 splits", s.Points("plant", "big"), influxExpect(ms))
 	if o.w.st.tooLarge.Get() == 0 || o.w.maxBody == 0 || o.w.maxBody > 20_000 {
 		t.Errorf("413s %d, learned max body %d", o.w.st.tooLarge.Get(), o.w.maxBody)
+	}
+	if r := ro.MetricsRejected.Get(); r != 0 {
+		t.Errorf("%d metrics rejected", r)
 	}
 	requests, splits := o.w.st.requests.Get(), o.w.st.tooLarge.Get()
 	// Learned: the next batch is split before sending, with no 413.
@@ -174,7 +184,7 @@ func TestTooLarge413(t *testing.T) {
 	if again := o.w.st.tooLarge.Get(); again != splits {
 		t.Errorf("%d more 413s after learning the limit", again-splits)
 	}
-	t.Logf("first batch: %d requests, %d answered 413; second: %d requests", requests, splits, o.w.st.requests.Get()-requests)
+	t.Logf("first batch: %d flushes, %d requests, %d answered 413; second: %d requests", flushes, requests, splits, o.w.st.requests.Get()-requests)
 
 	huge := models.New("big", nil, []models.Field{models.String("blob", strings.Repeat("x", 30_000))}, recentBase())
 	small := models.New("big", nil, []models.Field{models.Int("small", 1)}, recentBase())
@@ -185,6 +195,9 @@ func TestTooLarge413(t *testing.T) {
 	}
 	if logs.Count("refused lines", "413") != 1 {
 		t.Errorf("the oversized line is not logged:\n%s", logs)
+	}
+	if got := o.w.st.droppedTooLarge.Get(); got != 1 {
+		t.Errorf("dropped_too_large = %d, want 1", got)
 	}
 }
 

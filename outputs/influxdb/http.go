@@ -34,7 +34,9 @@ import (
 //	400, 422             the lines the server names are rejected, the rest is sent again to
 //	                     confirm it (a rewrite of the same points is idempotent in InfluxDB);
 //	                     when the answer names no line, the lines are bisected
-//	413                  the lines are split in halves, each sent on its own
+//	413                  see tooLarge: the batch is kept and split into halves from the next
+//	                     flush (one 413 per Write at most); a single line is dropped only when
+//	                     the same URL accepted a smaller body before
 //	429, 503             the URL is not written to before Retry-After passes; batch kept
 //	5xx, reset, timeout  the URL backs off (exponential); the next URL is tried; batch kept
 //	401, 403             logged once per change; the next URL is tried; batch kept
@@ -63,7 +65,8 @@ type writer struct {
 	minWait, maxWait time.Duration
 	maxRetryAfter    time.Duration
 	maxRequests      int
-	maxBody          int // learned from a 413: bodies above it are split before sending (0: none)
+	maxBody          int              // learned from a 413: bodies above it are split before sending (0: none)
+	splitLog         models.ErrorFold // "batches are split", at most once a minute
 
 	stats *models.Stats
 	st    writerStats
@@ -87,6 +90,7 @@ type writer struct {
 
 type writerStats struct {
 	requests, networkErrors, serverErrors, retryAfter, authErrors, tooLarge, linesRejected *models.Stat
+	droppedTooLarge                                                                        *models.Stat // lines dropped as over the server's limit (each also in linesRejected)
 }
 
 // endpoint is one of the configured URLs.
@@ -96,8 +100,13 @@ type endpoint struct {
 	write     string // the write URL without its query
 	notBefore time.Time
 	reason    string // what it answered last, the reason it waits until notBefore
+	kind      string // the kind of failure reason is (urlError)
 	backoff   *resilience.Backoff
 	authCode  int // the 401/403 it answered last, 0 once it accepts
+	// The smallest body (bytes as sent) this URL accepted with a 2xx (0: none yet): a 413 on a
+	// single line larger than this shows the limit lies between the two; a 413 on a body far
+	// below it is the server's fault, not the body's.
+	okMin int
 }
 
 // line is one serialized metric: its index in the batch and its bytes in writer.body.
@@ -170,13 +179,14 @@ func (w *writer) setup(o transportOptions, log *slog.Logger) error {
 		})
 	}
 	w.cur, w.maxBody = 0, 0
+	w.splitLog = models.ErrorFold{Period: time.Minute}
 	w.ser = serializer.NewInflux(o.precision)
 	w.stats = models.RegisterStats("internal_influxdb", map[string]string{"output": o.name, "url": w.eps[0].label})
 	w.st = writerStats{
 		requests: w.stats.Get("requests"), networkErrors: w.stats.Get("network_errors"),
 		serverErrors: w.stats.Get("server_errors"), retryAfter: w.stats.Get("retry_after"),
 		authErrors: w.stats.Get("auth_errors"), tooLarge: w.stats.Get("too_large"),
-		linesRejected: w.stats.Get("lines_rejected"),
+		linesRejected: w.stats.Get("lines_rejected"), droppedTooLarge: w.stats.Get("dropped_too_large"),
 	}
 	return nil
 }
@@ -240,17 +250,54 @@ func (w *writer) writeGroup(ctx context.Context, batch []*models.Metric, idx []i
 		w.lines = append(w.lines, line{int32(i), int32(start), int32(len(w.body))})
 	}
 	lines := w.lines
+	// held is a single line answered 413 while the URL's limit is unknown: the lines after it
+	// are still sent, so that a body the URL accepts gives the evidence to judge it by at the
+	// next flush; a second 413 ends the Write.
+	var held *unknownLimit
+	accepted := len(w.accepted)
 	for len(lines) > 0 {
 		n := len(lines)
 		if w.maxBody > 0 {
 			n = w.fit(lines)
 		}
-		if err := w.sendLines(ctx, batch, query, lines[:n]); err != nil {
-			return err
-		}
+		err := w.sendLines(ctx, batch, query, lines[:n])
 		lines = lines[n:]
+		var ul *unknownLimit
+		switch {
+		case err == nil:
+			continue
+		case held == nil && errors.As(err, &ul):
+			held = ul
+			continue
+		case held != nil && errors.Is(err, errTooLarge):
+			held.fault(w)
+		}
+		return err
+	}
+	if held != nil {
+		if len(w.accepted) == accepted {
+			held.fault(w) // nothing else was accepted either
+		}
+		return held
 	}
 	return nil
+}
+
+// errTooLarge is in every error a 413 ends a Write with.
+var errTooLarge = errors.New("413 Request Entity Too Large")
+
+// unknownLimit is a single line answered 413 by a URL that accepted no smaller body yet.
+type unknownLimit struct {
+	e *endpoint
+	urlError
+}
+
+// fault is called when the URL answered 413 to more than the held line: the 413s are not about
+// size (or nothing can be learned from them). The URL backs off, and the split is forgotten so
+// that whole batches are tried once it recovers.
+func (u *unknownLimit) fault(w *writer) {
+	w.maxBody = 0
+	w.wait(u.e, 0, u.kind, u.msg)
 }
 
 // fit returns how many of lines fit in a body of maxBody bytes (at least one).
@@ -351,24 +398,59 @@ func (w *writer) sendLines(ctx context.Context, batch []*models.Metric, query st
 		w.accept(lines)
 		return nil
 	case http.StatusRequestEntityTooLarge:
-		w.st.tooLarge.Incr()
-		if len(lines) == 1 {
-			w.rejectLine(lines[0], "413 Request Entity Too Large: the line alone is over the server's limit")
-			return nil
-		}
-		// Bodies this size are too large: split before sending from now on.
-		w.maxBody = len(body) / 2
-		w.log.Info("the server answered 413 Request Entity Too Large; splitting batches",
-			"lines", len(lines), "bytes", len(body), "max_bytes", w.maxBody)
-		h := len(lines) / 2
-		if err := w.sendLines(ctx, batch, query, lines[:h]); err != nil {
-			return err
-		}
-		return w.sendLines(ctx, batch, query, lines[h:])
+		return w.tooLarge(lines, len(body), res)
 	case http.StatusBadRequest, http.StatusUnprocessableEntity:
 		return w.refused(ctx, batch, query, lines, res)
 	}
-	return fmt.Errorf("%s: %s", res.url, res.describe())
+	return res.err()
+}
+
+// tooLarge handles a 413 for lines (a body of n bytes, res.size as sent). A 413 alone does not
+// prove that the body is too large — a proxy may answer 413 to everything — so nothing is
+// dropped on its word alone, and no 413 is followed by another request in the same Write:
+//
+//   - a body far below (at most half) every body the URL accepted before: a server fault; the
+//     URL backs off and the batch is kept;
+//   - a single line larger than a body the URL accepted: the limit lies between the two sizes;
+//     the line is dropped (dropped_too_large) and the rest of the batch goes on;
+//   - a single line with no smaller body accepted yet: the limit is unknown; the line is kept
+//     and the rest of the batch is sent (see writeGroup): if the URL accepts some, the line is
+//     judged at the next flush; if it answers 413 again, the URL backs off and the split is
+//     forgotten (it was not about size), so that whole batches are tried once it recovers;
+//   - several lines: bodies are split to half this size from the next flush on, so splitting
+//     runs at most one step per flush interval; the batch is kept.
+//
+// Every 413 is counted (too_large).
+func (w *writer) tooLarge(lines []line, n int, res response) error {
+	w.st.tooLarge.Incr()
+	e, size := res.ep, res.size
+	switch {
+	case e.okMin > 0 && size*2 <= e.okMin:
+		reason := fmt.Sprintf("%v for %d bytes, far below the %d bytes it accepted before: "+
+			"a server fault, not the size; metrics kept", errTooLarge, size, e.okMin)
+		w.wait(e, 0, "413", reason)
+		return &urlError{e.label, "413", reason, errTooLarge}
+	case len(lines) == 1 && e.okMin > 0 && e.okMin < size:
+		w.st.droppedTooLarge.Incr()
+		w.rejectLine(lines[0], fmt.Sprintf("%v: the line alone (%d bytes) is over the server's limit, "+
+			"which lies between %d bytes (accepted) and %d", errTooLarge, size, e.okMin, size))
+		return nil
+	case len(lines) == 1:
+		return &unknownLimit{e, urlError{e.label, "413", fmt.Sprintf("%v for a single line of %d bytes, and this URL accepted "+
+			"no smaller body yet: the limit is unknown; metrics kept", errTooLarge, size), errTooLarge}}
+	}
+	if w.maxBody == 0 {
+		// Logged when a split starts (at most once a minute): each later 413 halves the size.
+		if log, note := w.splitLog.Add("split", time.Now()); log {
+			w.log.Info("the server answered 413 Request Entity Too Large; batches are split in halves from the next flush, "+
+				"one step a flush, until they pass", "url", e.label, "lines", len(lines), "bytes", n, "note", note)
+		}
+	}
+	if w.maxBody == 0 || n/2 < w.maxBody {
+		w.maxBody = max(n/2, 1)
+	}
+	return &urlError{e.label, "413", fmt.Sprintf("%v for %d lines (%d bytes); metrics kept, "+
+		"split into bodies of at most %d bytes from the next flush", errTooLarge, len(lines), n, w.maxBody), errTooLarge}
 }
 
 // refused handles a 400 or 422: InfluxDB wrote every point but the ones it names. The named
@@ -379,7 +461,7 @@ func (w *writer) refused(ctx context.Context, batch []*models.Metric, query stri
 	if !pointLevel(res.msg) {
 		// A 400 about the request, not its points ("database is required", "invalid
 		// consistency level"): a setting is wrong, and no line is to blame.
-		return fmt.Errorf("%s: %s", res.url, res.describe())
+		return res.err()
 	}
 	r := parseRefusal(res.msg)
 	rest := lines[:0]
@@ -428,12 +510,20 @@ func (w *writer) assemble(lines []line) []byte {
 
 // response is what a server answered, as far as the writer cares.
 type response struct {
+	ep         *endpoint
+	size       int    // bytes of the body as sent
 	url        string // endpoint label
 	status     int
 	statusText string
 	msg        string // the "error" (v1) or "message" (v2) of a JSON body, else the body
 	retryAfter string
 }
+
+// kind is the status as a kind of failure (urlError).
+func (r response) kind() string { return strconv.Itoa(r.status) }
+
+// err is the response as a failure of its URL.
+func (r response) err() error { return &urlError{r.url, r.kind(), r.describe(), nil} }
 
 func (r response) describe() string {
 	if r.msg == "" {
@@ -457,7 +547,7 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 		if time.Now().Before(e.notBefore) {
 			// No time in the message: the same outage gives the same message, which the agent
 			// logs once a minute, not once per flush.
-			errs = append(errs, fmt.Errorf("%s: not tried until its backoff passes; last: %s", e.label, e.reason))
+			errs = append(errs, &urlError{e.label, e.kind, "not tried until its backoff passes; last: " + e.reason, nil})
 			continue
 		}
 		res, err := w.do(ctx, e, query, payload)
@@ -469,8 +559,12 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 		}
 		if err != nil {
 			w.st.networkErrors.Incr()
-			w.wait(e, 0, err.Error())
-			errs = append(errs, fmt.Errorf("%s: %w", e.label, err))
+			kind := "network " + resilience.Classify(err).String()
+			if resilience.Classify(err) == resilience.KindOther {
+				kind = models.ErrorKey(err)
+			}
+			w.wait(e, 0, kind, err.Error())
+			errs = append(errs, &urlError{e.label, kind, err.Error(), err})
 			continue
 		}
 		switch {
@@ -479,17 +573,17 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 			d, ok := parseRetryAfter(res.retryAfter, time.Now())
 			if ok {
 				d = min(d, w.maxRetryAfter)
-				w.wait(e, d, res.describe()+", waiting for Retry-After")
-				errs = append(errs, fmt.Errorf("%s: %s, Retry-After %s", e.label, res.describe(), d))
+				w.wait(e, d, res.kind(), res.describe()+", waiting for Retry-After")
+				errs = append(errs, &urlError{e.label, res.kind(), fmt.Sprintf("%s, Retry-After %s", res.describe(), d), nil})
 			} else {
-				w.wait(e, 0, res.describe())
-				errs = append(errs, fmt.Errorf("%s: %s", e.label, res.describe()))
+				w.wait(e, 0, res.kind(), res.describe())
+				errs = append(errs, res.err())
 			}
 			continue
 		case res.status >= 500:
 			w.st.serverErrors.Incr()
-			w.wait(e, 0, res.describe())
-			errs = append(errs, fmt.Errorf("%s: %s", e.label, res.describe()))
+			w.wait(e, 0, res.kind(), res.describe())
+			errs = append(errs, res.err())
 			continue
 		case res.status == http.StatusUnauthorized || res.status == http.StatusForbidden:
 			w.st.authErrors.Incr()
@@ -498,28 +592,47 @@ func (w *writer) post(ctx context.Context, query string, body []byte) (response,
 				w.log.Error("the server refused the credentials; metrics are kept until it accepts them",
 					"url", e.label, "status", res.statusText, "message", res.msg)
 			}
-			w.wait(e, 0, res.describe())
-			errs = append(errs, fmt.Errorf("%s: %s", e.label, res.describe()))
+			w.wait(e, 0, res.kind(), res.describe())
+			errs = append(errs, res.err())
 			continue
 		}
 		if e.authCode != 0 {
 			e.authCode = 0
 			w.log.Info("the server accepts the credentials again", "url", e.label)
 		}
-		e.backoff.Reset()
+		res.ep, res.size = e, len(payload)
+		if res.status/100 == 2 && (e.okMin == 0 || len(payload) < e.okMin) {
+			e.okMin = len(payload)
+		}
+		if res.status != http.StatusRequestEntityTooLarge { // tooLarge decides whether to back off
+			e.backoff.Reset()
+		}
 		w.cur = i
 		return res, nil
 	}
 	return response{}, errors.Join(errs...)
 }
 
-// wait keeps e from being written to for d (0: the next step of its backoff).
-func (w *writer) wait(e *endpoint, d time.Duration, why string) {
+// wait keeps e from being written to for d (0: the next step of its backoff), for why, a failure
+// of kind (urlError).
+func (w *writer) wait(e *endpoint, d time.Duration, kind, why string) {
 	if d == 0 {
 		d = e.backoff.Next()
 	}
-	e.notBefore, e.reason = time.Now().Add(d), why
+	e.notBefore, e.kind, e.reason = time.Now().Add(d), kind, why
 }
+
+// urlError is a failure of one URL. Its key, by which the agent folds repeats of an error in its
+// log (models.ErrorFold), is the URL and the kind of failure — a status code, a class of network
+// error — so that one outage is one error, whatever the sizes and backoff notes in its text.
+type urlError struct {
+	label, kind, msg string
+	err              error // wrapped, if any
+}
+
+func (u *urlError) Error() string    { return u.label + ": " + u.msg }
+func (u *urlError) ErrorKey() string { return u.label + ": " + u.kind }
+func (u *urlError) Unwrap() error    { return u.err }
 
 func (w *writer) compress(body []byte) []byte {
 	w.zbuf.Reset()

@@ -17,11 +17,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/internal/testkit/tlstest"
 	"github.com/tagpipe/tagpipe/models"
 )
@@ -59,16 +59,11 @@ func (f *fake) start(t *testing.T, tlsCfg *tls.Config) *fake {
 }
 
 func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		z, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = z
+	b, err := outputtest.RequestBody(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
 	}
-	b, _ := io.ReadAll(body)
 	req := fakeRequest{header: r.Header.Clone(), query: r.URL.RawQuery, path: r.URL.Path,
 		lines: strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")}
 	f.mu.Lock()
@@ -460,5 +455,47 @@ func TestConnectionReset(t *testing.T) {
 	}
 	if reqs := f.requests(); len(reqs) != 1 || len(reqs[0].lines) != len(ms) {
 		t.Errorf("%d requests reached the handler", len(reqs))
+	}
+}
+
+// Test413ServerFault: a URL that accepted bodies of a size answers 413 to a single line far
+// below it (a proxy gone wrong): the line is a server fault, not too large. Nothing is dropped,
+// nothing is split, the URL backs off (no request until it passes), and once it accepts again
+// everything is written.
+func Test413ServerFault(t *testing.T) {
+	var broken atomic.Bool
+	f := newFake(t, func(_ int, r fakeRequest) (int, map[string]string, string) {
+		if broken.Load() {
+			return http.StatusRequestEntityTooLarge, nil, "Request Entity Too Large"
+		}
+		return http.StatusNoContent, nil, ""
+	}).start(t, nil)
+	o, _ := newV1(t, func(o *InfluxDB) { o.URLs, o.SkipDatabaseCreation = []string{f.srv.URL}, true })
+	ctx := context.Background()
+	if err := o.Write(ctx, plcMetrics("sf", 50, recentBase(), true)); err != nil {
+		t.Fatal(err)
+	}
+	broken.Store(true)
+	one := plcMetrics("sf", 1, recentBase().Add(time.Minute), true)
+	err := o.Write(ctx, one)
+	keptWhole(t, "413 on one line far below the accepted size", err)
+	if !strings.Contains(err.Error(), "server fault") {
+		t.Errorf("error %q does not call it a server fault", err)
+	}
+	n := len(f.requests())
+	keptWhole(t, "write during the backoff", o.Write(ctx, one))
+	if len(f.requests()) != n {
+		t.Errorf("a request during the backoff")
+	}
+	if o.w.st.droppedTooLarge.Get() != 0 || o.w.st.linesRejected.Get() != 0 || o.w.maxBody != 0 {
+		t.Errorf("dropped %d, rejected %d, split to %d bytes; want none", o.w.st.droppedTooLarge.Get(), o.w.st.linesRejected.Get(), o.w.maxBody)
+	}
+	broken.Store(false)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if err := o.Write(ctx, one); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("not written after the URL recovered: %v", err)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,8 +20,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/tagpipe/tagpipe/models"
 )
+
+// RequestBody reads the body of a request a test server got, gunzipped when its
+// Content-Encoding says gzip.
+func RequestBody(r *http.Request) ([]byte, error) {
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		z, err := gzip.NewReader(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		body = z
+	}
+	return io.ReadAll(body)
+}
 
 // Log collects log lines (and repeats them in the test's log). Safe for concurrent use.
 type Log struct {
