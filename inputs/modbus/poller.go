@@ -2,6 +2,8 @@ package modbus
 
 import (
 	"context"
+	"hash/fnv"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -9,14 +11,41 @@ import (
 	"github.com/tagpipe/tagpipe/models"
 )
 
-// phase spreads device i of n evenly over the interval, in 10 ms slots so that devices that
-// fall together wake the scheduler once.
-func phase(i, n int, interval time.Duration) time.Duration {
-	p := time.Duration(int64(interval) * int64(i) / int64(n))
-	if interval >= 100*time.Millisecond {
-		p = p.Truncate(10 * time.Millisecond)
+// Phase is the offset in the interval at which a device polls: a hash of its identity — its
+// controller's URL as written ("tcp://10.0.0.5:502"), its unit id and its name — so that adding
+// or removing a device (a reload) moves no other device, and a device keeps its phase on
+// whichever agent polls it (cluster mode). The offset is in 10 ms slots when the interval is
+// 100 ms or more, so that the devices of one slot wake the scheduler once; a hash spreads many
+// devices evenly over the slots (TestPhaseSpread). cmd/loadtest reckons lateness against it.
+func Phase(controller string, unit byte, name string, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
 	}
-	return p
+	// FNV-1a, then splitmix64's finaliser: FNV's low bits alone spread similar names (d00001,
+	// d00002) poorly.
+	f := fnv.New64a()
+	io.WriteString(f, controller)
+	f.Write([]byte{0, unit, 0})
+	io.WriteString(f, name)
+	h := f.Sum64()
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	if interval >= 100*time.Millisecond {
+		slots := uint64(interval / phaseSlot)
+		return time.Duration(h%slots) * phaseSlot
+	}
+	return time.Duration(h % uint64(interval))
+}
+
+// phaseSlot is the step of the phases (Phase).
+const phaseSlot = 10 * time.Millisecond
+
+// phaseOf is spec's Phase.
+func phaseOf(spec *deviceSpec, interval time.Duration) time.Duration {
+	return Phase(spec.controller.String(), spec.unit, spec.name, interval)
 }
 
 // nextSlot is the first time at or after t that is phase past a multiple of interval since the
@@ -87,7 +116,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 		}
 		d := newDevice(spec, p, linkOf)
 		d.poller = p
-		d.phase = phase(i, len(m.devices), interval)
+		d.phase = phaseOf(spec, interval)
 		p.devices = append(p.devices, d)
 		all = append(all, d)
 	}
