@@ -406,11 +406,12 @@ func TestRetrySchedule(t *testing.T) {
 			if err := m.Start(context.Background(), a); err != nil {
 				t.Fatal(err)
 			}
+			phase := m.running.Load().devices[0].phase
 			hs := a.waitHealth(t, 10*time.Second, "the first poll", func(hs []*models.Metric) bool { return len(hs) >= 1 })
 			m.Stop()
-			// The device's only poll phase is 0: the first poll is due at the first multiple of
-			// the interval after Start began, or later.
-			tick := nextSlot(before, 0, c.interval)
+			// The first poll is due at the device's phase past the first multiple of the interval
+			// after Start began, or later.
+			tick := nextSlot(before, phase, c.interval)
 			requests, _ := hs[0].Field("requests")
 			retries, _ := hs[0].Field("retries")
 			if requests.UintV() != uint64(len(c.want)) || retries.UintV() != uint64(len(c.want)-1) {
