@@ -515,8 +515,12 @@ func (p *poller) fail(d *device, r *route, err error, now time.Time) {
 		return
 	}
 	if key == r.lastErr && r.repeats > 0 {
+		// Still failing as reported: counted, and named in one line for every device that is
+		// (pollerLogs.failing), not in a line of its own.
 		err = fmt.Errorf("%w (%d times in %s)", err, r.repeats+1, now.Sub(r.lastErrAt).Round(time.Second))
+		p.logs.failing.add(d.name, int64(r.repeats+1), err.Error())
+	} else {
+		p.acc.AddError(err)
 	}
-	p.acc.AddError(err)
 	r.lastErr, r.lastErrAt, r.repeats = key, now, 0
 }

@@ -78,7 +78,7 @@ type poller struct {
 	// onErr takes a poll's error instead of acc (Gather returns them); nil: reported to acc.
 	onErr func(error)
 
-	overrunLogged time.Time
+	logs *pollerLogs // shared by the pollers of the input
 
 	// Cluster mode (units.go): its own run, under Modbus.mu; whether it runs and since when,
 	// for DeviceStates.
@@ -95,12 +95,13 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 	group, ids := m.groups() // devices whose controllers (backups included) overlap share one
 	byGroup := make([]*poller, len(ids))
 	links := map[string]*link{}
+	logs := newPollerLogs(m.Log, interval)
 	var out []*poller
 	all := make([]*device, 0, len(m.devices))
 	for i, spec := range m.devices {
 		p := byGroup[group[i]]
 		if p == nil {
-			p = &poller{unit: ids[group[i]], interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug}
+			p = &poller{unit: ids[group[i]], interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug, logs: logs}
 			p.timer.Stop()
 			byGroup[group[i]] = p
 			out = append(out, p)
@@ -167,11 +168,12 @@ func (p *poller) run(ctx context.Context, start time.Time) {
 			return
 		}
 		due := d.next
+		unconnected := p.unconnected()
 		answered := p.poll(ctx, d, due)
 		if ctx.Err() != nil {
 			return
 		}
-		d.next = p.schedule(d, due, answered)
+		d.next = p.schedule(d, due, answered, p.unconnected() < unconnected)
 	}
 }
 
@@ -194,8 +196,11 @@ func wakeOnDone(ctx context.Context, pollers []*poller) (stop func() bool) {
 	})
 }
 
-// schedule returns d's next poll after the one due at due.
-func (p *poller) schedule(d *device, due time.Time, answered bool) time.Time {
+// schedule returns d's next poll after the one due at due. A poll that overran is counted and
+// reported to the summary of overruns (one line an interval at most for all pollers), unless it
+// failed (its timeouts are reported already) or made a first connection (a device's first
+// connect is not an overrun: 10,000 of them at the start of a busy machine are no news).
+func (p *poller) schedule(d *device, due time.Time, answered, connected bool) time.Time {
 	iv := p.interval
 	now := time.Now()
 	next := due.Add(iv)
@@ -203,11 +208,8 @@ func (p *poller) schedule(d *device, due time.Time, answered bool) time.Time {
 		missed := now.Sub(next)/iv + 1
 		next = next.Add(missed * iv)
 		p.st.overruns.Add(int64(missed))
-		// A poll that failed overran because of its timeouts, which are reported already.
-		if answered && now.Sub(p.overrunLogged) >= errorRepeat {
-			p.overrunLogged = now
-			p.log.Warn("polls skipped: the devices of this connection take longer than the interval",
-				"controller", d.routes[d.cur].link.controller.String(), "device", d.name, "skipped", int64(missed), "interval", iv)
+		if answered && !connected {
+			p.logs.overran(d, due, now, int64(missed))
 		}
 	}
 	if until := d.openUntil(); until.After(next) {
@@ -217,6 +219,17 @@ func (p *poller) schedule(d *device, due time.Time, answered bool) time.Time {
 		next = wake
 	}
 	return next
+}
+
+// unconnected counts the poller's links that never connected.
+func (p *poller) unconnected() int {
+	n := 0
+	for _, l := range p.links {
+		if l.connects == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // closeIdle closes the connections that were not used for their idle_timeout or will not be
