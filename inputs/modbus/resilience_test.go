@@ -489,6 +489,7 @@ func TestKeepAlive(t *testing.T) {
 // the controller in use, with the counters of what happened and room for processors.predict's
 // four fields.
 func TestHealthMetric(t *testing.T) {
+	models.ReserveFieldRoom(4) // as processors.predict does in Init: its four link fields
 	slowAddr := testpeer.FreeAddr(t)
 	fast := sim(t, "127.0.0.1:0", modbussim.Config{})
 	slow := sim(t, slowAddr, modbussim.Config{Faults: map[byte]modbussim.Fault{1: {Delay: 100 * time.Millisecond}}})
@@ -541,7 +542,7 @@ func TestHealthMetric(t *testing.T) {
 			t.Errorf("%s: fields %s", dev, got)
 		}
 		if cap(last.Fields)-len(last.Fields) < 4 {
-			t.Errorf("%s: room for %d more fields, predict appends 4", dev, cap(last.Fields)-len(last.Fields))
+			t.Errorf("%s: room for %d more fields, predict reserved and appends 4", dev, cap(last.Fields)-len(last.Fields))
 		}
 		f := func(k string) models.Field { v, _ := last.Field(k); return v }
 		if got := f("requests").UintV(); got != uint64(3*n) {
