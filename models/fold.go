@@ -33,6 +33,9 @@ func (f *ErrorFold) Add(key string, now time.Time) (log bool, note string) {
 	return true, note
 }
 
+// Held is how often the error logged last came since, not logged.
+func (f *ErrorFold) Held() int { return f.repeats }
+
 // Failing reports whether an error was logged and has not been cleared since.
 func (f *ErrorFold) Failing() bool { return f.key != "" }
 

@@ -2,6 +2,7 @@ package models
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,9 +40,31 @@ func MakeFields(n int) []Field {
 	return out
 }
 
-// NewMetric returns a metric with an empty field slice that has room for nfields, both carved
-// from shared chunks. tags must be sorted by key (see New) and are kept, not copied.
+// fieldRoom is how many fields processors may add to a metric (ReserveFieldRoom).
+var fieldRoom atomic.Int32
+
+// ReserveFieldRoom makes NewMetric leave room for n more fields in every metric from now on, so
+// that a processor adding fields (processors.predict: disconnect_risk, FIELD_forecast) appends
+// them in place instead of copying the metric's fields into a slice of its own. Processors that
+// add fields call it in Init; the largest n holds, for the life of the process. Safe for
+// concurrent use.
+func ReserveFieldRoom(n int) {
+	for {
+		cur := fieldRoom.Load()
+		if int32(n) <= cur || fieldRoom.CompareAndSwap(cur, int32(n)) {
+			return
+		}
+	}
+}
+
+// FieldRoom is the room NewMetric leaves (ReserveFieldRoom); 0 unless a processor reserved some.
+func FieldRoom() int { return int(fieldRoom.Load()) }
+
+// NewMetric returns a metric with an empty field slice that has room for nfields and the
+// FieldRoom processors reserved, both carved from shared chunks. tags must be sorted by key (see
+// New) and are kept, not copied.
 func NewMetric(name string, tags []Tag, nfields int, t time.Time) *Metric {
+	nfields += int(fieldRoom.Load())
 	s := slabs.Get().(*slab)
 	if len(s.metrics) == cap(s.metrics) {
 		s.metrics = make([]Metric, 0, metricChunk)

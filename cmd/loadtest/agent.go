@@ -35,7 +35,7 @@ func agentConfig(o *options) string {
   omit_hostname = true
 %s
 [[outputs.file]]
-  files = ["stdout"]
+  files = [%s]
   data_format = "influx"
 
 [[inputs.modbus]]
@@ -43,7 +43,7 @@ func agentConfig(o *options) string {
   [[inputs.modbus.profile]]
     name = "meter"
     measurement = %q
-`, o.interval, pageListen(o.page), o.inputExtra, measurement)
+`, o.interval, pageListen(o.page), outFiles(o), o.inputExtra, measurement)
 	tables := []string{"holding"}
 	if o.requests == 2 {
 		tables = []string{"holding", "input"}
@@ -64,6 +64,15 @@ func agentConfig(o *options) string {
 			deviceName(i), netip.AddrPortFrom(a, uint16(o.port)))
 	}
 	return b.String()
+}
+
+// outFiles is the file output's files: standard output, read by the parent, and with -file a
+// file in the work folder.
+func outFiles(o *options) string {
+	if o.outFile == "" {
+		return `"stdout"`
+	}
+	return fmt.Sprintf("%q, %q", "stdout", o.outFile)
 }
 
 func deviceName(i int) string { return fmt.Sprintf("d%05d", i) }

@@ -31,7 +31,7 @@ func runBare(o *options) {
 	start := time.Now()
 	for i, a := range deviceAddrs(o.base, o.devices) {
 		addr := netip.AddrPortFrom(a, uint16(o.port)).String()
-		phase := int64(schedulePhase(i, o.devices, o.interval))
+		phase := int64(schedulePhase(o, i))
 		wg.Go(func() {
 			var mine []int64
 			defer func() {

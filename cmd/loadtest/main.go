@@ -13,8 +13,8 @@
 //	go run ./cmd/loadtest -devices 10000 -dead 0.01 -blackholed 0.01 -runs 3
 //
 // The schedule it checks lateness against is the one inputs/modbus documents (README,
-// "Schedule"): device i of n polls at phase ⌊i·interval/n⌋, truncated to 10 ms, after every
-// multiple of the interval since the Unix epoch.
+// "Schedule"): each device polls at its phase (modbus.Phase, a hash of its controller, unit id
+// and name, in 10 ms slots) after every multiple of the interval since the Unix epoch.
 //
 // It raises its open-files limit to what the simulator needs (two descriptors a device) and
 // its children inherit it; raising the hard limit needs root (or CAP_SYS_RESOURCE), else it
@@ -38,6 +38,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tagpipe/tagpipe/inputs/modbus"
 )
 
 type options struct {
@@ -60,6 +62,8 @@ type options struct {
 	keep       bool
 	writeConf  string
 	bare       bool
+	file       bool   // the agent also writes every metric to a file in the work folder
+	outFile    string // that file (set per run)
 	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
 	// broker in a process of its own (the benchmark of docs/cluster.md).
 	agents int
@@ -102,6 +106,7 @@ func main() {
 	flag.StringVar(&o.page, "page", "", "serve the device page on this loopback address (127.0.0.1:9273) and read it every interval during the run, as an open browser tab does")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
 	flag.StringVar(&o.writeConf, "write-config", "", "write the agent's configuration for -devices to this file and exit (to time `tagpipe --check` on a plant's configuration)")
+	flag.BoolVar(&o.file, "file", false, "the agent also writes every metric to metrics.lp in the work folder (as a plant's agent writes a file), besides standard output")
 	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
@@ -381,6 +386,9 @@ func runOnce(o *options, run int) (result, error) {
 		return t
 	}
 
+	if o.file {
+		o.outFile = filepath.Join(dir, "metrics.lp")
+	}
 	text := agentConfig(o)
 	if o.agents > 0 {
 		broker, addr, err := startBroker()
@@ -602,20 +610,17 @@ func newCollector(o *options, ks []kind, start time.Time, k0, k1 int64) *collect
 		phase: make([]int64, o.devices), first: make([]int64, o.devices), inWindow: make([]int32, o.devices),
 		lastSlot: make([]int64, o.devices), breaker: make([]string, o.devices), agentOf: make([]int, o.devices)}
 	for i := range c.phase {
-		c.phase[i] = int64(schedulePhase(i, o.devices, o.interval))
+		c.phase[i] = int64(schedulePhase(o, i))
 	}
 	c.late = make([]int64, 0, o.devices*int(k1-k0))
 	return c
 }
 
-// schedulePhase is the offset of device i of n in the interval, as inputs/modbus documents
-// it: ⌊i·interval/n⌋, truncated to 10 ms slots when the interval is 100 ms or more.
-func schedulePhase(i, n int, interval time.Duration) time.Duration {
-	p := time.Duration(int64(interval) * int64(i) / int64(n))
-	if interval >= 100*time.Millisecond {
-		p = p.Truncate(10 * time.Millisecond)
-	}
-	return p
+// schedulePhase is the offset of device i in the interval, as inputs/modbus documents it
+// (modbus.Phase: a hash of its controller, unit id and name, in 10 ms slots).
+func schedulePhase(o *options, i int) time.Duration {
+	addr := netip.AddrPortFrom(deviceAddr(o.base, i), uint16(o.port))
+	return modbus.Phase("tcp://"+addr.String(), 1, deviceName(i), o.interval)
 }
 
 var (

@@ -65,8 +65,9 @@ type staleState struct {
 	out  []*models.Metric
 }
 
-// errorRepeat is how often the same error of a device is reported again while it lasts.
-const errorRepeat = time.Minute
+// errorRepeat is how often the same error of a device is reported again while it lasts (a
+// variable for tests).
+var errorRepeat = time.Minute
 
 // healthFields is the number of fields resilience.Health.AppendFields appends.
 const healthFields = 12

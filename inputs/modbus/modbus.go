@@ -179,6 +179,9 @@ func (m *Modbus) Stop() {
 	}
 	m.cancel()
 	m.wg.Wait()
+	if run := m.running.Load(); run != nil && len(run.pollers) > 0 {
+		run.pollers[0].logs.stop() // what the summaries hold is written
+	}
 	m.cancel = nil
 	m.running.Store(nil)
 	if m.st != nil {

@@ -349,7 +349,7 @@ func (d *device) emit(acc models.Accumulator, now time.Time, st *stats) {
 				n++
 			}
 		}
-		m.Fields = m.Fields[:n:n]
+		m.Fields = m.Fields[:n] // the capacity after it is the room processors reserved
 		m.Fresh = d.fresh
 		acc.AddMetric(m)
 		d.out[g] = nil
@@ -389,8 +389,8 @@ func (d *device) emitStale(acc models.Accumulator, now time.Time, st *stats) {
 // emitHealth hands over d's modbus_health metric: its counters since the start, and the
 // round-trip average, timeout and breaker of the controller in use.
 func (d *device) emitHealth(acc models.Accumulator, r *route, now time.Time) {
-	// four fields of room: processors.predict appends its own
-	m := models.NewMetric("modbus_health", r.tags, healthFields+4, now)
+	// with the room processors.predict reserved for its fields (models.ReserveFieldRoom)
+	m := models.NewMetric("modbus_health", r.tags, healthFields, now)
 	m.Fresh = d.fresh
 	m.Fields = d.health.AppendFields(m.Fields, r.timeout, r.breaker)
 	acc.AddMetric(m)
@@ -510,12 +510,16 @@ func (p *poller) fail(d *device, r *route, err error, now time.Time) {
 		p.onErr(err)
 		return
 	}
+	held := r.errLog.Held()
 	log, note := r.errLog.Add(key, now)
 	if !log {
 		return
 	}
 	if note != "" {
-		err = fmt.Errorf("%w %s", err, note)
+		// Still failing as reported: counted, and named in one line for every device that is
+		// (pollerLogs.failing), not in a line of its own.
+		p.logs.failing.add(d.name, int64(held+1), fmt.Sprintf("%v %s", err, note))
+		return
 	}
 	p.acc.AddError(err)
 }

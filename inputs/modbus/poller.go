@@ -2,6 +2,8 @@ package modbus
 
 import (
 	"context"
+	"hash/fnv"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -9,14 +11,41 @@ import (
 	"github.com/tagpipe/tagpipe/models"
 )
 
-// phase spreads device i of n evenly over the interval, in 10 ms slots so that devices that
-// fall together wake the scheduler once.
-func phase(i, n int, interval time.Duration) time.Duration {
-	p := time.Duration(int64(interval) * int64(i) / int64(n))
-	if interval >= 100*time.Millisecond {
-		p = p.Truncate(10 * time.Millisecond)
+// Phase is the offset in the interval at which a device polls: a hash of its identity — its
+// controller's URL as written ("tcp://10.0.0.5:502"), its unit id and its name — so that adding
+// or removing a device (a reload) moves no other device, and a device keeps its phase on
+// whichever agent polls it (cluster mode). The offset is in 10 ms slots when the interval is
+// 100 ms or more, so that the devices of one slot wake the scheduler once; a hash spreads many
+// devices evenly over the slots (TestPhaseSpread). cmd/loadtest reckons lateness against it.
+func Phase(controller string, unit byte, name string, interval time.Duration) time.Duration {
+	if interval <= 0 {
+		return 0
 	}
-	return p
+	// FNV-1a, then splitmix64's finaliser: FNV's low bits alone spread similar names (d00001,
+	// d00002) poorly.
+	f := fnv.New64a()
+	io.WriteString(f, controller)
+	f.Write([]byte{0, unit, 0})
+	io.WriteString(f, name)
+	h := f.Sum64()
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	if interval >= 100*time.Millisecond {
+		slots := uint64(interval / phaseSlot)
+		return time.Duration(h%slots) * phaseSlot
+	}
+	return time.Duration(h % uint64(interval))
+}
+
+// phaseSlot is the step of the phases (Phase).
+const phaseSlot = 10 * time.Millisecond
+
+// phaseOf is spec's Phase.
+func phaseOf(spec *deviceSpec, interval time.Duration) time.Duration {
+	return Phase(spec.controller.String(), spec.unit, spec.name, interval)
 }
 
 // nextSlot is the first time at or after t that is phase past a multiple of interval since the
@@ -49,7 +78,7 @@ type poller struct {
 	// onErr takes a poll's error instead of acc (Gather returns them); nil: reported to acc.
 	onErr func(error)
 
-	overrunLogged time.Time
+	logs *pollerLogs // shared by the pollers of the input
 
 	// Cluster mode (units.go): its own run, under Modbus.mu; whether it runs and since when,
 	// for DeviceStates.
@@ -66,12 +95,13 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 	group, ids := m.groups() // devices whose controllers (backups included) overlap share one
 	byGroup := make([]*poller, len(ids))
 	links := map[string]*link{}
+	logs := newPollerLogs(m.Log, interval)
 	var out []*poller
 	all := make([]*device, 0, len(m.devices))
 	for i, spec := range m.devices {
 		p := byGroup[group[i]]
 		if p == nil {
-			p = &poller{unit: ids[group[i]], interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug}
+			p = &poller{unit: ids[group[i]], interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug, logs: logs}
 			p.timer.Stop()
 			byGroup[group[i]] = p
 			out = append(out, p)
@@ -87,7 +117,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 		}
 		d := newDevice(spec, p, linkOf)
 		d.poller = p
-		d.phase = phase(i, len(m.devices), interval)
+		d.phase = phaseOf(spec, interval)
 		p.devices = append(p.devices, d)
 		all = append(all, d)
 	}
@@ -138,11 +168,12 @@ func (p *poller) run(ctx context.Context, start time.Time) {
 			return
 		}
 		due := d.next
+		unconnected := p.unconnected()
 		answered := p.poll(ctx, d, due)
 		if ctx.Err() != nil {
 			return
 		}
-		d.next = p.schedule(d, due, answered)
+		d.next = p.schedule(d, due, answered, p.unconnected() < unconnected)
 	}
 }
 
@@ -165,8 +196,11 @@ func wakeOnDone(ctx context.Context, pollers []*poller) (stop func() bool) {
 	})
 }
 
-// schedule returns d's next poll after the one due at due.
-func (p *poller) schedule(d *device, due time.Time, answered bool) time.Time {
+// schedule returns d's next poll after the one due at due. A poll that overran is counted and
+// reported to the summary of overruns (one line an interval at most for all pollers), unless it
+// failed (its timeouts are reported already) or made a first connection (a device's first
+// connect is not an overrun: 10,000 of them at the start of a busy machine are no news).
+func (p *poller) schedule(d *device, due time.Time, answered, connected bool) time.Time {
 	iv := p.interval
 	now := time.Now()
 	next := due.Add(iv)
@@ -174,11 +208,8 @@ func (p *poller) schedule(d *device, due time.Time, answered bool) time.Time {
 		missed := now.Sub(next)/iv + 1
 		next = next.Add(missed * iv)
 		p.st.overruns.Add(int64(missed))
-		// A poll that failed overran because of its timeouts, which are reported already.
-		if answered && now.Sub(p.overrunLogged) >= errorRepeat {
-			p.overrunLogged = now
-			p.log.Warn("polls skipped: the devices of this connection take longer than the interval",
-				"controller", d.routes[d.cur].link.controller.String(), "device", d.name, "skipped", int64(missed), "interval", iv)
+		if answered && !connected {
+			p.logs.overran(d, due, now, int64(missed))
 		}
 	}
 	if until := d.openUntil(); until.After(next) {
@@ -188,6 +219,17 @@ func (p *poller) schedule(d *device, due time.Time, answered bool) time.Time {
 		next = wake
 	}
 	return next
+}
+
+// unconnected counts the poller's links that never connected.
+func (p *poller) unconnected() int {
+	n := 0
+	for _, l := range p.links {
+		if l.connects == 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // closeIdle closes the connections that were not used for their idle_timeout or will not be

@@ -406,11 +406,12 @@ func TestRetrySchedule(t *testing.T) {
 			if err := m.Start(context.Background(), a); err != nil {
 				t.Fatal(err)
 			}
+			phase := m.running.Load().devices[0].phase
 			hs := a.waitHealth(t, 10*time.Second, "the first poll", func(hs []*models.Metric) bool { return len(hs) >= 1 })
 			m.Stop()
-			// The device's only poll phase is 0: the first poll is due at the first multiple of
-			// the interval after Start began, or later.
-			tick := nextSlot(before, 0, c.interval)
+			// The first poll is due at the device's phase past the first multiple of the interval
+			// after Start began, or later.
+			tick := nextSlot(before, phase, c.interval)
 			requests, _ := hs[0].Field("requests")
 			retries, _ := hs[0].Field("retries")
 			if requests.UintV() != uint64(len(c.want)) || retries.UintV() != uint64(len(c.want)-1) {
@@ -488,6 +489,7 @@ func TestKeepAlive(t *testing.T) {
 // the controller in use, with the counters of what happened and room for processors.predict's
 // four fields.
 func TestHealthMetric(t *testing.T) {
+	models.ReserveFieldRoom(4) // as processors.predict does in Init: its four link fields
 	slowAddr := testpeer.FreeAddr(t)
 	fast := sim(t, "127.0.0.1:0", modbussim.Config{})
 	slow := sim(t, slowAddr, modbussim.Config{Faults: map[byte]modbussim.Fault{1: {Delay: 100 * time.Millisecond}}})
@@ -540,7 +542,7 @@ func TestHealthMetric(t *testing.T) {
 			t.Errorf("%s: fields %s", dev, got)
 		}
 		if cap(last.Fields)-len(last.Fields) < 4 {
-			t.Errorf("%s: room for %d more fields, predict appends 4", dev, cap(last.Fields)-len(last.Fields))
+			t.Errorf("%s: room for %d more fields, predict reserved and appends 4", dev, cap(last.Fields)-len(last.Fields))
 		}
 		f := func(k string) models.Field { v, _ := last.Field(k); return v }
 		if got := f("requests").UintV(); got != uint64(3*n) {

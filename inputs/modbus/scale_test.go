@@ -32,6 +32,7 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 	healthy, blackholed, slow := addrs[:185], addrs[185:190], addrs[190:]
 	// Spread the failing devices over the interval: of every 40, one of each kind.
 	kind := make([]string, n)
+	addrOf := make([]string, n)
 	var b strings.Builder
 	// timeout_max below the interval: the blackholed devices fail (and their breakers open)
 	// within the test
@@ -48,6 +49,7 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 		default:
 			kind[i], addr, healthy = "healthy", healthy[0], healthy[1:]
 		}
+		addrOf[i] = addr
 		fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = \"d%03d\"\n    controller = \"tcp://%s\"\n    profile = \"bench\"\n", i, addr)
 		if kind[i] == "slow" {
 			b.WriteString("    timeout_max = \"2s\"\n") // waited for: its answers come 800 ms late
@@ -82,7 +84,7 @@ func TestManyDevicesOnSchedule(t *testing.T) {
 		if kind[i] != "healthy" {
 			continue
 		}
-		since := x.Time.UnixNano() - int64(phase(i, n, interval))
+		since := x.Time.UnixNano() - int64(Phase("tcp://"+addrOf[i], 1, dev, interval))
 		k := since / iv
 		if k < k0 || k >= k1 {
 			continue

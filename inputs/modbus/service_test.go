@@ -46,13 +46,17 @@ func TestServiceLifecycle(t *testing.T) {
 	if ms2, _ := a.snapshot(); len(ms2) != n {
 		t.Errorf("%d metrics after Stop", len(ms2)-n)
 	}
-	// Each device polls at its phase of every interval, counted from the Unix epoch: unit-1 at
-	// 0, unit-2 at 200 ms, unit-3 at 400 ms (a third and two thirds of the interval, in 10 ms
-	// slots), once an interval: a poll never starts before its tick and a poller skips the ticks
-	// it overran, so no interval (counted from the device's phase) has two. Lateness depends on
-	// how busy the machine is: each device's polls are judged against the three phases, and lie
-	// closest after its own (a device polled at another's phase, or at none, would not).
-	phases := []time.Duration{phase(0, 3, interval), phase(1, 3, interval), phase(2, 3, interval)}
+	// Each device polls at its phase of every interval, counted from the Unix epoch (Phase: a
+	// hash of its controller, unit id and name, in 10 ms slots), once an interval: a poll never
+	// starts before its tick and a poller skips the ticks it overran, so no interval (counted
+	// from the device's phase) has two. Lateness depends on how busy the machine is: each
+	// device's polls are judged against the three phases, and lie closest after its own (a
+	// device polled at another's phase, or at none, would not; two devices whose hashes share a
+	// slot are polled in turn at it).
+	var phases []time.Duration
+	for u, name := range []string{"unit-1", "unit-2", "unit-3"} {
+		phases = append(phases, Phase("tcp://"+p.addr, byte(u+1), name, interval))
+	}
 	for i, dev := range []string{"unit-1", "unit-2", "unit-3"} {
 		d := byDevice(ms, dev)
 		checkSimple(t, d, dev)
@@ -82,7 +86,7 @@ func TestServiceLifecycle(t *testing.T) {
 				closest, best = pi, med
 			}
 		}
-		if closest != i {
+		if phases[closest] != phases[i] {
 			t.Errorf("%s: its polls lie closest after the phase %s, not its own %s", dev, phases[closest], phases[i])
 		}
 	}
@@ -126,21 +130,113 @@ func TestStopDuringRequest(t *testing.T) {
 	}
 }
 
+// TestPhase: a phase lies in the interval, in 10 ms slots from 100 ms up, and depends on the
+// device's controller, unit id and name alone.
 func TestPhase(t *testing.T) {
-	for _, c := range []struct {
-		i, n     int
-		interval time.Duration
-		want     time.Duration
-	}{
-		{0, 4, time.Second, 0}, {1, 4, time.Second, 250 * time.Millisecond}, {3, 4, time.Second, 750 * time.Millisecond},
-		{1, 3, time.Second, 330 * time.Millisecond}, // 10 ms slots
-		{1, 3, 30 * time.Millisecond, 10 * time.Millisecond},
-		{9999, 10000, time.Second, 990 * time.Millisecond},
-	} {
-		if got := phase(c.i, c.n, c.interval); got != c.want {
-			t.Errorf("phase(%d, %d, %s) = %s, want %s", c.i, c.n, c.interval, got, c.want)
+	for _, iv := range []time.Duration{time.Second, 100 * time.Millisecond, 10 * time.Second, 1005 * time.Millisecond, 30 * time.Millisecond} {
+		seen := map[time.Duration]bool{}
+		for i := range 1000 {
+			p := Phase(fmt.Sprintf("tcp://10.0.%d.%d:502", i/250, i%250), 1, fmt.Sprintf("d%d", i), iv)
+			if p < 0 || p >= iv || iv >= 100*time.Millisecond && p%phaseSlot != 0 {
+				t.Fatalf("interval %s: phase %s", iv, p)
+			}
+			seen[p] = true
+		}
+		// 1,000 draws fill 632 of 1,000 slots, and every one of 100
+		if want := min(int(iv/phaseSlot), 1000); iv >= 100*time.Millisecond && len(seen) < want/2 {
+			t.Errorf("interval %s: 1,000 devices in %d of %d slots", iv, len(seen), iv/phaseSlot)
 		}
 	}
+	a := Phase("tcp://10.0.0.5:502", 1, "meter", time.Second)
+	if Phase("tcp://10.0.0.5:502", 1, "meter", time.Second) != a {
+		t.Error("the same identity got another phase")
+	}
+	// The parts are kept apart: an identity is not the concatenation of its parts.
+	differ := 0
+	for _, o := range []time.Duration{Phase("tcp://10.0.0.5:50", 1, "2meter", time.Second), Phase("tcp://10.0.0.5:502", 2, "meter", time.Second),
+		Phase("tcp://10.0.0.6:502", 1, "meter", time.Second), Phase("tcp://10.0.0.5:502", 1, "meter2", time.Second)} {
+		if o != a {
+			differ++
+		}
+	}
+	if differ < 3 { // one in 100 may share the slot by chance; these four do not all
+		t.Errorf("%d of 4 other identities in the same slot", 4-differ)
+	}
+}
+
+// TestPhaseSpread: 10,000 devices, each on its own address as cmd/loadtest configures them,
+// and 10,000 units of 100 gateways, fill the 100 slots of a 1 s interval evenly: no slot holds
+// more than 1.5 times the mean or less than half of it (a draw of 10,000 into 100 slots is
+// 100 ± 10 a slot).
+func TestPhaseSpread(t *testing.T) {
+	for _, c := range []struct {
+		what string
+		id   func(i int) (string, byte, string)
+	}{
+		{"a device on each address", func(i int) (string, byte, string) {
+			return fmt.Sprintf("tcp://127.0.%d.%d:1502", 1+(i+1)/254, 1+(i+1)%254), 1, fmt.Sprintf("d%05d", i)
+		}},
+		{"100 gateways of 100 units", func(i int) (string, byte, string) {
+			return fmt.Sprintf("tcp://10.1.0.%d:502", i/100), byte(1 + i%100), fmt.Sprintf("meter-%d", i)
+		}},
+	} {
+		const n = 10_000
+		slots := make([]int, time.Second/phaseSlot)
+		for i := range n {
+			addr, unit, name := c.id(i)
+			slots[Phase(addr, unit, name, time.Second)/phaseSlot]++
+		}
+		mean := n / len(slots)
+		lo, hi := slices.Min(slots), slices.Max(slots)
+		if hi > mean*3/2 || lo < mean/2 {
+			t.Errorf("%s: slots hold %d..%d devices, mean %d", c.what, lo, hi, mean)
+		}
+		t.Logf("%s: slots hold %d..%d devices, mean %d", c.what, lo, hi, mean)
+	}
+}
+
+// TestPhaseStableOnReload: a configuration with a device added at its start and another removed
+// (as a SIGHUP reload reads it) moves no other device's phase.
+func TestPhaseStableOnReload(t *testing.T) {
+	conf := func(first, last int, extra string) string {
+		var b strings.Builder
+		b.WriteString("[[inputs.modbus]]\n" + benchProfile(4) + extra)
+		for i := first; i < last; i++ {
+			fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = \"d%03d\"\n    controller = \"tcp://127.0.0.1:%d\"\n    profile = \"bench\"\n", i, 20000+i)
+		}
+		return b.String()
+	}
+	phases := func(text string) map[string]time.Duration {
+		m := load(t, text)
+		_, devices := m.buildPollers(m.stats(), time.Second, newAcc())
+		out := map[string]time.Duration{}
+		for _, d := range devices {
+			out[d.name] = d.phase
+			if d.phase != phaseOf(d.deviceSpec, time.Second) {
+				t.Errorf("%s: phase %s, Phase gives %s", d.name, d.phase, phaseOf(d.deviceSpec, time.Second))
+			}
+		}
+		m.st.set.Unregister() // the next load registers its own
+		m.st = nil
+		return out
+	}
+	before := phases(conf(1, 300, ""))
+	added := "  [[inputs.modbus.device]]\n    name = \"new\"\n    controller = \"tcp://127.0.0.1:19999\"\n    profile = \"bench\"\n"
+	after := phases(conf(1, 299, added)) // one added first, the last removed
+	if len(after) != len(before) {
+		t.Fatalf("%d devices before, %d after", len(before), len(after))
+	}
+	moved := 0
+	for name, p := range after {
+		if q, ok := before[name]; ok && q != p {
+			moved++
+			t.Errorf("%s: phase %s before the reload, %s after", name, q, p)
+		}
+	}
+	if _, ok := after["d299"]; ok {
+		t.Error("d299 was removed")
+	}
+	t.Logf("%d devices kept, %d moved", len(after)-1, moved)
 }
 
 // TestPollAllocations: a scheduled poll (breaker, requests, decoding, the metrics, the health

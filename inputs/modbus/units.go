@@ -15,8 +15,8 @@ import (
 // space ("tcp://10.0.0.5:502", "tcp://10.0.0.7:502 tcp://10.0.0.8:502"): it does not depend on
 // the other devices, so adding one moves no other poller to another shard.
 //
-// Every device is set up as without [cluster] (its phase is its place among all the devices of
-// the input, so that a device keeps its phase whichever agent polls it), but only the pollers
+// Every device is set up as without [cluster] (its phase is a hash of its identity, Phase, so
+// that a device keeps its phase whichever agent polls it), but only the pollers
 // kept run. RunUnits stops the pollers no longer kept — their goroutine ends and their
 // connections are closed — before it returns, and starts the new ones at their usual phase.
 

@@ -172,8 +172,15 @@ func (p *Predict) Init() error {
 	p.health = map[string]bool{}
 	p.now = time.Now
 	p.bindStats(series.NewStats("predict", p.Alias, false))
+	// Room in every metric the inputs build for the fields added here, so that they are appended
+	// in place: the link model's four (disconnect_risk and its three), a forecast and an anomaly
+	// flag per forecast field (patterns may match more: those then copy).
+	models.ReserveFieldRoom(min(max(linkFields, 2*len(p.ForecastFields)), 8))
 	return nil
 }
+
+// linkFields is how many fields the link model adds to a health metric.
+const linkFields = 4
 
 func (p *Predict) bindStats(s *models.Stats) {
 	p.stats = s

@@ -15,11 +15,12 @@ import (
 // metrics pass by). forecast=1: one field forecast, two fields added to every metric; room=0:
 // the metrics come without spare capacity, so the fields are copied into a shared block
 // (amortized in allocs/metric; the copy and the garbage it leaves are most of the cost); room=4:
-// the input left room for the added fields.
+// the input left room for the added fields; built: the metrics as models.NewMetric builds them
+// once the processor reserved its room (models.ReserveFieldRoom), as every input's are.
 func BenchmarkValues(b *testing.B) {
 	b.Run("forecast=none", func(b *testing.B) { benchValues(b, nil, 0) })
-	for _, room := range []int{0, 4} {
-		b.Run("forecast=1/room="+strconv.Itoa(room), func(b *testing.B) { benchValues(b, []string{"temperature"}, room) })
+	for _, room := range []int{0, 4, built} {
+		b.Run("forecast=1/"+roomName(room), func(b *testing.B) { benchValues(b, []string{"temperature"}, room) })
 	}
 }
 
@@ -48,8 +49,8 @@ func benchValues(b *testing.B, forecast []string, room int) {
 // BenchmarkHealth: 10,000 devices' modbus_health metrics (12 fields, as internal/resilience
 // writes them), window 20: every metric gets the four link fields. room as in BenchmarkValues.
 func BenchmarkHealth(b *testing.B) {
-	for _, room := range []int{0, 4} {
-		b.Run("room="+strconv.Itoa(room), func(b *testing.B) { benchHealth(b, room) })
+	for _, room := range []int{0, 4, built} {
+		b.Run(roomName(room), func(b *testing.B) { benchHealth(b, room) })
 	}
 }
 
@@ -79,12 +80,28 @@ func benchHealth(b *testing.B, room int) {
 // defaults returns the processor as the registry makes it: with the defaults of sample.conf.
 func defaults() *Predict { return processors.Registry["predict"]().(*Predict) }
 
-// spare gives each metric's fields room for n more and returns them, to be put back before
-// every pass (Apply lengthens them).
+// built is the room of a metric models.NewMetric built (FieldRoom).
+const built = -1
+
+func roomName(room int) string {
+	if room == built {
+		return "built"
+	}
+	return "room=" + strconv.Itoa(room)
+}
+
+// spare gives each metric's fields room for n more (built: as models.NewMetric builds them) and
+// returns them, to be put back before every pass (Apply lengthens them).
 func spare(ms []*models.Metric, n int) [][]models.Field {
 	orig := make([][]models.Field, len(ms))
 	for i, m := range ms {
-		orig[i] = append(make([]models.Field, 0, len(m.Fields)+n), m.Fields...)
+		var fs []models.Field
+		if n == built {
+			fs = models.NewMetric(m.Name, m.Tags, len(m.Fields), m.Time).Fields
+		} else {
+			fs = make([]models.Field, 0, len(m.Fields)+n)
+		}
+		orig[i] = append(fs, m.Fields...)
 		m.Fields = orig[i]
 	}
 	return orig

@@ -329,3 +329,35 @@ func TestFreshAfterTakeover(t *testing.T) {
 		t.Errorf("after the Fresh metric: forecast %v %v, want 5 (from the new window alone)", f.FloatV(), ok)
 	}
 }
+
+// TestFieldRoom: once the processor is set up, a metric an input builds (models.NewMetric) has
+// room for the fields it adds: they are appended in place, the metric's fields are not copied.
+func TestFieldRoom(t *testing.T) {
+	p := defaults()
+	p.ForecastFields = []string{"temperature"}
+	if err := p.Init(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		field models.Field
+	}{{"modbus_health", models.Float("rtt_ms", 5)}, {"boiler", models.Float("temperature", 20)}} {
+		added := 0
+		for sec := range 30 {
+			m := models.NewMetric(c.name, []models.Tag{{Key: "device", Value: "plc-7"}}, 2, t0.Add(time.Duration(sec)*time.Second))
+			m.Fields = append(m.Fields, c.field, models.Uint("requests", uint64(sec)))
+			before := &m.Fields[0]
+			p.Apply(m)
+			if len(m.Fields) <= 2 {
+				continue // nothing added yet (a window fills first)
+			}
+			added++
+			if &m.Fields[0] != before {
+				t.Errorf("%s: %d fields after Apply, copied to a new slice (room %d)", c.name, len(m.Fields), models.FieldRoom())
+			}
+		}
+		if added == 0 {
+			t.Errorf("%s: no field added in 30 metrics", c.name)
+		}
+	}
+}
