@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -25,7 +26,8 @@ const measurement = "loadtest"
 
 // agentConfig is the configuration the agent runs: every device polled every interval with
 // o.fields fields in o.requests requests (20 fields: ten FLOAT32 and ten UINT16, 30 registers),
-// written as line protocol to standard output, where the parent reads them.
+// written as line protocol to standard output, where the parent reads them (-compare: to a
+// file, which the parent reads as it grows).
 func agentConfig(o *options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `[agent]
@@ -35,7 +37,7 @@ func agentConfig(o *options) string {
   omit_hostname = true
 %s
 [[outputs.file]]
-  files = ["stdout"]
+  files = [%q]
   data_format = "influx"
 
 [[inputs.modbus]]
@@ -43,7 +45,7 @@ func agentConfig(o *options) string {
   [[inputs.modbus.profile]]
     name = "meter"
     measurement = %q
-`, o.interval, pageListen(o.page), o.inputExtra, measurement)
+`, o.interval, pageListen(o.page), cmp.Or(o.outFile, "stdout"), o.inputExtra, measurement)
 	tables := []string{"holding"}
 	if o.requests == 2 {
 		tables = []string{"holding", "input"}
