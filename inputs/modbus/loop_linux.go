@@ -130,7 +130,7 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 		lp.compact()
 		wait := -1
 		if !next.IsZero() {
-			wait = int((next.Sub(time.Now()) + time.Millisecond - 1) / time.Millisecond)
+			wait = int((time.Until(next) + time.Millisecond - 1) / time.Millisecond)
 			wait = max(wait, 0)
 		}
 		n, err := unix.EpollWait(lp.epfd, events, wait)
