@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -25,7 +26,8 @@ const measurement = "loadtest"
 
 // agentConfig is the configuration the agent runs: every device polled every interval with
 // o.fields fields in o.requests requests (20 fields: ten FLOAT32 and ten UINT16, 30 registers),
-// written as line protocol to standard output, where the parent reads them.
+// written as line protocol to standard output, where the parent reads them (-compare: to a
+// file, which the parent reads as it grows).
 func agentConfig(o *options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `[agent]
@@ -35,7 +37,7 @@ func agentConfig(o *options) string {
   omit_hostname = true
 %s
 [[outputs.file]]
-  files = [%s]
+  files = [%q]
   data_format = "influx"
 
 [[inputs.modbus]]
@@ -43,7 +45,7 @@ func agentConfig(o *options) string {
   [[inputs.modbus.profile]]
     name = "meter"
     measurement = %q
-`, o.interval, pageListen(o.page), outFiles(o), o.inputExtra, measurement)
+`, o.interval, pageListen(o.page), cmp.Or(o.outFile, "stdout"), o.inputExtra, measurement)
 	tables := []string{"holding"}
 	if o.requests == 2 {
 		tables = []string{"holding", "input"}
@@ -64,15 +66,6 @@ func agentConfig(o *options) string {
 			deviceName(i), netip.AddrPortFrom(a, uint16(o.port)))
 	}
 	return b.String()
-}
-
-// outFiles is the file output's files: standard output, read by the parent, and with -file a
-// file in the work folder.
-func outFiles(o *options) string {
-	if o.outFile == "" {
-		return `"stdout"`
-	}
-	return fmt.Sprintf("%q, %q", "stdout", o.outFile)
 }
 
 func deviceName(i int) string { return fmt.Sprintf("d%05d", i) }

@@ -62,8 +62,9 @@ type options struct {
 	keep       bool
 	writeConf  string
 	bare       bool
-	file       bool   // the agent also writes every metric to a file in the work folder
-	outFile    string // that file (set per run)
+	compare    bool   // the bare poller, then the agent (the real binary, writing a file), per run
+	toFile     bool   // the agent writes a line-protocol file (outputs.file), which is read as it grows
+	outFile    string // that file, in the run's work folder
 	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
 	// broker in a process of its own (the benchmark of docs/cluster.md).
 	agents int
@@ -103,10 +104,11 @@ func main() {
 	flag.StringVar(&o.tagpipe, "tagpipe", "", "run this tagpipe binary as the agent (default: the agent package in a child process)")
 	flag.StringVar(&o.inputExtra, "input-config", "", "extra lines for the [[inputs.modbus]] table, e.g. 'health_metric = false'")
 	flag.BoolVar(&o.bare, "bare", false, "run a bare poller (standard library only, no metrics, no output) in the agent's place: the floor to compare with")
+	flag.BoolVar(&o.compare, "compare", false, "each run: the bare poller, then the agent (tagpipe built from this module, every metric written to a line-protocol file by outputs.file) on the same simulated devices; prints both rows and the ratio agent/bare")
 	flag.StringVar(&o.page, "page", "", "serve the device page on this loopback address (127.0.0.1:9273) and read it every interval during the run, as an open browser tab does")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
 	flag.StringVar(&o.writeConf, "write-config", "", "write the agent's configuration for -devices to this file and exit (to time `tagpipe --check` on a plant's configuration)")
-	flag.BoolVar(&o.file, "file", false, "the agent also writes every metric to metrics.lp in the work folder (as a plant's agent writes a file), besides standard output")
+	flag.BoolVar(&o.toFile, "file", false, "the agent writes every metric to metrics.lp in the work folder (as a plant's agent writes a file; -compare always does), read as it grows")
 	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
@@ -158,6 +160,8 @@ func main() {
 		fatalf("-interval at least 100ms, -window at least 3 intervals, -runs 1..20")
 	case o.bare && (o.tagpipe != "" || o.cpuProfile != "" || o.memProfile != "" || o.inputExtra != ""):
 		fatalf("-bare runs the bare poller, not the agent")
+	case o.compare && (o.bare || o.agents > 0 || o.tagpipe != "" || o.page != ""):
+		fatalf("-compare runs the bare poller and the agent itself: not with -bare, -agents, -tagpipe or -page")
 	case o.tagpipe != "" && (o.cpuProfile != "" || o.memProfile != ""):
 		fatalf("-cpuprofile and -memprofile profile the agent package's process, not a -tagpipe binary")
 	case o.agents < 0 || o.agents > 16 || o.agents > 0 && (o.bare || o.cpuProfile != "" || o.memProfile != ""):
@@ -179,6 +183,10 @@ func main() {
 	fmt.Printf("loadtest: %d devices (%s), %s interval, %d fields in %d %s, warm-up %s, window %s; open files %d (%d simulator %s); load average %s\n",
 		o.devices, mix(o), o.interval, o.fields, o.requests, plural(o.requests, "request"), o.warmup, o.window,
 		limit, o.sims, map[bool]string{true: "process", false: "processes"}[o.sims == 1], loadavg())
+	if o.compare {
+		runCompare(o)
+		return
+	}
 	var results []result
 	for run := range o.runs {
 		r, err := runOnce(o, run)
@@ -370,6 +378,16 @@ func runOnce(o *options, run int) (result, error) {
 	} else {
 		fmt.Println("work folder:", dir)
 	}
+	var out *tailFile // the agent writes a file (-compare): read as it grows
+	if o.toFile {
+		oc := *o
+		oc.outFile = filepath.Join(dir, "metrics.lp")
+		o = &oc
+		if out, err = newTailFile(o.outFile); err != nil {
+			return result{}, err
+		}
+		defer out.Close()
+	}
 	sims, err := startSims(o)
 	if err != nil {
 		return result{}, err
@@ -386,9 +404,6 @@ func runOnce(o *options, run int) (result, error) {
 		return t
 	}
 
-	if o.file {
-		o.outFile = filepath.Join(dir, "metrics.lp")
-	}
 	text := agentConfig(o)
 	if o.agents > 0 {
 		broker, addr, err := startBroker()
@@ -451,11 +466,14 @@ func runOnce(o *options, run int) (result, error) {
 		defer logFile.Close()
 		cmd.Stderr = logFile
 		cmd.Env = append(os.Environ(), fmt.Sprintf("HOSTNAME=agent-%d", i+1)) // the member name in cluster mode
-		stdout, _ := cmd.StdoutPipe()
+		var src io.Reader = out
+		if out == nil {
+			src, _ = cmd.StdoutPipe()
+		}
 		if err := cmd.Start(); err != nil {
 			return result{}, err
 		}
-		ag := &child{cmd: cmd, out: bufio.NewReaderSize(stdout, 1<<20)}
+		ag := &child{cmd: cmd, out: bufio.NewReaderSize(src, 1<<20)}
 		ags, logPaths = append(ags, ag), append(logPaths, logPath)
 		go func() { readDone <- col.read(ag.out, i) }()
 	}
@@ -506,6 +524,9 @@ func runOnce(o *options, run int) (result, error) {
 		}
 	}
 	ags = nil
+	if out != nil {
+		out.finish() // the agent has ended: what it wrote is all there is
+	}
 	for range max(o.agents, 1) {
 		select {
 		case <-readDone:
@@ -839,6 +860,15 @@ func (r result) row(label string) string {
 		r.agentCPU, mib(r.rssPeak), mib(r.rss), br, r.simCPU, r.load)
 }
 
+// medianOf is the median of v (sorted in place).
+func medianOf(v []float64) float64 {
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
 // median is the median of each column over the runs.
 func median(rs []result) result {
 	f := func(get func(result) float64) float64 {
@@ -846,11 +876,7 @@ func median(rs []result) result {
 		for i, r := range rs {
 			v[i] = get(r)
 		}
-		slices.Sort(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		return medianOf(v)
 	}
 	return result{
 		devices:     rs[0].devices,

@@ -63,6 +63,11 @@ func (m *Modbus) checkPlugin() error {
 	if err := m.checkSerial(); err != nil {
 		return err
 	}
+	switch m.Transport {
+	case "", transportAuto, transportGoroutine:
+	default:
+		return config.KeyErrorf("transport", "%q: want %q (the event loop for plain Modbus TCP devices) or %q (a goroutine per connection)", m.Transport, transportAuto, transportGoroutine)
+	}
 	if len(m.Devices) == 0 {
 		return config.KeyErrorf("device", "no [[inputs.modbus.device]]: nothing to poll")
 	}

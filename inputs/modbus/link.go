@@ -58,6 +58,7 @@ type link struct {
 	buf       *buffers // pooled; kept between polls only while it holds bytes
 	r, w      int      // unread bytes are buf[r:w]
 	silent    int      // timeouts in a row with no byte received
+	stray     int      // answers of other requests dropped while awaiting this one
 	fresh     bool     // connected, nothing answered yet
 	flushNext bool     // serial: discard stray bytes before the next request
 	lastSend  time.Time
@@ -315,29 +316,49 @@ func (l *link) flush(ctx context.Context) {
 
 // exchange sends read i of d through route rt and returns the answer's data (valid until the
 // next exchange) and when it arrived. The answer is awaited for rt's adaptive timeout; a retry
-// never waits past the device's next poll.
+// never waits past the device's next poll. The event loop (loop_linux.go) runs the same steps
+// without blocking: prepare, send, then answer when bytes came and received.
 func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry bool) ([]byte, time.Time, error) {
-	r := &d.reqs[i]
-	if err := l.connect(ctx, d); err != nil {
+	sent, deadline, err := l.prepare(ctx, d, rt, retry)
+	if err != nil {
 		return nil, time.Time{}, err
 	}
-	if err := l.pace(ctx, d); err != nil {
+	// A read deadline only: a request is a dozen bytes and a connection that stays silent is
+	// closed long before its send buffer could fill, so a write never waits.
+	l.c.SetReadDeadline(deadline)
+	if err := l.send(d, rt, i, sent); err != nil {
 		return nil, time.Time{}, err
+	}
+	data, err := l.answer(d, &d.reqs[i])
+	return l.received(d, rt, sent, data, err)
+}
+
+// prepare readies the link for a request of d: connected, paced, flushed. It returns when the
+// request is sent and the deadline of its answer.
+func (l *link) prepare(ctx context.Context, d *device, rt *route, retry bool) (sent, deadline time.Time, err error) {
+	if err := l.connect(ctx, d); err != nil {
+		return sent, deadline, err
+	}
+	if err := l.pace(ctx, d); err != nil {
+		return sent, deadline, err
 	}
 	if l.flushNext {
 		l.flush(ctx)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, time.Time{}, err
+		return sent, deadline, err
 	}
-	sent := time.Now()
-	deadline := sent.Add(rt.timeout.Current())
+	sent = time.Now()
+	deadline = sent.Add(rt.timeout.Current())
 	if retry && deadline.After(d.deadline) {
 		deadline = d.deadline
 	}
-	// A read deadline only: a request is a dozen bytes and a connection that stays silent is
-	// closed long before its send buffer could fill, so a write never waits.
-	l.c.SetReadDeadline(deadline)
+	return sent, deadline, nil
+}
+
+// send writes read i of d; a failed write closes the connection.
+func (l *link) send(d *device, rt *route, i int, sent time.Time) error {
+	r := &d.reqs[i]
 	var req []byte
 	if l.controller.framing == frameMBAP {
 		l.tid++
@@ -347,12 +368,18 @@ func (l *link) exchange(ctx context.Context, d *device, rt *route, i int, retry 
 	}
 	l.st.requests.Incr()
 	d.health.Request()
+	l.stray = 0
 	if _, err := l.c.Write(req); err != nil {
 		l.close()
-		return nil, time.Time{}, err
+		return err
 	}
 	l.lastSend, l.lastUse = sent, sent
-	data, err := l.answer(d, r)
+	return nil
+}
+
+// received takes the outcome of answer (or a timeout of the event loop): the round trip is
+// observed, or the failure decides what becomes of the connection.
+func (l *link) received(d *device, rt *route, sent time.Time, data []byte, err error) ([]byte, time.Time, error) {
 	at := time.Now()
 	if err != nil {
 		if l.fresh && l.controller.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
@@ -414,16 +441,15 @@ func (l *link) mbapRequest(tid uint16, unit byte, r *request) []byte {
 	return b
 }
 
-// answer reads frames until the answer to r arrives, dropping (and counting) late answers to
-// earlier requests and answers of other units.
+// answer reads frames until the answer to r arrives, dropping (and counting, in l.stray) late
+// answers to earlier requests and answers of other units.
 func (l *link) answer(d *device, r *request) ([]byte, error) {
 	fc := byte(r.kind)
-	stray := 0
 	for {
 		frame, err := l.next()
 		if err != nil {
-			if stray > 0 {
-				err = fmt.Errorf("%w (meanwhile %d %s of other requests dropped)", err, stray, plural(stray, "answer"))
+			if err != errWouldBlock {
+				err = l.strayErr(err)
 			}
 			return nil, err
 		}
@@ -433,7 +459,7 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 		case frameMBAP:
 			if tid := binary.BigEndian.Uint16(frame); tid != l.tid {
 				l.st.wrongTID.Incr()
-				stray++
+				l.stray++
 				if l.debug {
 					l.log.Debug("late answer dropped", "device", d.name, "tid", tid, "want", l.tid)
 				}
@@ -457,7 +483,7 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 		}
 		if unit != d.unit { // RTU, ASCII: an answer of another unit, late
 			l.st.wrongUnit.Incr()
-			stray++
+			l.stray++
 			continue
 		}
 		data, err := readData(pdu, fc, r.dataBytes())
@@ -475,6 +501,19 @@ func (l *link) answer(d *device, r *request) ([]byte, error) {
 		return data, err
 	}
 }
+
+// strayErr is err of a read that awaited an answer, saying how many answers to other requests
+// were dropped meanwhile.
+func (l *link) strayErr(err error) error {
+	if l.stray > 0 {
+		err = fmt.Errorf("%w (meanwhile %d %s of other requests dropped)", err, l.stray, plural(l.stray, "answer"))
+	}
+	return err
+}
+
+// errWouldBlock is the event loop's read of a connection that has no bytes for now
+// (loop_linux.go): answer returns it and is called again when bytes come.
+var errWouldBlock = errors.New("no bytes yet")
 
 // next returns the next whole frame from the connection (valid until the next read).
 func (l *link) next() ([]byte, error) {

@@ -60,6 +60,10 @@ type Modbus struct {
 	Profiles []Profile `toml:"profile"`
 	Devices  []Device  `toml:"device"`
 
+	// Transport is "auto" (the event loop for plain Modbus TCP devices, loop.go) or "goroutine"
+	// (a goroutine per connection for every device).
+	Transport string `toml:"transport"`
+
 	// Alias is the generic key of every plugin table, read here too to name the stats.
 	Alias string       `toml:"alias"`
 	Log   *slog.Logger `toml:"-"`
@@ -77,6 +81,7 @@ type Modbus struct {
 	wg      sync.WaitGroup
 	running atomic.Pointer[running] // between Start and Stop
 	units   unitControl             // cluster mode (units.go)
+	loop    *eventLoop              // of the last Start, if it has one
 }
 
 func init() {
@@ -163,8 +168,8 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 		links += len(p.links)
 		p.started.Store(start.UnixNano())
 		p.active.Store(true)
-		m.wg.Go(func() { p.run(ctx, start) })
 	}
+	m.startPollers(ctx, pollers, start)
 	m.Log.Info("polling", "devices", len(m.devices), "connections", links, "interval", interval)
 	return nil
 }

@@ -50,12 +50,21 @@ func (d *device) describe(r *request, t controller, err error) error {
 // read sends read i of d through r, retrying what is worth retrying: a timeout or a garbled
 // answer (resilience.Retry: the first retry at once, then growing waits), and a busy device
 // after busy_retries_wait; never past the device's next poll.
-func (p *poller) read(ctx context.Context, d *device, r *route, i int) ([]byte, time.Time, error) {
+// With first, the first exchange was made already (by the event loop) and this was its
+// outcome.
+func (p *poller) read(ctx context.Context, d *device, r *route, i int, first *exchanged) ([]byte, time.Time, error) {
 	d.retry.Reset()
 	busy := d.opts.busyRetries
 	retrying := false
 	for {
-		data, at, err := r.link.exchange(ctx, d, r, i, retrying)
+		var data []byte
+		var at time.Time
+		var err error
+		if first != nil {
+			data, at, err, first = first.data, first.at, first.err, nil
+		} else {
+			data, at, err = r.link.exchange(ctx, d, r, i, retrying)
+		}
 		if err == nil || ctx.Err() != nil {
 			return data, at, err
 		}
@@ -119,20 +128,25 @@ func connectKind(err error) resilience.ErrorKind {
 // this poll or the last few intervals) and time is left, in case only that read fails (a
 // device that cannot serve a large read); it ends when the connection is gone, the device did
 // not answer lately, or two reads that used to answer got none.
-func (p *poller) pollRoute(ctx context.Context, d *device, ri int) error {
+//
+// With rs the poll was begun by the event loop, which hands it over at read rs.i.
+func (p *poller) pollRoute(ctx context.Context, d *device, ri int, rs *resume) error {
 	r := &d.routes[ri]
 	l := r.link
 	l.acquire()
 	defer l.release()
 	var errs []error
-	answered, lost, exc4 := 0, 0, false
-	for i := 0; i < len(d.reqs); i++ {
-		data, at, err := p.read(ctx, d, r, i)
+	answered, lost, exc4, start := 0, 0, false, 0
+	var first *exchanged
+	if rs != nil {
+		answered, start, first = rs.answered, rs.i, &rs.first
+	}
+	for i := start; i < len(d.reqs); i++ {
+		data, at, err := p.read(ctx, d, r, i, first)
+		first = nil
 		if err == nil {
 			answered++
-			d.lastAnswer = at
-			d.rs[i] = readState{ok: true}
-			d.decode(&d.reqs[i], data, at, l.buf.scratch[:])
+			d.took(i, data, at, l)
 			continue
 		}
 		if ctx.Err() != nil {
@@ -164,6 +178,33 @@ func (p *poller) pollRoute(ctx context.Context, d *device, ri int) error {
 			break
 		}
 	}
+	return p.routeDone(d, l, answered, exc4, errs)
+}
+
+// exchanged is the outcome of an exchange.
+type exchanged struct {
+	data []byte
+	at   time.Time
+	err  error
+}
+
+// resume is how far the event loop got in a poll it hands over to a goroutine: route 0 was
+// allowed by its breaker, reads before i were answered (answered of them), and read i's first
+// exchange ended as first says.
+type resume struct {
+	i, answered int
+	first       exchanged
+}
+
+// took keeps what read i answered at at.
+func (d *device) took(i int, data []byte, at time.Time, l *link) {
+	d.lastAnswer = at
+	d.rs[i] = readState{ok: true}
+	d.decode(&d.reqs[i], data, at, l.buf.scratch[:])
+}
+
+// routeDone ends a poll through l in which answered reads were answered and errs failed.
+func (p *poller) routeDone(d *device, l *link, answered int, exc4 bool, errs []error) error {
 	d.answered += answered
 	p.splitFailing(d, answered > 0 || exc4)
 	if d.opts.closeAfterGather {
@@ -444,39 +485,67 @@ func plural(n int, word string) string {
 // through the next. It hands over what was read (and the stale values asked for) and d's
 // health, and reports whether the device answered.
 func (p *poller) poll(ctx context.Context, d *device, due time.Time) bool {
+	p.begin(d, due)
+	return p.pollFrom(ctx, d, nil)
+}
+
+// begin starts a poll of d due at due.
+func (p *poller) begin(d *device, due time.Time) {
 	p.st.polls.Incr()
 	d.deadline = due.Add(p.interval)
 	d.answered = 0
+}
+
+// allow says whether r's breaker lets a poll through it.
+func allow(r *route) bool {
+	if until := r.breaker.OpenUntil(); !until.IsZero() && time.Now().Before(until) {
+		return false
+	}
+	return r.breaker.Allow() == nil // else half-open, its probes taken
+}
+
+// pollFrom is poll after begin; with rs the event loop polled route 0 as far as rs says.
+func (p *poller) pollFrom(ctx context.Context, d *device, rs *resume) bool {
 	used := -1
 	var lastErr error // of the last route tried
 	for ri := range d.routes {
 		r := &d.routes[ri]
-		if until := r.breaker.OpenUntil(); !until.IsZero() && time.Now().Before(until) {
-			continue
-		}
-		if r.breaker.Allow() != nil { // half-open, its probes taken
+		if (rs == nil || ri > 0) && !allow(r) {
 			continue
 		}
 		used, d.cur = ri, ri
-		err := p.pollRoute(ctx, d, ri)
+		err := p.pollRoute(ctx, d, ri, rs)
+		rs = nil
 		if ctx.Err() != nil {
 			r.breaker.Done(nil) // stopping: not the device's fault
 			return false
 		}
-		r.breaker.Done(err)
-		lastErr = err
 		now := time.Now()
-		switch {
-		case err != nil:
-			p.fail(d, r, err, now)
-		case r.errLog.Failing():
-			p.log.Info("device answers again", "device", d.name, "controller", r.link.controller.String())
-			r.errLog.Clear()
-		}
+		p.routeOutcome(d, r, err, now)
+		lastErr = err
 		if err == nil || !errors.Is(err, errNoAnswer) || !now.Before(d.deadline) {
 			break
 		}
 	}
+	return p.end(d, used, lastErr)
+}
+
+// routeOutcome tells r's breaker how a poll through it went, and reports a failure or that the
+// device answers again.
+func (p *poller) routeOutcome(d *device, r *route, err error, now time.Time) {
+	r.breaker.Done(err)
+	switch {
+	case err != nil:
+		p.fail(d, r, err, now)
+	case r.errLog.Failing():
+		p.log.Info("device answers again", "device", d.name, "controller", r.link.controller.String())
+		r.errLog.Clear()
+	}
+}
+
+// end ends a poll of d in which route used was polled last (-1: none, every breaker open) with
+// lastErr: it hands over what was read and d's health, and reports whether the device answered.
+func (p *poller) end(d *device, used int, lastErr error) bool {
 	if used < 0 {
 		p.st.breakerSkips.Incr()
 		return false

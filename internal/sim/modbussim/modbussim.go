@@ -121,6 +121,8 @@ type Fault struct {
 	Short       bool          // byte count 2 more than the data (TCP length stays consistent)
 	DropEvery   int           // drop every DropEvery-th request of the unit (a flaky link); 0: none
 	MaxRead     int           // drop reads of more registers or bits (a device that cannot serve large reads); 0: none
+	Split       time.Duration // write each answer in two parts (its first 8 bytes, then the rest) this far apart
+	CloseMid    bool          // write the first half of the answer, then close the connection
 }
 
 // Config configures a server.
@@ -633,6 +635,18 @@ func (ss *session) handle(frame []byte) error {
 			}
 		}
 		wire = append(a, '\r', '\n')
+	}
+	if f.CloseMid {
+		ss.c.Write(wire[:len(wire)/2])
+		ss.c.Close()
+		return errors.New("closed in the middle of an answer (CloseMid)")
+	}
+	if f.Split > 0 && len(wire) > 8 {
+		if _, err := ss.c.Write(wire[:8]); err != nil {
+			return err
+		}
+		time.Sleep(f.Split)
+		wire = wire[8:]
 	}
 	_, err := ss.c.Write(wire)
 	return err

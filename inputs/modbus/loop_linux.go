@@ -1,0 +1,454 @@
+package modbus
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The event loop is hand-written on epoll (golang.org/x/sys/unix): gnet v2's client mode was
+// measured slower than the goroutine floor, and io_uring has no maintained Go library and needs
+// system calls that the packaged systemd unit's SystemCallFilter=@system-service refuses
+// (docs/scale.md).
+
+// eventLoop owns the connections of its devices while they are polled as planned.
+type eventLoop struct {
+	m      *Modbus
+	epfd   int
+	wakeFD int // eventfd: a device handed back, or stop
+	devs   []*loopDev
+	due    []*loopDev // idle devices, a min-heap by next poll
+	flight []*loopDev // devices awaiting an answer
+
+	polled atomic.Int64 // polls that ended on the loop
+	handed atomic.Int64 // polls handed over to a goroutine
+
+	mu     sync.Mutex
+	back   []*loopDev // handed back by their goroutines
+	closed bool       // the loop has ended: a goroutine closes its poller itself
+}
+
+// loopDev is a device of the loop and where its poll is.
+type loopDev struct {
+	idx    int
+	p      *poller
+	d      *device
+	l      *link
+	r      *route
+	due    time.Time // of the poll under way
+	i      int       // its read awaiting an answer
+	ans    int       // reads answered in this poll
+	sent   time.Time
+	until  time.Time // the answer's deadline
+	flying bool
+	listed bool // in flight
+	event  bool // epoll reported the connection while no answer was awaited
+	away   bool // a goroutine has it
+}
+
+const wakeData = ^uint64(0)
+
+func newEventLoop(m *Modbus, pollers []*poller) (*eventLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	wfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	setData(&ev, wakeData)
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wfd)
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	lp := &eventLoop{m: m, epfd: epfd, wakeFD: wfd}
+	for i, p := range pollers {
+		d := p.devices[0]
+		lp.devs = append(lp.devs, &loopDev{idx: i, p: p, d: d, l: p.links[0], r: &d.routes[0]})
+	}
+	return lp, nil
+}
+
+// setData stores v in an event's data (the Fd and Pad fields of x/sys's EpollEvent).
+func setData(ev *unix.EpollEvent, v uint64) {
+	ev.Fd, ev.Pad = int32(uint32(v)), int32(uint32(v>>32))
+}
+
+func dataOf(ev *unix.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+func (lp *eventLoop) wake() {
+	var one = [8]byte{1}
+	unix.Write(lp.wakeFD, one[:])
+}
+
+// run polls the loop's devices until ctx is done, then closes their connections (those a
+// goroutine has are closed by it).
+func (lp *eventLoop) run(ctx context.Context, start time.Time) {
+	stop := context.AfterFunc(ctx, lp.wake)
+	defer stop()
+	defer unix.Close(lp.wakeFD)
+	defer unix.Close(lp.epfd)
+	for _, ld := range lp.devs {
+		ld.d.next = nextSlot(start, ld.d.phase, ld.p.interval)
+		lp.push(ld)
+	}
+	events := make([]unix.EpollEvent, 256)
+	for ctx.Err() == nil {
+		now := time.Now()
+		for len(lp.due) > 0 && !lp.due[0].d.next.After(now) {
+			lp.start(ctx, lp.pop())
+		}
+		next := time.Time{}
+		if len(lp.due) > 0 {
+			next = lp.due[0].d.next
+		}
+		for j := 0; j < len(lp.flight); j++ {
+			ld := lp.flight[j]
+			if !ld.flying {
+				continue
+			}
+			if !ld.until.After(now) {
+				lp.timeout(ctx, ld)
+				continue
+			}
+			if next.IsZero() || ld.until.Before(next) {
+				next = ld.until
+			}
+		}
+		lp.compact()
+		wait := -1
+		if !next.IsZero() {
+			wait = int((time.Until(next) + time.Millisecond - 1) / time.Millisecond)
+			wait = max(wait, 0)
+		}
+		n, err := unix.EpollWait(lp.epfd, events, wait)
+		if err != nil && err != unix.EINTR {
+			lp.m.Log.Error("event loop: epoll_wait failed: polling stops", "error", err)
+			break
+		}
+		for k := range max(n, 0) {
+			v := dataOf(&events[k])
+			if v == wakeData {
+				lp.handBack()
+				continue
+			}
+			ld := lp.devs[v]
+			if ld.away {
+				continue // its goroutine's connection now: a stale event
+			}
+			if !ld.flying {
+				ld.event = true
+				continue
+			}
+			lp.readable(ctx, ld)
+		}
+	}
+	lp.mu.Lock()
+	lp.closed = true
+	lp.mu.Unlock()
+	for _, ld := range lp.devs {
+		if !ld.away {
+			ld.p.close()
+		}
+	}
+}
+
+// start begins d's poll due now. A poll that cannot go as planned from the start (not
+// connected, its breaker open) is handed over whole.
+func (lp *eventLoop) start(ctx context.Context, ld *loopDev) {
+	d, p, l := ld.d, ld.p, ld.l
+	ld.due = d.next
+	if _, ok := l.c.(*loopConn); !ok || !ld.r.breaker.OpenUntil().IsZero() {
+		p.begin(d, ld.due)
+		lp.handOver(ctx, ld, nil)
+		return
+	}
+	p.begin(d, ld.due)
+	if !allow(ld.r) {
+		lp.done(ld, p.end(d, -1, nil))
+		return
+	}
+	d.cur = 0
+	l.acquire()
+	ld.ans = 0
+	lp.send(ctx, ld, 0)
+}
+
+// send sends read i of the poll under way.
+func (lp *eventLoop) send(ctx context.Context, ld *loopDev, i int) {
+	d, l := ld.d, ld.l
+	d.retry.Reset() // as poller.read does
+	ld.i = i
+	sent, until, err := l.prepare(ctx, d, ld.r, false)
+	if err == nil {
+		err = l.send(d, ld.r, i, sent)
+	}
+	if err != nil {
+		lp.handOver(ctx, ld, &resume{i: i, answered: ld.ans, first: exchanged{err: err}})
+		return
+	}
+	ld.sent, ld.until, ld.flying = sent, until, true
+	if !ld.listed {
+		ld.listed = true
+		lp.flight = append(lp.flight, ld)
+	}
+	if ld.event { // the connection had news before the request: see now
+		ld.event = false
+		lp.readable(ctx, ld)
+	}
+}
+
+// readable takes what the connection of a device awaiting an answer has.
+func (lp *eventLoop) readable(ctx context.Context, ld *loopDev) {
+	d, l := ld.d, ld.l
+	data, err := l.answer(d, &d.reqs[ld.i])
+	if err == errWouldBlock {
+		return
+	}
+	ld.flying = false
+	data, at, err := l.received(d, ld.r, ld.sent, data, err)
+	if err != nil {
+		lp.handOver(ctx, ld, &resume{i: ld.i, answered: ld.ans, first: exchanged{data: data, at: at, err: err}})
+		return
+	}
+	ld.ans++
+	d.took(ld.i, data, at, l)
+	if ld.i+1 < len(d.reqs) {
+		lp.send(ctx, ld, ld.i+1)
+		return
+	}
+	// every read answered: the end of pollRoute and of poll
+	err = ld.p.routeDone(d, l, ld.ans, false, nil)
+	l.release()
+	ld.p.routeOutcome(d, ld.r, err, time.Now())
+	lp.done(ld, ld.p.end(d, 0, err))
+}
+
+// timeout ends the wait for an answer that did not come in time, as a read deadline would.
+func (lp *eventLoop) timeout(ctx context.Context, ld *loopDev) {
+	ld.flying = false
+	lc := ld.l.c.(*loopConn)
+	err := ld.l.strayErr(&net.OpError{Op: "read", Net: "tcp", Source: lc.laddr, Addr: lc.raddr, Err: os.ErrDeadlineExceeded})
+	data, at, err := ld.l.received(ld.d, ld.r, ld.sent, nil, err)
+	lp.handOver(ctx, ld, &resume{i: ld.i, answered: ld.ans, first: exchanged{data: data, at: at, err: err}})
+}
+
+// done schedules the device's next poll after one that ended on the loop.
+func (lp *eventLoop) done(ld *loopDev, answered bool) {
+	lp.polled.Add(1)
+	ld.d.next = ld.p.schedule(ld.d, ld.due, answered, false) // connects are handed over
+	ld.p.closeIdle(time.Now(), ld.d.next)
+	lp.push(ld)
+}
+
+// handOver gives the poll under way to a goroutine of its own, which runs the rest as the
+// goroutine transport does (retries, failover, breakers) on a net.Conn, and gives the device
+// back when its next poll is scheduled. rs nil: the whole poll after begin.
+func (lp *eventLoop) handOver(ctx context.Context, ld *loopDev, rs *resume) {
+	ld.away, ld.flying, ld.event = true, false, false
+	lp.handed.Add(1)
+	lp.m.wg.Go(func() {
+		l, p, d := ld.l, ld.p, ld.d
+		if lc, ok := l.c.(*loopConn); ok {
+			lp.toNet(l, lc)
+		}
+		unconnected := p.unconnected()
+		answered := p.pollFrom(ctx, d, rs)
+		if ctx.Err() == nil {
+			d.next = p.schedule(d, ld.due, answered, p.unconnected() < unconnected)
+			p.closeIdle(time.Now(), d.next)
+			if c, ok := l.c.(*net.TCPConn); ok {
+				lp.toLoop(ld, c)
+			}
+		}
+		lp.mu.Lock()
+		closed := lp.closed || ctx.Err() != nil
+		if !closed {
+			lp.back = append(lp.back, ld)
+		}
+		lp.mu.Unlock()
+		if closed {
+			p.close()
+			return
+		}
+		lp.wake()
+	})
+}
+
+// handBack takes the devices their goroutines gave back.
+func (lp *eventLoop) handBack() {
+	var b [8]byte
+	unix.Read(lp.wakeFD, b[:])
+	lp.mu.Lock()
+	back := lp.back
+	lp.back = nil
+	lp.mu.Unlock()
+	for _, ld := range back {
+		ld.away = false
+		lp.push(ld)
+	}
+}
+
+// toLoop moves a connection a goroutine made (or kept) to the loop: a duplicate of its socket
+// is watched by the loop's epoll, and the net.Conn closed, so that the runtime's poller no
+// longer hears of it. Failing that the connection stays a net.Conn, and the device's polls go
+// to goroutines until it is made again.
+func (lp *eventLoop) toLoop(ld *loopDev, c *net.TCPConn) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	fd := -1
+	if cerr := raw.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil || err != nil {
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
+	setData(&ev, uint64(ld.idx))
+	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		unix.Close(fd)
+		return
+	}
+	lc := &loopConn{fd: fd, laddr: c.LocalAddr(), raddr: c.RemoteAddr()}
+	ld.l.setConn(lc)
+	c.Close()
+}
+
+// toNet moves a connection of the loop back to a net.Conn for a goroutine. The bytes of a
+// frame read so far stay in the link's buffer.
+func (lp *eventLoop) toNet(l *link, lc *loopConn) {
+	unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lc.fd, nil)
+	f := os.NewFile(uintptr(lc.fd), "modbus")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil { // as if the connection broke: the goroutine dials again
+		l.setConn(nil)
+		l.r, l.w = 0, 0
+		return
+	}
+	l.setConn(c)
+}
+
+// setConn replaces the link's connection (nil: none) without closing the one it had.
+func (l *link) setConn(c conn) {
+	l.c = c
+	l.mu.Lock()
+	l.live = c
+	l.mu.Unlock()
+}
+
+func (lp *eventLoop) push(ld *loopDev) {
+	lp.due = append(lp.due, ld)
+	h := lp.due
+	for j := len(h) - 1; j > 0; {
+		parent := (j - 1) / 2
+		if !h[j].d.next.Before(h[parent].d.next) {
+			break
+		}
+		h[j], h[parent] = h[parent], h[j]
+		j = parent
+	}
+}
+
+func (lp *eventLoop) pop() *loopDev {
+	h := lp.due
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for j := 0; ; {
+		c := 2*j + 1
+		if c >= len(h) {
+			break
+		}
+		if c+1 < len(h) && h[c+1].d.next.Before(h[c].d.next) {
+			c++
+		}
+		if !h[c].d.next.Before(h[j].d.next) {
+			break
+		}
+		h[j], h[c] = h[c], h[j]
+		j = c
+	}
+	lp.due = h
+	return top
+}
+
+// compact drops the devices no longer awaiting an answer from flight.
+func (lp *eventLoop) compact() {
+	n := 0
+	for _, ld := range lp.flight {
+		if ld.flying {
+			lp.flight[n] = ld
+			n++
+		} else {
+			ld.listed = false
+		}
+	}
+	clear(lp.flight[n:])
+	lp.flight = lp.flight[:n]
+}
+
+// loopConn is a socket of the event loop: reads never wait (errWouldBlock), deadlines are the
+// loop's. Its errors are those a net.Conn gives.
+type loopConn struct {
+	fd           int
+	laddr, raddr net.Addr
+}
+
+func (c *loopConn) Read(b []byte) (int, error) {
+	for {
+		n, err := unix.Read(c.fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return 0, errWouldBlock
+		case err != nil:
+			return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: os.NewSyscallError("read", err)}
+		case n == 0 && len(b) > 0:
+			return 0, io.EOF
+		}
+		return n, nil
+	}
+}
+
+func (c *loopConn) Write(b []byte) (int, error) {
+	for {
+		n, err := unix.Write(c.fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, &net.OpError{Op: "write", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: os.NewSyscallError("write", err)}
+		}
+		if n < len(b) { // a dozen bytes into an empty send buffer
+			return n, &net.OpError{Op: "write", Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: io.ErrShortWrite}
+		}
+		return n, nil
+	}
+}
+
+// Close closes the socket, which leaves the loop's epoll with it.
+func (c *loopConn) Close() error {
+	if err := unix.Close(c.fd); err != nil {
+		return os.NewSyscallError("close", err)
+	}
+	return nil
+}
+
+// SetDeadline and SetReadDeadline do nothing: the loop keeps each answer's deadline, and at Stop
+// its goroutine ends by the context.
+func (c *loopConn) SetDeadline(time.Time) error     { return nil }
+func (c *loopConn) SetReadDeadline(time.Time) error { return nil }

@@ -1,0 +1,224 @@
+package modbus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
+	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
+)
+
+// loopRun starts m with the given devices' addresses (name d000 upward) at interval, runs it
+// for the two intervals to connect and then a window of intervals, and returns per device the
+// polls whose answers arrived in each interval of the window (counted by the metric's time
+// against the device's phase), and the errors reported.
+func loopRun(t *testing.T, m *Modbus, interval time.Duration, window int, n int) ([][]int, []error) {
+	t.Helper()
+	m.SetInterval(interval)
+	a := newAcc()
+	start := time.Now()
+	if err := m.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	phases := map[string]time.Duration{}
+	for _, d := range m.running.Load().devices {
+		phases[d.name] = d.phase
+	}
+	iv := int64(interval)
+	k0 := (start.UnixNano()+iv-1)/iv + 2
+	k1 := k0 + int64(window)
+	time.Sleep(time.Until(time.Unix(0, (k1+1)*iv)))
+	m.Stop()
+	ms, errs := a.snapshot()
+	polls := make([][]int, n)
+	for i := range polls {
+		polls[i] = make([]int, window)
+	}
+	for _, x := range ms {
+		if x.Name == "modbus_health" {
+			continue
+		}
+		dev, _ := x.Tag("device")
+		var i int
+		fmt.Sscanf(dev, "d%03d", &i)
+		k := (x.Time.UnixNano() - int64(phases[dev])) / iv
+		if k >= k0 && k < k1 {
+			polls[i][k-k0]++
+		}
+	}
+	return polls, errs
+}
+
+func loopConfig(extra string, addrs []string) string {
+	var b strings.Builder
+	b.WriteString("[[inputs.modbus]]\n" + extra + benchProfile(20))
+	for i, a := range addrs {
+		fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = \"d%03d\"\n    controller = \"tcp://%s\"\n    profile = \"bench\"\n", i, a)
+	}
+	return b.String()
+}
+
+// simServer serves addresses on loopback with modbussim, with fault f on unit 1.
+func simServer(t *testing.T, n int, f modbussim.Fault) []string {
+	t.Helper()
+	s := modbussim.New(modbussim.Config{Faults: map[byte]modbussim.Fault{1: f}})
+	t.Cleanup(func() { s.Close() })
+	var addrs []string
+	for range n {
+		a, err := s.AddListener("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, a)
+	}
+	return addrs
+}
+
+// TestLoopManyDevices: 60 devices on the event loop, 3 of them blackholed and 3 refusing
+// connections. Every healthy device is polled exactly once in every interval of the window: a
+// device that times out delays no other on the loop. The loop ended most polls itself and
+// handed the failing ones over.
+func TestLoopManyDevices(t *testing.T) {
+	healthy := simServer(t, 54, modbussim.Fault{})
+	black := simServer(t, 3, modbussim.Fault{NoAnswer: true})
+	var addrs []string
+	kind := map[int]string{}
+	for i := range 60 {
+		switch {
+		case i%20 == 5:
+			kind[i] = "blackholed"
+			addrs, black = append(addrs, black[0]), black[1:]
+		case i%20 == 15:
+			kind[i] = "dead"
+			addrs = append(addrs, testpeer.FreeAddr(t))
+		default:
+			addrs, healthy = append(addrs, healthy[0]), healthy[1:]
+		}
+	}
+	m := load(t, loopConfig("  timeout_max = \"300ms\"\n", addrs))
+	polls, errs := loopRun(t, m, 500*time.Millisecond, 6, 60)
+	if m.loop == nil || len(m.loop.devs) != 60 {
+		t.Fatalf("want the 60 devices on the event loop")
+	}
+	for i, p := range polls {
+		for k, c := range p {
+			if want := map[bool]int{true: 1, false: 0}[kind[i] == ""]; c != want {
+				t.Errorf("device %d (%s): %d polls in interval %d of the window, want %d", i, cmpOr(kind[i], "healthy"), c, k, want)
+			}
+		}
+	}
+	if m.loop.polled.Load() < 54*6 || m.loop.handed.Load() == 0 {
+		t.Errorf("polls ended on the loop %d, handed over %d: want at least %d and some", m.loop.polled.Load(), m.loop.handed.Load(), 54*6)
+	}
+	var timeouts, refused int
+	for _, err := range errs {
+		switch {
+		case strings.Contains(err.Error(), "i/o timeout"):
+			timeouts++
+		case strings.Contains(err.Error(), "connection refused"):
+			refused++
+		}
+	}
+	if timeouts == 0 || refused == 0 {
+		t.Errorf("want timeouts and refused connections reported, got: %v", errs)
+	}
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// TestLoopSplitAnswer: every answer comes in two segments 30 ms apart (header, then the rest):
+// the loop puts them together and ends every poll itself, with no error.
+func TestLoopSplitAnswer(t *testing.T) {
+	addrs := append(simServer(t, 1, modbussim.Fault{Split: 30 * time.Millisecond}), simServer(t, 1, modbussim.Fault{})...)
+	m := load(t, loopConfig("", addrs))
+	polls, errs := loopRun(t, m, 300*time.Millisecond, 5, 2)
+	for i, p := range polls {
+		for k, c := range p {
+			if c != 1 {
+				t.Errorf("device %d: %d polls in interval %d, want 1", i, c, k)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		t.Errorf("errors: %v", errs)
+	}
+	// The first poll of each connects on a goroutine; the others end on the loop.
+	if h := m.loop.handed.Load(); h != 2 || m.loop.polled.Load() < 2*5 {
+		t.Errorf("handed over %d (want 2: the connects), ended on the loop %d", h, m.loop.polled.Load())
+	}
+}
+
+// TestLoopCloseMidAnswer: a device closes its connection half way through each answer. Its
+// polls fail as on the goroutine transport (the same error reported, connects counted), and
+// the healthy device on the same loop is polled every interval.
+func TestLoopCloseMidAnswer(t *testing.T) {
+	firstErr := map[string]string{}
+	for _, transport := range []string{"auto", "goroutine"} {
+		addrs := append(simServer(t, 1, modbussim.Fault{CloseMid: true}), simServer(t, 1, modbussim.Fault{})...)
+		m := load(t, loopConfig(fmt.Sprintf("  transport = %q\n  retries = 0\n", transport), addrs))
+		polls, errs := loopRun(t, m, 300*time.Millisecond, 4, 2)
+		for k, c := range polls[1] {
+			if c != 1 {
+				t.Errorf("%s: the healthy device: %d polls in interval %d, want 1", transport, c, k)
+			}
+		}
+		for k, c := range polls[0] {
+			if c != 0 {
+				t.Errorf("%s: the device that closes: %d polls in interval %d, want none", transport, c, k)
+			}
+		}
+		if len(errs) == 0 {
+			t.Fatalf("%s: no error reported", transport)
+		}
+		firstErr[transport] = errorKey(errs[0])
+		if transport == "auto" && (m.loop == nil || m.loop.handed.Load() == 0) {
+			t.Errorf("auto: want the event loop, handing the failed polls over")
+		}
+		if transport == "goroutine" && m.loop != nil {
+			t.Errorf("goroutine: want no event loop")
+		}
+	}
+	if firstErr["auto"] != firstErr["goroutine"] {
+		t.Errorf("the loop reports %q, the goroutine transport %q", firstErr["auto"], firstErr["goroutine"])
+	}
+}
+
+// TestLoopFallback: when the event loop cannot be made, one INFO line says so and every device
+// is polled on a goroutine.
+func TestLoopFallback(t *testing.T) {
+	old := newLoop
+	newLoop = func(*Modbus, []*poller) (*eventLoop, error) { return nil, errors.New("epoll_create1: not permitted") }
+	t.Cleanup(func() { newLoop = old })
+	addrs := simServer(t, 3, modbussim.Fault{})
+	m := load(t, loopConfig("", addrs))
+	var log bytes.Buffer
+	m.Log = slog.New(slog.NewTextHandler(&log, nil))
+	polls, errs := loopRun(t, m, 300*time.Millisecond, 3, 3)
+	if m.loop != nil {
+		t.Errorf("an event loop ran")
+	}
+	for i, p := range polls {
+		for k, c := range p {
+			if c != 1 {
+				t.Errorf("device %d: %d polls in interval %d, want 1", i, c, k)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		t.Errorf("errors: %v", errs)
+	}
+	if n := strings.Count(log.String(), "the event loop cannot run here"); n != 1 || !strings.Contains(log.String(), "level=INFO") {
+		t.Errorf("want one INFO line about the event loop, log:\n%s", log.String())
+	}
+}

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package modbus
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// eventLoop is Linux's (epoll): elsewhere every connection is polled on a goroutine.
+type eventLoop struct{}
+
+func newEventLoop(*Modbus, []*poller) (*eventLoop, error) {
+	return nil, errors.New("the event loop needs Linux's epoll")
+}
+
+func (*eventLoop) run(context.Context, time.Time) {}
