@@ -81,28 +81,9 @@ func devicesConfig(extra string, addrs []string) string {
 func TestQuietStart(t *testing.T) {
 	const n, interval = 2000, 300 * time.Millisecond
 	addrs := startSimProcess(t, "tcp", fmt.Sprintf("MODBUSSIM_PORTS=%d", n))
-	m := load(t, devicesConfig("  pause_after_connect = \"400ms\"\n  health_metric = false\n", addrs))
-	m.SetInterval(interval)
-	logs := &logCount{}
-	m.Log = slog.New(logs)
-	a := newAcc()
-	if err := m.Start(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
+	m, logs, a := startLogged(t, devicesConfig("  pause_after_connect = \"400ms\"\n  health_metric = false\n", addrs), interval)
 	// every device answered three times: its first poll and two after it
-	a.waitFor(t, time.Minute, "three polls of every device", func(ms []*models.Metric) bool {
-		polls := map[string]int{}
-		for _, x := range ms {
-			dev, _ := x.Tag("device")
-			polls[dev]++
-		}
-		for _, c := range polls {
-			if c < 3 {
-				return false
-			}
-		}
-		return len(polls) == n
-	})
+	a.waitFor(t, time.Minute, "three polls of every device", everyDevicePolled(n, 3))
 	st := m.st
 	skipped := st.overruns.Get()
 	m.Stop()
@@ -122,27 +103,8 @@ func TestQuietStart(t *testing.T) {
 func TestOverrunsSummarised(t *testing.T) {
 	const n, interval = 200, 200 * time.Millisecond
 	addrs := startSimProcess(t, "tcp", fmt.Sprintf("MODBUSSIM_KINDS=slow:%d", n), "MODBUSSIM_SLOW=300ms")
-	m := load(t, devicesConfig("  timeout_max = \"2s\"\n  health_metric = false\n", addrs))
-	m.SetInterval(interval)
-	logs := &logCount{}
-	m.Log = slog.New(logs)
-	a := newAcc()
-	if err := m.Start(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
-	a.waitFor(t, time.Minute, "four polls of every device", func(ms []*models.Metric) bool {
-		polls := map[string]int{}
-		for _, x := range ms {
-			dev, _ := x.Tag("device")
-			polls[dev]++
-		}
-		for _, c := range polls {
-			if c < 4 {
-				return false
-			}
-		}
-		return len(polls) == n
-	})
+	m, logs, a := startLogged(t, devicesConfig("  timeout_max = \"2s\"\n  health_metric = false\n", addrs), interval)
+	a.waitFor(t, time.Minute, "four polls of every device", everyDevicePolled(n, 4))
 	skipped := m.st.overruns.Get()
 	m.Stop()
 	lines := logs.lines()
@@ -172,14 +134,7 @@ func TestDeadDevicesQuiet(t *testing.T) {
 	for i := range addrs {
 		addrs[i] = testpeer.FreeAddr(t)
 	}
-	m := load(t, devicesConfig("  breaker_cool_down = \"200ms\"\n  reconnect_min = \"50ms\"\n  reconnect_max = \"100ms\"\n", addrs))
-	m.SetInterval(interval)
-	logs := &logCount{}
-	m.Log = slog.New(logs)
-	a := newAcc()
-	if err := m.Start(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
+	m, logs, a := startLogged(t, devicesConfig("  breaker_cool_down = \"200ms\"\n  reconnect_min = \"50ms\"\n  reconnect_max = \"100ms\"\n", addrs), interval)
 	time.Sleep(10 * errorRepeat)
 	connects := m.st.connectErrors.Get()
 	m.Stop()
@@ -211,14 +166,7 @@ func TestDeadDevicesQuiet(t *testing.T) {
 func TestFirstConnectNotOverrun(t *testing.T) {
 	const interval = time.Second
 	addrs := startSimProcess(t, "tcp")
-	m := load(t, devicesConfig("  pause_after_connect = \"1200ms\"\n  health_metric = false\n", addrs))
-	m.SetInterval(interval)
-	logs := &logCount{}
-	m.Log = slog.New(logs)
-	a := newAcc()
-	if err := m.Start(context.Background(), a); err != nil {
-		t.Fatal(err)
-	}
+	m, logs, a := startLogged(t, devicesConfig("  pause_after_connect = \"1200ms\"\n  health_metric = false\n", addrs), interval)
 	a.waitFor(t, time.Minute, "three polls", func(ms []*models.Metric) bool { return len(ms) >= 3 })
 	skipped := m.st.overruns.Get()
 	m.Stop() // writes what the summaries hold
@@ -228,4 +176,35 @@ func TestFirstConnectNotOverrun(t *testing.T) {
 	if s := logs.attr(overrunMsg, "devices"); len(s) != 0 {
 		t.Errorf("the first connect reported as an overrun (%d polls skipped):\n%s", skipped, strings.Join(logs.lines(), "\n"))
 	}
+}
+
+// everyDevicePolled is a waitFor condition: n devices, each with at least k metrics.
+func everyDevicePolled(n, k int) func([]*models.Metric) bool {
+	return func(ms []*models.Metric) bool {
+		polls := map[string]int{}
+		for _, x := range ms {
+			dev, _ := x.Tag("device")
+			polls[dev]++
+		}
+		for _, c := range polls {
+			if c < k {
+				return false
+			}
+		}
+		return len(polls) == n
+	}
+}
+
+// startLogged starts the plugin of config text at interval, its log counted.
+func startLogged(t *testing.T, text string, interval time.Duration) (*Modbus, *logCount, *acc) {
+	t.Helper()
+	m := load(t, text)
+	m.SetInterval(interval)
+	logs := &logCount{}
+	m.Log = slog.New(logs)
+	a := newAcc()
+	if err := m.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	return m, logs, a
 }
