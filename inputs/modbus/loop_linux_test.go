@@ -143,16 +143,7 @@ func TestLoopSplitAnswer(t *testing.T) {
 	addrs := append(simServer(t, 1, modbussim.Fault{Split: 30 * time.Millisecond}), simServer(t, 1, modbussim.Fault{})...)
 	m := load(t, loopConfig("", addrs))
 	polls, errs := loopRun(t, m, 300*time.Millisecond, 5, 2)
-	for i, p := range polls {
-		for k, c := range p {
-			if c != 1 {
-				t.Errorf("device %d: %d polls in interval %d, want 1", i, c, k)
-			}
-		}
-	}
-	if len(errs) > 0 {
-		t.Errorf("errors: %v", errs)
-	}
+	onePollEach(t, polls, errs)
 	// The first poll of each connects on a goroutine; the others end on the loop.
 	if h := m.loop.handed.Load(); h != 2 || m.loop.polled.Load() < 2*5 {
 		t.Errorf("handed over %d (want 2: the connects), ended on the loop %d", h, m.loop.polled.Load())
@@ -208,6 +199,15 @@ func TestLoopFallback(t *testing.T) {
 	if m.loop != nil {
 		t.Errorf("an event loop ran")
 	}
+	onePollEach(t, polls, errs)
+	if n := strings.Count(log.String(), "the event loop cannot run here"); n != 1 || !strings.Contains(log.String(), "level=INFO") {
+		t.Errorf("want one INFO line about the event loop, log:\n%s", log.String())
+	}
+}
+
+// onePollEach checks that every device was polled once in every interval, without errors.
+func onePollEach(t *testing.T, polls [][]int, errs []error) {
+	t.Helper()
 	for i, p := range polls {
 		for k, c := range p {
 			if c != 1 {
@@ -217,8 +217,5 @@ func TestLoopFallback(t *testing.T) {
 	}
 	if len(errs) > 0 {
 		t.Errorf("errors: %v", errs)
-	}
-	if n := strings.Count(log.String(), "the event loop cannot run here"); n != 1 || !strings.Contains(log.String(), "level=INFO") {
-		t.Errorf("want one INFO line about the event loop, log:\n%s", log.String())
 	}
 }

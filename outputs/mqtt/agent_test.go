@@ -324,14 +324,8 @@ var tagpipeBinary = func() func(t *testing.T) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := filepath.Join(dir, "tagpipe")
-		cmd := exec.Command("go", "build", "-o", p, "./cmd/tagpipe")
-		cmd.Dir = testpeer.Root(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build tagpipe: %v\n%s", err, out)
-		}
-		path = p
-		return p
+		path = testpeer.Build(t, dir, "./cmd/tagpipe", "tagpipe")
+		return path
 	}
 }()
 

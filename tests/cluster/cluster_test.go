@@ -350,15 +350,7 @@ func freePort(t *testing.T) int {
 	return n
 }
 
-func build(t *testing.T, dir, pkg, name string) string {
-	bin := filepath.Join(dir, name)
-	cmd := exec.Command("go", "build", "-o", bin, pkg)
-	cmd.Dir = testpeer.Root(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, out)
-	}
-	return bin
-}
+func build(t *testing.T, dir, pkg, name string) string { return testpeer.Build(t, dir, pkg, name) }
 
 // devicesOf returns the indexes of the devices whose metrics are in the output files given,
 // written in [from, to].

@@ -22,12 +22,7 @@ const hostilePassword = "pw'\n[[outputs.file]]\n  files = ['stdout']\n#"
 // TestConfigHostile runs the tagpipe binary on the configurations of issue 18 items 9-11.
 func TestConfigHostile(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tagpipe")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/tagpipe")
-	build.Dir = testpeer.Root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testpeer.Build(t, dir, "./cmd/tagpipe", "tagpipe")
 	write := func(name, text string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {

@@ -103,12 +103,7 @@ type soakAgent struct {
 
 func soak(t *testing.T, p soakParams) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tagpipe")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/tagpipe")
-	build.Dir = testpeer.Root(t)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testpeer.Build(t, dir, "./cmd/tagpipe", "tagpipe")
 	db := tsdb.Start(t, tsdb.Influx167, tsdb.Options{})
 	db.Query("", "CREATE DATABASE soak", "", "")
 

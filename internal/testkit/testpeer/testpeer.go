@@ -194,3 +194,16 @@ func LookPath(t testing.TB, file, install string) string {
 	}
 	return p
 }
+
+// Build builds the module's package pkg (e.g. "./cmd/tagpipe") into dir/name and returns its
+// path: the tests that run the real binary.
+func Build(t testing.TB, dir, pkg, name string) string {
+	t.Helper()
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = Root(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
