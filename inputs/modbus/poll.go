@@ -538,8 +538,7 @@ func (p *poller) routeOutcome(d *device, r *route, err error, now time.Time) {
 	case err != nil:
 		p.fail(d, r, err, now)
 	case r.errLog.Failing():
-		p.log.Info("device answers again", "device", d.name, "controller", r.link.controller.String())
-		r.errLog.Clear()
+		p.logs.answers(d, r, r.errLog.Clear())
 	}
 }
 

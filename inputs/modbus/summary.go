@@ -122,23 +122,35 @@ type pollerLogs struct {
 	// failing: devices failing as they did when their error was reported (poller.fail), a
 	// minute or more later.
 	failing *logSummary
+	// answering: devices that answer again after an error was reported. A loaded machine that
+	// timed out every device once must not write a line for each when they all answer.
+	answering *logSummary
 }
 
 const (
-	overrunMsg = "polls skipped: the devices of these connections take longer than the interval"
-	failingMsg = "devices still failing as reported"
+	overrunMsg   = "polls skipped: the devices of these connections take longer than the interval"
+	failingMsg   = "devices still failing as reported"
+	answeringMsg = "devices answer again"
 )
 
 func newPollerLogs(log *slog.Logger, interval time.Duration) *pollerLogs {
 	return &pollerLogs{
-		overruns: newLogSummary(log, slog.LevelWarn, overrunMsg, interval, errorRepeat),
-		failing:  newLogSummary(log, slog.LevelWarn, failingMsg, interval, errorRepeat),
+		overruns:  newLogSummary(log, slog.LevelWarn, overrunMsg, interval, errorRepeat),
+		failing:   newLogSummary(log, slog.LevelWarn, failingMsg, interval, errorRepeat),
+		answering: newLogSummary(log, slog.LevelInfo, answeringMsg, interval, errorRepeat),
 	}
 }
 
 func (l *pollerLogs) stop() {
 	l.overruns.stop()
 	l.failing.stop()
+	l.answering.stop()
+}
+
+// answers reports that d answers again through its route r after its error was reported;
+// held is how often the error came since it was last logged.
+func (l *pollerLogs) answers(d *device, r *route, held int) {
+	l.answering.add(d.name, int64(held), fmt.Sprintf("%s on %s", d.name, r.link.controller))
 }
 
 // overran reports that d's poll due at due ended at now, missed polls later.
