@@ -467,10 +467,23 @@ func runOnce(o *options, run int) (result, error) {
 		cmd.Stderr = logFile
 		cmd.Env = append(os.Environ(), fmt.Sprintf("HOSTNAME=agent-%d", i+1)) // the member name in cluster mode
 		var src io.Reader = out
+		var w *os.File
 		if out == nil {
-			src, _ = cmd.StdoutPipe()
+			// A pipe of our own, not cmd.StdoutPipe: Wait (in stop) closes that one as soon as
+			// the child exits, and the last line (the bare poller's counts, written at SIGTERM)
+			// could be lost before it is read. This one ends at EOF, when the child has exited.
+			r, pw, err := os.Pipe()
+			if err != nil {
+				return result{}, err
+			}
+			defer r.Close()
+			cmd.Stdout, src, w = pw, r, pw
 		}
-		if err := cmd.Start(); err != nil {
+		err = cmd.Start()
+		if w != nil {
+			w.Close() // the child holds its own copy
+		}
+		if err != nil {
 			return result{}, err
 		}
 		ag := &child{cmd: cmd, out: bufio.NewReaderSize(src, 1<<20)}
