@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/goburrow/modbus"
@@ -99,19 +100,13 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(controller) *link) *devi
 		r.tags = []models.Tag{{Key: "controller", Value: t.String()}, {Key: "device", Value: spec.name}}
 		cfg := spec.opts.breaker.config()
 		cfg.IsSuccessful = answered
-		others := len(controllers) > 1
 		cfg.OnChange = func(from, to string) {
 			d.health.BreakerChanged(time.Now(), i, to)
 			switch {
 			case to == "closed":
-				p.log.Info("circuit breaker closed: polling again", "device", spec.name, "controller", t.String())
+				p.logs.closed.add(spec.name, 1, fmt.Sprintf("%s on %s", spec.name, t))
 			case to == "open" && from == "closed":
-				meaning := "no polls until the cool-down ends, then one probes the device"
-				if others {
-					meaning = "polls go to the other controllers; after the cool-down one probes this one"
-				}
-				p.log.Warn("circuit breaker open", "device", spec.name, "controller", t.String(), "meaning", meaning,
-					"cool_down", spec.opts.breaker.coolDown)
+				p.logs.opened.add(spec.name, 1, fmt.Sprintf("%s on %s (cool-down %s)", spec.name, t, spec.opts.breaker.coolDown))
 			case p.debug: // half-open, and open again after a failed probe: every cool-down
 				p.log.Debug("circuit breaker "+to, "device", spec.name, "controller", t.String(), "from", from)
 			}

@@ -122,8 +122,8 @@ func TestOverrunsSummarised(t *testing.T) {
 	t.Logf("%d polls skipped, %d lines:\n%s", skipped, len(lines), strings.Join(lines, "\n"))
 }
 
-// TestDeadDevicesQuiet: 100 dead devices (nothing listens) report their error and open
-// breaker once each; then, polled again and again (a short cool-down) through ten periods of
+// TestDeadDevicesQuiet: 100 dead devices (nothing listens) report their error once each, and
+// their breakers opening in one line for all; then, polled again and again (a short cool-down) through ten periods of
 // errorRepeat (shortened here), they write one line a period in all, which names how many still
 // fail, and not a line per device.
 func TestDeadDevicesQuiet(t *testing.T) {
@@ -141,12 +141,15 @@ func TestDeadDevicesQuiet(t *testing.T) {
 	_, errs := a.snapshot()
 	lines := logs.lines()
 	failing := logs.attr(failingMsg, "devices")
-	// The first report of each device: its error (to the accumulator) and its breaker opening.
-	first := 2 * n
+	// The first report of each device: its error (to the accumulator). A device whose error
+	// changes kind (a refused dial, then, on a loaded machine, a poll out of time before its
+	// dial) reports the new error: a few may report twice. Breakers opening and closing are a
+	// line for all.
+	first := n + n/10
 	if connects < 5*n {
 		t.Fatalf("%d failed dials: the devices were not polled again and again", connects)
 	}
-	if got := len(errs) + len(lines); got > first+10+2 || len(errs) > n {
+	if got := len(errs) + len(lines); got > first+2*10+4 || len(errs) > first {
 		t.Errorf("%d errors and %d log lines from %d dead devices in %s (%d failed dials); the first lines:\n%s",
 			len(errs), len(lines), n, 10*errorRepeat, connects, strings.Join(lines[:min(len(lines), 20)], "\n"))
 	}

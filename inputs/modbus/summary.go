@@ -125,12 +125,18 @@ type pollerLogs struct {
 	// answering: devices that answer again after an error was reported. A loaded machine that
 	// timed out every device once must not write a line for each when they all answer.
 	answering *logSummary
+	// opened and closed: circuit breakers that opened (a device's failures reached the
+	// threshold) and closed again (it answers). An overloaded machine that times out thousands
+	// of devices at once opens as many breakers: a line for all, not one each.
+	opened, closed *logSummary
 }
 
 const (
 	overrunMsg   = "polls skipped: the devices of these connections take longer than the interval"
 	failingMsg   = "devices still failing as reported"
 	answeringMsg = "devices answer again"
+	openedMsg    = "circuit breakers open: no polls until the cool-down ends, then one probes the device (polls go to the other controllers where a device has them)"
+	closedMsg    = "circuit breakers closed: polling again"
 )
 
 func newPollerLogs(log *slog.Logger, interval time.Duration) *pollerLogs {
@@ -138,6 +144,8 @@ func newPollerLogs(log *slog.Logger, interval time.Duration) *pollerLogs {
 		overruns:  newLogSummary(log, slog.LevelWarn, overrunMsg, interval, errorRepeat),
 		failing:   newLogSummary(log, slog.LevelWarn, failingMsg, interval, errorRepeat),
 		answering: newLogSummary(log, slog.LevelInfo, answeringMsg, interval, errorRepeat),
+		opened:    newLogSummary(log, slog.LevelWarn, openedMsg, interval, errorRepeat),
+		closed:    newLogSummary(log, slog.LevelInfo, closedMsg, interval, errorRepeat),
 	}
 }
 
@@ -145,6 +153,8 @@ func (l *pollerLogs) stop() {
 	l.overruns.stop()
 	l.failing.stop()
 	l.answering.stop()
+	l.opened.stop()
+	l.closed.stop()
 }
 
 // answers reports that d answers again through its route r after its error was reported;
