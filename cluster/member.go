@@ -613,7 +613,7 @@ func (m *Member) close() {
 		m.cancel()
 	}
 	m.clMu.Lock()
-	cl, admin := m.cl, m.admin
+	cl := m.cl
 	m.clMu.Unlock()
 	if cl != nil {
 		start := time.Now()
@@ -624,7 +624,7 @@ func (m *Member) close() {
 		<-m.done
 	}
 	m.clMu.Lock()
-	admin = m.admin
+	admin := m.admin
 	m.clMu.Unlock()
 	if admin != nil {
 		admin.Close()

@@ -44,11 +44,11 @@ func TestPlainEveryMetricOnce(t *testing.T) {
 				checkFields(t, sub, prefix, n)
 				return
 			}
-			msgs := sub.WaitFor("every metric", 30*time.Second, func(ms []mqtttest.Message) bool {
+			sub.WaitFor("every metric", 30*time.Second, func(ms []mqtttest.Message) bool {
 				return len(countSeq(t, ms, prefix, tc.format == "json")) >= n
 			})
 			time.Sleep(200 * time.Millisecond) // a duplicate would come now
-			msgs = sub.Messages()
+			msgs := sub.Messages()
 			exactlyOnce(t, countSeq(t, msgs, prefix, tc.format == "json"), n)
 			for _, m := range msgs {
 				for _, i := range seqOf(t, m, tc.format == "json") {
@@ -71,9 +71,9 @@ func TestPlainEveryMetricOnce(t *testing.T) {
 // checkFields: a message per field, to topic/field, with the value as text.
 func checkFields(t *testing.T, sub *mqtttest.Subscriber, prefix string, n int) {
 	t.Helper()
-	msgs := sub.WaitFor("every field", 30*time.Second, func(ms []mqtttest.Message) bool { return len(ms) >= 4*n })
+	sub.WaitFor("every field", 30*time.Second, func(ms []mqtttest.Message) bool { return len(ms) >= 4*n })
 	time.Sleep(200 * time.Millisecond)
-	msgs = sub.Messages()
+	msgs := sub.Messages()
 	if len(msgs) != 4*n {
 		t.Fatalf("%d messages, want %d", len(msgs), 4*n)
 	}

@@ -562,7 +562,7 @@ func TestThreeAgentsShareAPlant(t *testing.T) {
 	})
 	time.Sleep(time.Until(downAt.Add(outage)))
 	upAt := time.Now()
-	kafka = broker()
+	broker() // stopped by the test's cleanup
 	waitFor(t, "the group reforms", 2*time.Minute, func() bool { return stable(a...) })
 	reformed := time.Now()
 	time.Sleep(3 * interval)
