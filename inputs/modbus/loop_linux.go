@@ -170,12 +170,11 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 func (lp *eventLoop) start(ctx context.Context, ld *loopDev) {
 	d, p, l := ld.d, ld.p, ld.l
 	ld.due = d.next
+	p.begin(d, ld.due)
 	if _, ok := l.c.(*loopConn); !ok || !ld.r.breaker.OpenUntil().IsZero() {
-		p.begin(d, ld.due)
 		lp.handOver(ctx, ld, nil)
 		return
 	}
-	p.begin(d, ld.due)
 	if !allow(ld.r) {
 		lp.done(ld, p.end(d, -1, nil))
 		return

@@ -46,22 +46,13 @@ func loopRun(t *testing.T, m *Modbus, interval time.Duration, window int, n int)
 		}
 		dev, _ := x.Tag("device")
 		var i int
-		fmt.Sscanf(dev, "d%03d", &i)
+		fmt.Sscanf(dev, "d%04d", &i) // devicesConfig's names
 		k := (x.Time.UnixNano() - int64(phases[dev])) / iv
 		if k >= k0 && k < k1 {
 			polls[i][k-k0]++
 		}
 	}
 	return polls, errs
-}
-
-func loopConfig(extra string, addrs []string) string {
-	var b strings.Builder
-	b.WriteString("[[inputs.modbus]]\n" + extra + benchProfile(20))
-	for i, a := range addrs {
-		fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = \"d%03d\"\n    controller = \"tcp://%s\"\n    profile = \"bench\"\n", i, a)
-	}
-	return b.String()
 }
 
 // simServer serves addresses on loopback with modbussim, with fault f on unit 1.
@@ -101,7 +92,7 @@ func TestLoopManyDevices(t *testing.T) {
 			addrs, healthy = append(addrs, healthy[0]), healthy[1:]
 		}
 	}
-	m := load(t, loopConfig("  timeout_max = \"300ms\"\n", addrs))
+	m := load(t, devicesConfig("  timeout_max = \"300ms\"\n", addrs))
 	polls, errs := loopRun(t, m, 500*time.Millisecond, 6, 60)
 	if m.loop == nil || len(m.loop.devs) != 60 {
 		t.Fatalf("want the 60 devices on the event loop")
@@ -141,7 +132,7 @@ func cmpOr(s, def string) string {
 // the loop puts them together and ends every poll itself, with no error.
 func TestLoopSplitAnswer(t *testing.T) {
 	addrs := append(simServer(t, 1, modbussim.Fault{Split: 30 * time.Millisecond}), simServer(t, 1, modbussim.Fault{})...)
-	m := load(t, loopConfig("", addrs))
+	m := load(t, devicesConfig("", addrs))
 	polls, errs := loopRun(t, m, 300*time.Millisecond, 5, 2)
 	onePollEach(t, polls, errs)
 	// The first poll of each connects on a goroutine; the others end on the loop.
@@ -157,7 +148,7 @@ func TestLoopCloseMidAnswer(t *testing.T) {
 	firstErr := map[string]string{}
 	for _, transport := range []string{"auto", "goroutine"} {
 		addrs := append(simServer(t, 1, modbussim.Fault{CloseMid: true}), simServer(t, 1, modbussim.Fault{})...)
-		m := load(t, loopConfig(fmt.Sprintf("  transport = %q\n  retries = 0\n", transport), addrs))
+		m := load(t, devicesConfig(fmt.Sprintf("  transport = %q\n  retries = 0\n", transport), addrs))
 		polls, errs := loopRun(t, m, 300*time.Millisecond, 4, 2)
 		for k, c := range polls[1] {
 			if c != 1 {
@@ -192,7 +183,7 @@ func TestLoopFallback(t *testing.T) {
 	newLoop = func(*Modbus, []*poller) (*eventLoop, error) { return nil, errors.New("epoll_create1: not permitted") }
 	t.Cleanup(func() { newLoop = old })
 	addrs := simServer(t, 3, modbussim.Fault{})
-	m := load(t, loopConfig("", addrs))
+	m := load(t, devicesConfig("", addrs))
 	var log bytes.Buffer
 	m.Log = slog.New(slog.NewTextHandler(&log, nil))
 	polls, errs := loopRun(t, m, 300*time.Millisecond, 3, 3)

@@ -65,6 +65,8 @@ func (c *logCount) attr(msg, key string) []slog.Value {
 	return out
 }
 
+// devicesConfig is a plugin table with extra lines and a device d0000, d0001, … of the bench
+// profile on each address.
 func devicesConfig(extra string, addrs []string) string {
 	var b strings.Builder
 	b.WriteString("[[inputs.modbus]]\n" + extra + benchProfile(20))
