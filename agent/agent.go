@@ -266,7 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.cluster.prepare()
 	}
 	for _, ri := range a.inputs {
-		var acc models.Accumulator = ri.NewAccumulator(func(m *models.Metric) { pipe.in <- m })
+		var acc models.Accumulator = ri.NewBatchAccumulator(func(m *models.Metric) { pipe.in <- m }, pipe.addBatch)
 		if si, ok := ri.Input.(models.ServiceInput); ok {
 			if is, ok := si.(models.IntervalSetter); ok {
 				is.SetInterval(a.inputInterval(ri))

@@ -16,6 +16,7 @@ import (
 // so closing the input channel drains everything downstream.
 type pipeline struct {
 	in      chan *models.Metric
+	batches chan<- *[]*models.Metric // the batcher's output: inputs' own batches join there
 	procs   []*models.RunningProcessor
 	outputs []*models.RunningOutput
 	done    chan struct{}
@@ -48,6 +49,7 @@ func newPipeline(procs []*models.RunningProcessor, outputs []*models.RunningOutp
 // start starts the stages; close(p.in) and <-p.done end them.
 func (p *pipeline) start() {
 	next := make(chan *[]*models.Metric, 64)
+	p.batches = next
 	go p.batch(next)
 	for _, rp := range p.procs {
 		out := make(chan *[]*models.Metric, 64)
@@ -55,6 +57,19 @@ func (p *pipeline) start() {
 		next = out
 	}
 	go p.fanOut(next)
+}
+
+// addBatch sends the metrics of ms (an input's BatchAccumulator.AddMetrics) past the batcher as
+// one batch or more of at most maxBatch. Like a send on p.in, it must not follow close(p.in):
+// the inputs are stopped first.
+func (p *pipeline) addBatch(ms []*models.Metric) {
+	for len(ms) > 0 {
+		n := min(len(ms), maxBatch)
+		b := getBatch()
+		*b = append(*b, ms[:n]...)
+		p.batches <- b
+		ms = ms[n:]
+	}
 }
 
 func (p *pipeline) batch(out chan<- *[]*models.Metric) {

@@ -2,7 +2,10 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -160,4 +163,74 @@ func benchPipeline(b *testing.B, buf models.Buffer, rate int) {
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/metric")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "metrics/s")
 	b.ReportMetric(float64(out.bytes)/float64(b.N), "bytes/metric")
+}
+
+// TestPipelineBatches: an input's batches (BatchAccumulator.AddMetrics) pass the input's filter,
+// go through the processors beside its single metrics, and reach the output whole and in order,
+// a batch larger than maxBatch included; the input may reuse its slice at once.
+func TestPipelineBatches(t *testing.T) {
+	out := &lineOut{ser: serializer.NewInflux(0)}
+	ro := models.NewRunningOutput(out, &models.PluginConfig{Name: "batches"},
+		models.OutputSettings{BatchSize: 10000, BufferLimit: 1 << 20}, nil, nil, quiet)
+	defer ro.Close()
+	procs := []*models.RunningProcessor{models.NewRunningProcessor(rename{}, &models.PluginConfig{Name: "rename"}, quiet)}
+	pipe := newPipeline(procs, []*models.RunningOutput{ro})
+	pipe.start()
+	cfg := &models.PluginConfig{Name: "batches", Filter: models.Filter{NameDrop: []string{"dropped"}}}
+	if err := cfg.Filter.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	ri := models.NewRunningInput(nil, cfg, nil, 0, quiet)
+	defer ri.Close()
+	acc := ri.NewBatchAccumulator(func(m *models.Metric) { pipe.in <- m }, pipe.addBatch)
+
+	now := time.Now()
+	metric := func(name string, i int) *models.Metric {
+		m := models.NewMetric(name, nil, 1, now)
+		m.Fields = append(m.Fields, models.Int("f9", int64(i)))
+		return m
+	}
+	acc.AddMetric(metric("single", -1))
+	ms := make([]*models.Metric, 0, 2*maxBatch+100)
+	for i := range cap(ms) {
+		name := "kept"
+		if i%10 == 3 {
+			name = "dropped"
+		}
+		ms = append(ms, metric(name, i))
+	}
+	acc.AddMetrics(ms)
+	clear(ms) // the input's to reuse
+	close(pipe.in)
+	<-pipe.done
+	if err := ro.Flush(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+
+	var kept []string
+	for i := range 2*maxBatch + 100 {
+		if i%10 != 3 {
+			kept = append(kept, fmt.Sprintf("kept status=%di", i))
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(string(out.buf)), "\n")
+	var got []string
+	singles := 0
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			t.Fatalf("line %q", l)
+		}
+		if f[0] == "single" {
+			singles++
+			continue
+		}
+		got = append(got, f[0]+" "+f[1])
+	}
+	if singles != 1 || !slices.Equal(got, kept) {
+		t.Errorf("output got %d single metrics (want 1) and %d of the batch (want %d, in order, renamed by the processor)", singles, len(got), len(kept))
+	}
+	if n := ri.MetricsFiltered.Get(); n != int64(cap(ms)-len(kept)) {
+		t.Errorf("%d metrics filtered, want %d", n, cap(ms)-len(kept))
+	}
 }

@@ -16,6 +16,16 @@ type Accumulator interface {
 	AddError(err error)
 }
 
+// BatchAccumulator is an Accumulator that also takes many metrics in one step: an input that
+// polls many devices on one goroutine (the Modbus event loop) hands over what one round of its
+// loop read together, so that the agent's pipeline is woken once a round, not once a metric.
+type BatchAccumulator interface {
+	Accumulator
+	// AddMetrics hands every metric of ms to the agent, as AddMetric does each. The agent owns
+	// the metrics from now on, but not ms: its caller may reuse it once AddMetrics returns.
+	AddMetrics(ms []*Metric)
+}
+
 // Input is a polled input: Gather is called on every interval.
 type Input interface {
 	SampleConfig() string

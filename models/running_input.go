@@ -180,8 +180,9 @@ func (r *RunningInput) Close() { r.stats.Unregister() }
 
 // accumulator adapts a RunningInput to the Accumulator a plugin sees.
 type accumulator struct {
-	r    *RunningInput
-	sink func(*Metric)
+	r         *RunningInput
+	sink      func(*Metric)
+	sinkBatch func([]*Metric) // nil: AddMetrics hands metrics to sink one by one
 }
 
 // NewAccumulator returns the Accumulator the input's plugin writes to: metrics pass MakeMetric
@@ -190,9 +191,34 @@ func (r *RunningInput) NewAccumulator(sink func(*Metric)) Accumulator {
 	return &accumulator{r: r, sink: sink}
 }
 
+// NewBatchAccumulator is NewAccumulator whose AddMetrics hands what passed MakeMetric to
+// sinkBatch in one call (sinkBatch must not keep the slice).
+func (r *RunningInput) NewBatchAccumulator(sink func(*Metric), sinkBatch func([]*Metric)) BatchAccumulator {
+	return &accumulator{r: r, sink: sink, sinkBatch: sinkBatch}
+}
+
 func (a *accumulator) AddMetric(m *Metric) {
 	if m = a.r.MakeMetric(m); m != nil {
 		a.sink(m)
+	}
+}
+
+// AddMetrics implements BatchAccumulator. What MakeMetric keeps is gathered at the front of ms.
+func (a *accumulator) AddMetrics(ms []*Metric) {
+	if a.sinkBatch == nil {
+		for _, m := range ms {
+			a.AddMetric(m)
+		}
+		return
+	}
+	kept := ms[:0]
+	for _, m := range ms {
+		if m = a.r.MakeMetric(m); m != nil {
+			kept = append(kept, m)
+		}
+	}
+	if len(kept) > 0 {
+		a.sinkBatch(kept)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tagpipe/tagpipe/models"
 )
 
 // The event loop is hand-written on epoll (golang.org/x/sys/unix): gnet v2's client mode was
@@ -23,8 +25,11 @@ type eventLoop struct {
 	epfd   int
 	wakeFD int // eventfd: a device handed back, or stop
 	devs   []*loopDev
-	due    []*loopDev // idle devices, a min-heap by next poll
+	due    []dueDev   // idle devices, a min-heap by next poll
+	epoch  time.Time  // of the heap's keys
 	flight []*loopDev // devices awaiting an answer
+
+	acc loopAcc // what the polls on the loop emit, handed over once a round
 
 	polled atomic.Int64 // polls that ended on the loop
 	handed atomic.Int64 // polls handed over to a goroutine
@@ -72,6 +77,7 @@ func newEventLoop(m *Modbus, pollers []*poller) (*eventLoop, error) {
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
 	lp := &eventLoop{m: m, epfd: epfd, wakeFD: wfd}
+	lp.acc.Accumulator = pollers[0].acc
 	for i, p := range pollers {
 		d := p.devices[0]
 		lp.devs = append(lp.devs, &loopDev{idx: i, p: p, d: d, l: p.links[0], r: &d.routes[0]})
@@ -100,6 +106,7 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 	defer stop()
 	defer unix.Close(lp.wakeFD)
 	defer unix.Close(lp.epfd)
+	lp.epoch = start
 	for _, ld := range lp.devs {
 		ld.d.next = nextSlot(start, ld.d.phase, ld.p.interval)
 		lp.push(ld)
@@ -107,12 +114,12 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 	events := make([]unix.EpollEvent, 256)
 	for ctx.Err() == nil {
 		now := time.Now()
-		for len(lp.due) > 0 && !lp.due[0].d.next.After(now) {
+		for key := lp.key(now); len(lp.due) > 0 && lp.due[0].at <= key; {
 			lp.start(ctx, lp.pop())
 		}
 		next := time.Time{}
 		if len(lp.due) > 0 {
-			next = lp.due[0].d.next
+			next = lp.due[0].ld.d.next
 		}
 		for j := 0; j < len(lp.flight); j++ {
 			ld := lp.flight[j]
@@ -128,6 +135,7 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 			}
 		}
 		lp.compact()
+		lp.acc.flush()
 		wait := -1
 		if !next.IsZero() {
 			wait = int((time.Until(next) + time.Millisecond - 1) / time.Millisecond)
@@ -155,6 +163,7 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 			lp.readable(ctx, ld)
 		}
 	}
+	lp.acc.flush()
 	lp.mu.Lock()
 	lp.closed = true
 	lp.mu.Unlock()
@@ -176,7 +185,7 @@ func (lp *eventLoop) start(ctx context.Context, ld *loopDev) {
 		return
 	}
 	if !allow(ld.r) {
-		lp.done(ld, p.end(d, -1, nil))
+		lp.done(ld, p.end(d, -1, nil), time.Now())
 		return
 	}
 	d.cur = 0
@@ -231,8 +240,8 @@ func (lp *eventLoop) readable(ctx context.Context, ld *loopDev) {
 	// every read answered: the end of pollRoute and of poll
 	err = ld.p.routeDone(d, l, ld.ans, false, nil)
 	l.release()
-	ld.p.routeOutcome(d, ld.r, err, time.Now())
-	lp.done(ld, ld.p.end(d, 0, err))
+	ld.p.routeOutcome(d, ld.r, err, at)
+	lp.done(ld, ld.p.endAt(d, 0, err, at, &lp.acc), at)
 }
 
 // timeout ends the wait for an answer that did not come in time, as a read deadline would.
@@ -244,11 +253,12 @@ func (lp *eventLoop) timeout(ctx context.Context, ld *loopDev) {
 	lp.handOver(ctx, ld, &resume{i: ld.i, answered: ld.ans, first: exchanged{data: data, at: at, err: err}})
 }
 
-// done schedules the device's next poll after one that ended on the loop.
-func (lp *eventLoop) done(ld *loopDev, answered bool) {
+// done schedules the device's next poll after one that ended on the loop at now (the time its
+// last answer came: the loop reads the clock once an answer).
+func (lp *eventLoop) done(ld *loopDev, answered bool, now time.Time) {
 	lp.polled.Add(1)
-	ld.d.next = ld.p.schedule(ld.d, ld.due, answered, false) // connects are handed over
-	ld.p.closeIdle(time.Now(), ld.d.next)
+	ld.d.next = ld.p.schedule(ld.d, ld.due, now, answered, false) // connects are handed over
+	ld.p.closeIdle(now, ld.d.next)
 	lp.push(ld)
 }
 
@@ -266,8 +276,9 @@ func (lp *eventLoop) handOver(ctx context.Context, ld *loopDev, rs *resume) {
 		unconnected := p.unconnected()
 		answered := p.pollFrom(ctx, d, rs)
 		if ctx.Err() == nil {
-			d.next = p.schedule(d, ld.due, answered, p.unconnected() < unconnected)
-			p.closeIdle(time.Now(), d.next)
+			now := time.Now()
+			d.next = p.schedule(d, ld.due, now, answered, p.unconnected() < unconnected)
+			p.closeIdle(now, d.next)
 			if c, ok := l.c.(*net.TCPConn); ok {
 				lp.toLoop(ld, c)
 			}
@@ -347,12 +358,22 @@ func (l *link) setConn(c conn) {
 	l.mu.Unlock()
 }
 
+// dueDev is an entry of the heap of idle devices: its key is the device's next poll as the
+// monotonic time since the loop's epoch, kept beside it so that the heap's comparisons read
+// neither the device nor a time.Time (the heap was 6% of the loop's CPU at 10,000 devices).
+type dueDev struct {
+	at int64
+	ld *loopDev
+}
+
+func (lp *eventLoop) key(t time.Time) int64 { return int64(t.Sub(lp.epoch)) }
+
 func (lp *eventLoop) push(ld *loopDev) {
-	lp.due = append(lp.due, ld)
+	lp.due = append(lp.due, dueDev{at: lp.key(ld.d.next), ld: ld})
 	h := lp.due
 	for j := len(h) - 1; j > 0; {
 		parent := (j - 1) / 2
-		if !h[j].d.next.Before(h[parent].d.next) {
+		if h[j].at >= h[parent].at {
 			break
 		}
 		h[j], h[parent] = h[parent], h[j]
@@ -362,19 +383,20 @@ func (lp *eventLoop) push(ld *loopDev) {
 
 func (lp *eventLoop) pop() *loopDev {
 	h := lp.due
-	top := h[0]
+	top := h[0].ld
 	last := len(h) - 1
 	h[0] = h[last]
+	h[last] = dueDev{}
 	h = h[:last]
 	for j := 0; ; {
 		c := 2*j + 1
 		if c >= len(h) {
 			break
 		}
-		if c+1 < len(h) && h[c+1].d.next.Before(h[c].d.next) {
+		if c+1 < len(h) && h[c+1].at < h[c].at {
 			c++
 		}
-		if !h[c].d.next.Before(h[j].d.next) {
+		if h[c].at >= h[j].at {
 			break
 		}
 		h[j], h[c] = h[c], h[j]
@@ -397,6 +419,32 @@ func (lp *eventLoop) compact() {
 	}
 	clear(lp.flight[n:])
 	lp.flight = lp.flight[:n]
+}
+
+// loopAcc gathers the metrics of the polls that end on the loop in a round (the devices whose
+// answers one epoll_wait reported), and hands them to the agent in one step before the loop
+// waits again: the agent's pipeline is then woken once a round, not once a metric (a channel
+// send and often a futex wake each, 20,000 a second at 10,000 devices). Errors go straight on.
+type loopAcc struct {
+	models.Accumulator
+	out []*models.Metric
+}
+
+func (a *loopAcc) AddMetric(m *models.Metric) { a.out = append(a.out, m) }
+
+func (a *loopAcc) flush() {
+	if len(a.out) == 0 {
+		return
+	}
+	if b, ok := a.Accumulator.(models.BatchAccumulator); ok {
+		b.AddMetrics(a.out)
+	} else {
+		for _, m := range a.out {
+			a.Accumulator.AddMetric(m)
+		}
+	}
+	clear(a.out)
+	a.out = a.out[:0]
 }
 
 // loopConn is a socket of the event loop: reads never wait (errWouldBlock), deadlines are the

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tagpipe/tagpipe/internal/sim/modbussim"
 	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
+	"github.com/tagpipe/tagpipe/models"
 )
 
 // loopRun starts m with the given devices' addresses (name d000 upward) at interval, runs it
@@ -208,5 +210,57 @@ func onePollEach(t *testing.T, polls [][]int, errs []error) {
 	}
 	if len(errs) > 0 {
 		t.Errorf("errors: %v", errs)
+	}
+}
+
+// batchAcc is acc with AddMetrics, counting what came in batches and what came alone.
+type batchAcc struct {
+	*acc
+	mu             sync.Mutex
+	calls, inBatch int
+	alone          int
+}
+
+func (b *batchAcc) AddMetric(m *models.Metric) {
+	b.mu.Lock()
+	b.alone++
+	b.mu.Unlock()
+	b.acc.AddMetric(m)
+}
+
+func (b *batchAcc) AddMetrics(ms []*models.Metric) {
+	b.mu.Lock()
+	b.calls++
+	b.inBatch += len(ms)
+	b.mu.Unlock()
+	for _, m := range ms {
+		b.acc.AddMetric(m)
+	}
+}
+
+// TestLoopHandsBatches: the metrics of the polls that end on the event loop reach a
+// BatchAccumulator through AddMetrics, a round's together; those of the polls handed over to
+// goroutines (here the first connects) come one by one, as from the goroutine transport.
+func TestLoopHandsBatches(t *testing.T) {
+	const n = 20
+	m := load(t, devicesConfig("", simServer(t, n, modbussim.Fault{})))
+	m.SetInterval(200 * time.Millisecond)
+	b := &batchAcc{acc: newAcc()}
+	if err := m.Start(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, 10*time.Second, "five polls of every device", func(ms []*models.Metric) bool { return len(ms) >= 5*n })
+	m.Stop()
+	if m.loop == nil {
+		t.Fatal("want the devices on the event loop")
+	}
+	polled, handed := int(m.loop.polled.Load()), int(m.loop.handed.Load())
+	// Each poll emits its data metric and its health metric.
+	if b.inBatch != 2*polled || b.alone != 2*handed {
+		t.Errorf("%d metrics in %d batches and %d alone; want %d in batches (2 for each of the %d polls ended on the loop) and %d alone (2 for each of the %d handed over)",
+			b.inBatch, b.calls, b.alone, 2*polled, polled, 2*handed, handed)
+	}
+	if b.calls == 0 || b.calls > polled {
+		t.Errorf("%d batches for %d polls on the loop: want one a round at most", b.calls, polled)
 	}
 }

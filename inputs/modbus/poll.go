@@ -545,6 +545,12 @@ func (p *poller) routeOutcome(d *device, r *route, err error, now time.Time) {
 // end ends a poll of d in which route used was polled last (-1: none, every breaker open) with
 // lastErr: it hands over what was read and d's health, and reports whether the device answered.
 func (p *poller) end(d *device, used int, lastErr error) bool {
+	return p.endAt(d, used, lastErr, time.Now(), p.acc)
+}
+
+// endAt is end at now, handing the metrics to acc (the event loop reads the clock once a poll,
+// and hands the metrics of a round over together).
+func (p *poller) endAt(d *device, used int, lastErr error, now time.Time, acc models.Accumulator) bool {
 	if used < 0 {
 		p.st.breakerSkips.Incr()
 		return false
@@ -553,14 +559,13 @@ func (p *poller) end(d *device, used int, lastErr error) bool {
 		p.st.backupPolls.Incr()
 	}
 	d.health.Polled(lastErr != nil)
-	now := time.Now()
 	if d.watched(now) { // someone has its detail open: copy what this poll read
 		d.copySnapshot(now)
 	}
 	d.polled(now)
-	d.emit(p.acc, now, p.st)
+	d.emit(acc, now, p.st)
 	if d.opts.health {
-		d.emitHealth(p.acc, &d.routes[d.cur], now)
+		d.emitHealth(acc, &d.routes[d.cur], now)
 	}
 	if d.answered > 0 {
 		d.fresh = false

@@ -173,7 +173,7 @@ func (p *poller) run(ctx context.Context, start time.Time) {
 		if ctx.Err() != nil {
 			return
 		}
-		d.next = p.schedule(d, due, answered, p.unconnected() < unconnected)
+		d.next = p.schedule(d, due, time.Now(), answered, p.unconnected() < unconnected)
 	}
 }
 
@@ -200,9 +200,9 @@ func wakeOnDone(ctx context.Context, pollers []*poller) (stop func() bool) {
 // reported to the summary of overruns (one line an interval at most for all pollers), unless it
 // failed (its timeouts are reported already) or made a first connection (a device's first
 // connect is not an overrun: 10,000 of them at the start of a busy machine are no news).
-func (p *poller) schedule(d *device, due time.Time, answered, connected bool) time.Time {
+// now is the time the poll ended.
+func (p *poller) schedule(d *device, due, now time.Time, answered, connected bool) time.Time {
 	iv := p.interval
-	now := time.Now()
 	next := due.Add(iv)
 	if !next.After(now) { // overran: skip the missed polls, keep the phase
 		missed := now.Sub(next)/iv + 1
