@@ -441,20 +441,36 @@ func (a *Agent) gatherLoop(ctx context.Context, ri *models.RunningInput, acc mod
 	}
 }
 
+// connectBackoff paces an output's connects: 1 s, doubling to 30 s (a variable: tests go faster).
+var connectBackoff = func() *resilience.Backoff { return resilience.NewBackoff(time.Second, 30*time.Second) }
+
 // flushLoop connects the output (retrying with backoff) and flushes it every flush_interval, or
 // as soon as a full batch waits. After a failed write it waits for the next interval.
 func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
 	o := ro.RunningOutput
-	backoff := resilience.NewBackoff(time.Second, 30*time.Second)
+	backoff := connectBackoff()
+	// The same failure (models.ErrorKey) is logged once a minute with how often it came, as a
+	// failed write is: a broker down for an hour is 60 lines, not one a retry.
+	connectLog := models.ErrorFold{Period: time.Minute}
 	for {
 		err := o.Output.Connect(ctx)
 		if err == nil {
+			if held := connectLog.Clear(); held > 0 {
+				o.Log.Info("connected", "failures_not_logged", held)
+			}
 			ro.connectErr.Store(nil)
 			break
 		}
-		ro.connectErr.Store(&failure{err, time.Now()})
+		now := time.Now()
+		ro.connectErr.Store(&failure{err, now})
 		wait := backoff.Next()
-		o.Log.Error("connect failed; metrics are buffered meanwhile", "error", err, "retry_in", wait.Round(time.Millisecond))
+		if log, note := connectLog.Add(models.ErrorKey(err), now); log {
+			msg := err.Error()
+			if note != "" {
+				msg += " " + note
+			}
+			o.Log.Error("connect failed; metrics are buffered meanwhile", "error", msg, "retry_in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return

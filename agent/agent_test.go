@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/internal/diskbuffer"
+	"github.com/tagpipe/tagpipe/internal/resilience"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -448,4 +450,59 @@ func TestOrphanedDiskBufferIsReportedNotDeleted(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, bufferDirName(cfg.Outputs[0].Identity), "lock")); err != nil {
 		t.Fatalf("the output's own buffer folder: %v", err)
 	}
+}
+
+// refusingOut fails to connect until it has refused `refuse` times.
+type refusingOut struct {
+	memOut
+	refuse   int
+	attempts atomic.Int64
+}
+
+func (o *refusingOut) Connect(context.Context) error {
+	if n := o.attempts.Add(1); n <= int64(o.refuse) {
+		return fmt.Errorf("dial tcp 127.0.0.1:%d: connect: connection refused", 40000+n) // the port changes: the same failure
+	}
+	return nil
+}
+
+// TestConnectFailuresFolded: an output that cannot connect logs its failure once, not once a
+// retry; when it connects, one line says how many failures were not logged.
+func TestConnectFailuresFolded(t *testing.T) {
+	defer func(b func() *resilience.Backoff) { connectBackoff = b }(connectBackoff)
+	connectBackoff = func() *resilience.Backoff { return resilience.NewBackoff(time.Millisecond, 2*time.Millisecond) }
+	var log syncBuffer
+	out := &refusingOut{refuse: 40}
+	cfg := setup{}.config()
+	cfg.Outputs = append(cfg.Outputs, &config.Output{Plugin: out, Config: &models.PluginConfig{Name: "refusing"},
+		Settings: models.OutputSettings{BatchSize: 1, BufferLimit: 100, FlushInterval: time.Hour},
+		Log:      slog.New(slog.NewTextHandler(&log, nil)), Identity: "outputs.refusing"})
+	_, stop := start(t, cfg, nil)
+	waitFor(t, "the output to connect", func() bool { return out.attempts.Load() > 40 })
+	stop()
+	text := log.String()
+	if n := strings.Count(text, "connect failed"); n != 1 {
+		t.Errorf("%d lines say the connect failed, want 1 for 40 failures:\n%s", n, text)
+	}
+	if !strings.Contains(text, "msg=connected failures_not_logged=39") {
+		t.Errorf("no line says the output connected after 39 failures not logged:\n%s", text)
+	}
+}
+
+// syncBuffer is a log's destination that goroutines may write to while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
