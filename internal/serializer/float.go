@@ -1,0 +1,148 @@
+package serializer
+
+import (
+	"math"
+	"strconv"
+)
+
+// AppendFloat appends v as strconv.AppendFloat(dst, v, 'g', -1, 64) does, byte for byte (the
+// shortest decimal that parses back to v; exponent form below 1e-4 and from 1e6 up), and is what
+// line protocol and JSON write for a float field.
+//
+// Written here because strconv's shortest formatting was a quarter of the pipeline's CPU
+// (BenchmarkPipeline) while most readings are integers or short decimals (230.5, 49.98, 1234):
+// those take a path of one multiplication and one division below, everything else goes to
+// strconv. The path is exact, not a heuristic: see shortDecimal. TestAppendFloat and
+// FuzzAppendFloat compare it with strconv.
+func AppendFloat(dst []byte, v float64) []byte {
+	a := math.Abs(v)
+	if !(a >= 1e-4 && a < 1<<53) { // also NaN
+		if v == 0 {
+			if math.Signbit(v) {
+				return append(dst, '-', '0')
+			}
+			return append(dst, '0')
+		}
+		return strconv.AppendFloat(dst, v, 'g', -1, 64)
+	}
+	w, frac, ok := shortDecimal(a)
+	if !ok {
+		return strconv.AppendFloat(dst, v, 'g', -1, 64)
+	}
+	if v < 0 {
+		dst = append(dst, '-')
+	}
+	if frac == 0 && w < 1e6 {
+		return strconv.AppendUint(dst, w, 10) // %f without a point
+	}
+	// The digits of w without its trailing zeros (at most 15: w < 2⁵³, or frac ≤ maxFrac):
+	// d holds nd digits, dp of them before the point.
+	if w%1e8 == 0 {
+		w, frac = w/1e8, frac-8
+	}
+	if w%1e4 == 0 {
+		w, frac = w/1e4, frac-4
+	}
+	if w%1e2 == 0 {
+		w, frac = w/1e2, frac-2
+	}
+	if w%10 == 0 {
+		w, frac = w/10, frac-1
+	}
+	var buf [20]byte
+	d := buf[putDigits(&buf, w):]
+	nd := len(d)
+	dp := nd - frac
+	if exp := dp - 1; exp >= 6 { // %e, as strconv's 'g' for a shortest format; exp < -4 cannot be
+		dst = append(dst, d[0])
+		if nd > 1 {
+			dst = append(dst, '.')
+			dst = append(dst, d[1:]...)
+		}
+		return append(dst, 'e', '+', byte('0'+exp/10), byte('0'+exp%10))
+	}
+	// %f
+	switch {
+	case dp >= nd:
+		dst = append(dst, d...)
+		for range dp - nd {
+			dst = append(dst, '0')
+		}
+		return dst
+	case dp > 0:
+		dst = append(dst, d[:dp]...)
+		dst = append(dst, '.')
+		return append(dst, d[dp:]...)
+	}
+	dst = append(dst, '0', '.')
+	for range -dp {
+		dst = append(dst, '0')
+	}
+	return append(dst, d...)
+}
+
+// pairs holds the two digits of 0 to 99.
+const pairs = "00010203040506070809101112131415161718192021222324252627282930313233343536373839" +
+	"40414243444546474849505152535455565758596061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
+// putDigits writes the decimal digits of w > 0 at the end of buf and returns where they start
+// (strconv.AppendUint is slower for the few digits of a reading).
+func putDigits(buf *[20]byte, w uint64) int {
+	i := len(buf)
+	for w >= 100 {
+		q := w / 100
+		r := w - q*100
+		i -= 2
+		buf[i], buf[i+1] = pairs[2*r], pairs[2*r+1]
+		w = q
+	}
+	if w >= 10 {
+		i -= 2
+		buf[i], buf[i+1] = pairs[2*w], pairs[2*w+1]
+		return i
+	}
+	i--
+	buf[i] = byte('0' + w)
+	return i
+}
+
+// pow10 holds the powers of ten up to 10^maxFrac.
+var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6}
+
+// maxFrac is the most digits after the point that shortDecimal looks for: readings rarely have
+// more, and looking further costs the values that have none a division before strconv.
+const maxFrac = len(pow10) - 1
+
+// shortDecimal returns the shortest decimal that rounds to a (1e-4 ≤ a < 2⁵³) as w/10^frac
+// (w may end in zeros), or ok false when that decimal has more than maxFrac digits after the
+// point.
+//
+// An integral a below 2⁵³ is its own shortest decimal: every integer there is a float64, so no
+// other integer, and no decimal with fewer digits (which would be an integer too), rounds to a.
+//
+// Otherwise the path scales a by 10^J (J ≤ maxFrac, and a·10^J < 2⁵⁰) and rounds to an integer
+// w. If a decimal of j ≤ J digits after the point rounds to a, it is within half an ulp of a, so
+// its w_j·10^(J−j) is within 10^J·ulp(a)/2 ≤ ulp(a·10^J) ≤ 1/8 of the exact a·10^J, and the
+// product is off by at most 1/16 more: w is exactly w_j·10^(J−j). The shortest decimal is then
+// w without its trailing zeros (a shorter one would leave more of them), and it is unique, as the
+// interval of decimals rounding to a is at most 1/4 wide at that scale. float64(w)/10^J is the
+// correctly rounded value of the decimal (both operands are exact), so comparing it with a checks
+// that the decimal rounds to a; when no decimal that short does, the check fails.
+func shortDecimal(a float64) (w uint64, frac int, ok bool) {
+	if w := uint64(a); float64(w) == a {
+		return w, 0, true
+	}
+	if a >= 1<<50 {
+		return 0, 0, false
+	}
+	// a < 2^(e+1), so a·10^J < 2⁵⁰ for J ≤ (49−e)·log₁₀2 (78913/2¹⁸ is just below log₁₀2).
+	e := int(math.Float64bits(a)>>52&0x7ff) - 1023
+	j := min((49-e)*78913>>18, maxFrac)
+	// s+0.5 is exact (s < 2⁵⁰ has an ulp of 1/8 at most) and s > 0: this rounds to nearest.
+	w = uint64(a*pow10[j] + 0.5)
+	if float64(w)/pow10[j] != a {
+		return 0, 0, false
+	}
+	return w, j, true
+}
