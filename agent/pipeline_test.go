@@ -195,3 +195,49 @@ func TestFlusherKeepsUpOnOneCore(t *testing.T) {
 	}
 	t.Logf("the buffer held up to %d metrics", out.most)
 }
+
+// stall blocks in Apply until release is closed.
+type stall struct{ release chan struct{} }
+
+func (stall) SampleConfig() string { return "" }
+func (s stall) Apply(in ...*models.Metric) []*models.Metric {
+	<-s.release
+	return in
+}
+
+// A pipeline whose processor is stuck holds the input channel's metrics and a few batches
+// between its stages, then makes the inputs wait: it holds at most twice what the input channel
+// does. With 64 batches of 512 a stage it took 71,065 metrics here.
+func TestStalledPipelineHoldsLittle(t *testing.T) {
+	s := stall{release: make(chan struct{})}
+	procs := []*models.RunningProcessor{
+		models.NewRunningProcessor(rename{}, &models.PluginConfig{Name: "rename"}, quiet),
+		models.NewRunningProcessor(s, &models.PluginConfig{Name: "stall"}, quiet),
+	}
+	pipe := newPipeline(procs, nil)
+	pipe.start()
+	m := models.New("m", nil, []models.Field{models.Int("v", 1)}, time.Now())
+	sent := 0
+	// Send until the input channel stays full: the stages behind it have taken all they can.
+	for full := 0; full < 200; {
+		select {
+		case pipe.in <- m:
+			sent++
+			full = 0
+		default:
+			full++
+			time.Sleep(time.Millisecond)
+		}
+		if sent > 1_000_000 {
+			t.Fatal("the pipeline takes metrics without end while its processor is stuck")
+		}
+	}
+	held := 2 * inCapacity
+	if sent > held {
+		t.Fatalf("the stalled pipeline took %d metrics, more than %d", sent, held)
+	}
+	t.Logf("the stalled pipeline took %d metrics (at most %d)", sent, held)
+	close(s.release)
+	close(pipe.in)
+	<-pipe.done
+}
