@@ -47,6 +47,11 @@ var ErrNoFields = errors.New("no field with a value that can be written")
 // Every line written parses back with the library's Decoder (serializer_test.go).
 type Influx struct {
 	div int64 // nanoseconds per timestamp unit
+	// The last timestamp written, and its digits: the metrics of one poll share a timestamp,
+	// and at second precision those of one second do.
+	lastTS  int64
+	lastLen int // 0 before the first
+	last    [20]byte
 }
 
 // NewInflux returns a line protocol serializer; precision is rounded down to ns, µs, ms or s.
@@ -179,9 +184,9 @@ func (s *Influx) Append(dst []byte, m *models.Metric) ([]byte, error) {
 		case models.TypeFloat:
 			dst = AppendFloat(dst, f.FloatV())
 		case models.TypeInt:
-			dst = append(strconv.AppendInt(dst, f.IntV(), 10), 'i')
+			dst = append(appendInt(dst, f.IntV()), 'i')
 		case models.TypeUint:
-			dst = append(strconv.AppendUint(dst, f.UintV(), 10), 'u')
+			dst = append(appendUint(dst, f.UintV()), 'u')
 		case models.TypeBool:
 			dst = strconv.AppendBool(dst, f.BoolV())
 		default:
@@ -195,7 +200,11 @@ func (s *Influx) Append(dst []byte, m *models.Metric) ([]byte, error) {
 	}
 	if !m.Time.IsZero() {
 		dst = append(dst, ' ')
-		dst = strconv.AppendInt(dst, m.Time.UnixNano()/s.div, 10)
+		if ts := m.Time.UnixNano() / s.div; ts != s.lastTS || s.lastLen == 0 {
+			s.lastTS = ts
+			s.lastLen = len(appendInt(s.last[:0], ts))
+		}
+		dst = append(dst, s.last[:s.lastLen]...)
 	}
 	return append(dst, '\n'), nil
 }

@@ -166,7 +166,7 @@ func BenchmarkJSONBatch1000(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(ms)), "ns/metric")
 }
 
-// randomMetric makes a metric of names, tags and fields that line protocol can carry, with
+// randomMetric makes a metric of times, names, tags and fields that line protocol can carry, with
 // characters that need escaping, and values of every type: floats from randomFloat, NaN and
 // infinities (which are left out), strings with quotes, backslashes and line feeds.
 func randomMetric(r *rand.Rand) *models.Metric {
@@ -192,7 +192,10 @@ func randomMetric(r *rand.Rand) *models.Metric {
 			fields[i] = models.Float(k, randomFloat(r))
 		}
 	}
-	return models.New(word(), tags, fields, at.Add(time.Duration(r.Int64N(1e15))))
+	// Times repeat, as the metrics of a poll share one (the serializer keeps the last one's
+	// digits), and are sometimes zero (no timestamp) or before 1970.
+	times := []time.Time{at, at.Add(1), {}, time.Unix(0, -r.Int64N(1e18)), at.Add(time.Duration(r.Int64N(1e15)))}
+	return models.New(word(), tags, fields, times[r.IntN(len(times))])
 }
 
 // The serializer writes what influxdata/line-protocol/v2's Encoder writes, byte for byte, on

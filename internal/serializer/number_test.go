@@ -85,6 +85,36 @@ func TestShortDecimalCovers(t *testing.T) {
 	}
 }
 
+// appendInt and appendUint write what strconv does, on the edges of every digit count and on
+// random values of every length.
+func TestAppendInt(t *testing.T) {
+	check := func(v int64) {
+		t.Helper()
+		if got, want := appendInt([]byte("x="), v), strconv.AppendInt([]byte("x="), v, 10); string(got) != string(want) {
+			t.Fatalf("%d: got %s", v, got)
+		}
+		if got, want := appendUint([]byte("x="), uint64(v)), strconv.AppendUint([]byte("x="), uint64(v), 10); string(got) != string(want) {
+			t.Fatalf("%d: got %s", uint64(v), got)
+		}
+	}
+	for _, v := range []int64{0, 1, 9, math.MaxInt64, math.MinInt64, -1} {
+		check(v)
+	}
+	for p := int64(1); p <= 1e18; p *= 10 {
+		for _, v := range []int64{p - 1, p, p + 1, 2*p - 1, 9 * p} {
+			check(v)
+			check(-v)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 100_000 {
+		check(int64(r.Uint64() >> r.IntN(64)))
+	}
+	if got := appendUint(nil, math.MaxUint64); string(got) != "18446744073709551615" {
+		t.Fatalf("MaxUint64: %s", got)
+	}
+}
+
 func FuzzAppendFloat(f *testing.F) {
 	for _, v := range floatCases {
 		f.Add(math.Float64bits(v))
