@@ -51,37 +51,48 @@ func AppendFloat(dst []byte, v float64) []byte {
 	if w%10 == 0 {
 		w, frac = w/10, frac-1
 	}
-	var buf [20]byte
+	// Written in place: the digits first, one byte to the right of where they go, then moved
+	// left around the point.
 	nd := decimalLen(w)
-	d := buf[:nd]
-	putDigits(d, w)
 	dp := nd - frac
+	dst = slices.Grow(dst, 24) // sign, 16 digits, point, exponent, or "0.000" and 6 digits
+	l := len(dst)
+	b := dst[l : l+24]
 	if exp := dp - 1; exp >= 6 { // %e, as strconv's 'g' for a shortest format; exp < -4 cannot be
-		dst = append(dst, d[0])
+		putDigits(b[1:1+nd], w)
+		b[0] = b[1]
+		n := 1
 		if nd > 1 {
-			dst = append(dst, '.')
-			dst = append(dst, d[1:]...)
+			b[1] = '.'
+			n = nd + 1
 		}
-		return append(dst, 'e', '+', byte('0'+exp/10), byte('0'+exp%10))
+		b[n], b[n+1], b[n+2], b[n+3] = 'e', '+', byte('0'+exp/10), byte('0'+exp%10)
+		return dst[:l+n+4]
 	}
 	// %f
 	switch {
-	case dp >= nd:
-		dst = append(dst, d...)
+	case dp >= nd: // only for integers ≥ 1e6, which are %e: kept for completeness
+		dst = appendUint(dst, w)
 		for range dp - nd {
 			dst = append(dst, '0')
 		}
 		return dst
 	case dp > 0:
-		dst = append(dst, d[:dp]...)
-		dst = append(dst, '.')
-		return append(dst, d[dp:]...)
+		putDigits(b[1:1+nd], w)
+		for i := range dp {
+			b[i] = b[i+1]
+		}
+		b[dp] = '.'
+		return dst[:l+nd+1]
 	}
-	dst = append(dst, '0', '.')
+	b[0], b[1] = '0', '.'
+	n := 2
 	for range -dp {
-		dst = append(dst, '0')
+		b[n] = '0'
+		n++
 	}
-	return append(dst, d...)
+	putDigits(b[n:n+nd], w)
+	return dst[:l+n+nd]
 }
 
 // pairs holds the two digits of 0 to 99.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -99,13 +100,23 @@ func appendEscaped(dst []byte, s string, class byte) ([]byte, bool) {
 	if s == "" || s[len(s)-1] == '\\' {
 		return dst, false
 	}
-	// Most names and keys are plain ASCII that needs no escaping: find how much of s is, and
-	// copy that in one go.
-	i := 0
-	for i < len(s) && escTable[s[i]] == 0 {
-		i++
+	// Most names and keys are plain ASCII that needs no escaping: copied byte by byte into room
+	// made for them (quicker than append's copy for a few bytes), until a byte needs a look.
+	dst = slices.Grow(dst, len(s))
+	l := len(dst)
+	b := dst[l : l+len(s)]
+	for i := 0; i < len(s) && i < len(b); i++ {
+		c := s[i]
+		if escTable[c] != 0 {
+			return appendEscapedFrom(dst[:l+i], s, i, class)
+		}
+		b[i] = c
 	}
-	dst = append(dst, s[:i]...)
+	return dst[:l+len(s)], true
+}
+
+// appendEscapedFrom appends s[i:] escaped for class, s[:i] being plain ASCII.
+func appendEscapedFrom(dst []byte, s string, i int, class byte) ([]byte, bool) {
 	ascii := true
 	for ; i < len(s); i++ {
 		c := s[i]
