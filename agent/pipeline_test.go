@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ type lineOut struct {
 	buf   []byte
 	bytes int
 	n     int
+	most  int // metrics in the buffer, at most (drivePipeline)
 }
 
 func (*lineOut) SampleConfig() string          { return "" }
@@ -98,7 +100,25 @@ func BenchmarkPipeline(b *testing.B) {
 }
 
 func benchPipeline(b *testing.B, buf models.Buffer, rate int) {
-	out := &lineOut{ser: serializer.NewInflux(0)}
+	var cpu0 time.Duration
+	out := drivePipeline(b, buf, rate, b.N, func() {
+		b.ReportAllocs()
+		cpu0 = cpuTime()
+		b.ResetTimer()
+	})
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/metric")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "metrics/s")
+	b.ReportMetric(float64(out.bytes)/float64(b.N), "bytes/metric")
+}
+
+// drivePipeline sends n metrics of 10 fields from an accumulator through two processors to an
+// output (buffer buf, memory when nil) whose flusher writes full batches as the agent's does, at
+// rate metrics/s (0: flat out). It calls ready just before the first metric, and returns the
+// output once every metric is serialized, with the most metrics its buffer held (sampled every
+// 1,000 metrics).
+func drivePipeline(tb testing.TB, buf models.Buffer, rate, n int, ready func()) (out *lineOut) {
+	out = &lineOut{ser: serializer.NewInflux(0)}
 	ro := models.NewRunningOutput(out, &models.PluginConfig{Name: "bench"},
 		models.OutputSettings{BatchSize: 5000, BufferLimit: 1 << 22}, nil, buf, quiet)
 	defer ro.Close()
@@ -133,13 +153,14 @@ func benchPipeline(b *testing.B, buf models.Buffer, rate int) {
 	}
 	tags := []models.Tag{{Key: "device", Value: "meter-0001"}, {Key: "line", Value: "A"}}
 	now := time.Now()
-	b.ReportAllocs()
-	cpu0 := cpuTime()
-	b.ResetTimer()
+	ready()
 	start := time.Now()
-	for i := range b.N {
-		if rate > 0 && i%1000 == 0 {
-			time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
+	for i := range n {
+		if i%1000 == 0 {
+			out.most = max(out.most, ro.Buffer.Len())
+			if rate > 0 {
+				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
+			}
 		}
 		m := models.NewMetric("power", tags, 10, now)
 		for j := range 10 {
@@ -156,13 +177,72 @@ func benchPipeline(b *testing.B, buf models.Buffer, rate int) {
 	close(stop)
 	wg.Wait()
 	ro.Flush(ctx, true)
-	b.StopTimer()
-	if out.n != b.N {
-		b.Fatalf("%d metrics serialized of %d", out.n, b.N)
+	if out.n != n {
+		tb.Fatalf("%d metrics serialized of %d", out.n, n)
 	}
-	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/metric")
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "metrics/s")
-	b.ReportMetric(float64(out.bytes)/float64(b.N), "bytes/metric")
+	return out
+}
+
+// On one core, with an input adding metrics as fast as it can, the output's flusher writes full
+// batches as they fill, so the buffer holds a few batches, not the whole run. Before, the
+// pipeline's goroutines handed the core to one another through their channels and the flusher,
+// woken by BatchReady, ran only when the input stopped: the buffer held nearly every metric of the
+// run (929,020 of 974,793 in BenchmarkPipeline/memory -cpu 1), and the agent paid for a heap that
+// large.
+func TestFlusherKeepsUpOnOneCore(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const total = 200_000
+	out := drivePipeline(t, nil, 0, total, func() {})
+	if out.most > total/4 {
+		t.Fatalf("the buffer held up to %d metrics of %d (batches of 5,000): the flusher did not keep up", out.most, total)
+	}
+	t.Logf("the buffer held up to %d metrics", out.most)
+}
+
+// stall blocks in Apply until release is closed.
+type stall struct{ release chan struct{} }
+
+func (stall) SampleConfig() string { return "" }
+func (s stall) Apply(in ...*models.Metric) []*models.Metric {
+	<-s.release
+	return in
+}
+
+// A pipeline whose processor is stuck holds the input channel's metrics and a few batches
+// between its stages, then makes the inputs wait: it holds at most twice what the input channel
+// does. With 64 batches of 512 a stage it took 71,065 metrics here.
+func TestStalledPipelineHoldsLittle(t *testing.T) {
+	s := stall{release: make(chan struct{})}
+	procs := []*models.RunningProcessor{
+		models.NewRunningProcessor(rename{}, &models.PluginConfig{Name: "rename"}, quiet),
+		models.NewRunningProcessor(s, &models.PluginConfig{Name: "stall"}, quiet),
+	}
+	pipe := newPipeline(procs, nil)
+	pipe.start()
+	m := models.New("m", nil, []models.Field{models.Int("v", 1)}, time.Now())
+	sent := 0
+	// Send until the input channel stays full: the stages behind it have taken all they can.
+	for full := 0; full < 200; {
+		select {
+		case pipe.in <- m:
+			sent++
+			full = 0
+		default:
+			full++
+			time.Sleep(time.Millisecond)
+		}
+		if sent > 1_000_000 {
+			t.Fatal("the pipeline takes metrics without end while its processor is stuck")
+		}
+	}
+	held := 2 * inCapacity
+	if sent > held {
+		t.Fatalf("the stalled pipeline took %d metrics, more than %d", sent, held)
+	}
+	t.Logf("the stalled pipeline took %d metrics (at most %d)", sent, held)
+	close(s.release)
+	close(pipe.in)
+	<-pipe.done
 }
 
 // TestPipelineBatches: an input's batches (BatchAccumulator.AddMetrics) pass the input's filter,

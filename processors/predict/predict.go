@@ -15,6 +15,7 @@ import (
 	"math"
 	"path"
 	"time"
+	"unsafe"
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/models"
@@ -57,6 +58,7 @@ type Predict struct {
 	predictions *models.Stat // disconnect_predicted = true
 
 	publish bool // between Start and Stop: risks go to the board of link risks (the device page)
+	replan  bool // plan every metric anew (TestPlanFollowsKeys's reference)
 }
 
 // Field kinds, found once per field of a series.
@@ -82,6 +84,19 @@ type seriesState struct {
 	board    *models.LinkRisk
 	boardKey models.LinkKey
 	fields   []fieldState // one per field key seen, in the order they came
+	// The plan of the series' metrics: keys are the field keys of the metric it was made for,
+	// in order, and plan the fields among them that a model reads. A metric with the same keys
+	// (the same strings, as an input's metrics of a device have) follows the plan without
+	// looking its keys up in fields.
+	keys []string
+	plan []planStep
+}
+
+// planStep is a field a model reads: its index in the metric, the index of its state in fields
+// and its kind.
+type planStep struct {
+	field, state int32
+	kind         uint8
 }
 
 type fieldState struct {
@@ -225,24 +240,23 @@ func (p *Predict) Apply(in ...*models.Metric) []*models.Metric {
 		p.add = p.add[:0]
 		var rtt, errs float64
 		var hasRTT, hasErrs bool
-		for i := range m.Fields {
-			f := &m.Fields[i]
-			j := series.Find(s.fields, i, f.Key, keyOf)
-			if j < 0 {
-				j = p.newField(s, f.Key)
-			}
-			fs := &s.fields[j]
-			if fs.kind == 0 || f.Type() == models.TypeString {
+		if p.replan || !s.planned(m.Fields) {
+			p.plan(s, m.Fields)
+		}
+		for _, st := range s.plan {
+			f := &m.Fields[st.field]
+			if f.Type() == models.TypeString {
 				continue
 			}
 			x, _ := f.Number()
-			if fs.kind&kindRTT != 0 {
+			if st.kind&kindRTT != 0 {
 				rtt, hasRTT = x, true
 			}
-			if fs.kind&kindErrors != 0 {
+			if st.kind&kindErrors != 0 {
 				errs, hasErrs = errs+x, true
 			}
-			if fs.kind&kindForecast != 0 && f.Type() != models.TypeBool {
+			if st.kind&kindForecast != 0 && f.Type() != models.TypeBool {
+				fs := &s.fields[st.state]
 				forecast, ok, anomaly, flagged := fs.h.step(x, p)
 				if ok {
 					p.add = append(p.add, models.Float(fs.name.forecast, forecast))
@@ -302,7 +316,7 @@ func (s *seriesState) publish(m *models.Metric) {
 func (s *seriesState) reset(window int, health bool) {
 	s.health = health
 	s.board = nil
-	s.fields = s.fields[:0]
+	s.fields, s.keys, s.plan = s.fields[:0], s.keys[:0], s.plan[:0]
 	if health {
 		s.link.reset(window)
 	}
@@ -321,6 +335,37 @@ func (p *Predict) isHealth(name string) bool {
 		p.health[name] = v
 	}
 	return v
+}
+
+// planned reports whether fs has the keys s's plan was made for: the same strings (compared by
+// address, which is enough: the plan holds on to them) in the same order.
+func (s *seriesState) planned(fs []models.Field) bool {
+	if len(fs) != len(s.keys) {
+		return false
+	}
+	for i := range fs {
+		k, pk := fs[i].Key, s.keys[i]
+		if unsafe.StringData(k) != unsafe.StringData(pk) || len(k) != len(pk) {
+			return false
+		}
+	}
+	return true
+}
+
+// plan makes s's plan for metrics with the fields fs, adding the state of fields not seen before.
+func (p *Predict) plan(s *seriesState, fs []models.Field) {
+	s.keys, s.plan = s.keys[:0], s.plan[:0]
+	for i := range fs {
+		key := fs[i].Key
+		j := series.Find(s.fields, i, key, keyOf)
+		if j < 0 {
+			j = p.newField(s, key)
+		}
+		s.keys = append(s.keys, key)
+		if k := s.fields[j].kind; k != 0 {
+			s.plan = append(s.plan, planStep{field: int32(i), state: int32(j), kind: k})
+		}
+	}
 }
 
 // newField adds the state of field key to s and returns its index. Patterns are matched here,

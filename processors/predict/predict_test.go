@@ -2,6 +2,10 @@ package predict
 
 import (
 	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -358,6 +362,56 @@ func TestFieldRoom(t *testing.T) {
 		}
 		if added == 0 {
 			t.Errorf("%s: no field added in 30 metrics", c.name)
+		}
+	}
+}
+
+// A series follows the plan made for its last metric only while its metrics have the same field
+// keys in the same order: metrics whose keys move, come and go, change type, or are equal
+// strings at other addresses get exactly what a processor that plans every metric anew gives
+// them.
+func TestPlanFollowsKeys(t *testing.T) {
+	const conf = `
+[[processors.predict]]
+  forecast_fields = ["temp*"]
+  window = 3
+  warmup = 1
+`
+	reused, fresh := load(t, conf), load(t, conf)
+	fresh.replan = true
+	r := rand.New(rand.NewPCG(7, 8))
+	keys := []string{"rtt_ms", "errors_timeout", "errors_other", "temperature", "temp_out", "level"}
+	for i := range 3000 {
+		// Mostly the same keys in the same order, sometimes another order or set.
+		n := len(keys)
+		order := []int{0, 1, 2, 3, 4, 5}
+		if r.IntN(4) == 0 {
+			r.Shuffle(n, func(a, b int) { order[a], order[b] = order[b], order[a] })
+			n = 1 + r.IntN(n)
+		}
+		var a, b []models.Field
+		for _, k := range order[:n] {
+			x := float64(r.IntN(50))
+			f := models.Float(keys[k], x)
+			switch {
+			case k == 1 || k == 2:
+				f = models.Uint(keys[k], uint64(i/10+r.IntN(2)))
+			case r.IntN(20) == 0:
+				f = models.String(keys[k], "off")
+			}
+			if r.IntN(10) == 0 {
+				f.Key = strings.Clone(f.Key) // the same key at another address
+			}
+			a, b = append(a, f), append(b, f)
+		}
+		name := []string{"modbus_health", "boiler"}[r.IntN(2)]
+		tags := []models.Tag{{Key: "device", Value: "d" + strconv.Itoa(r.IntN(3))}}
+		at := t0.Add(time.Duration(i) * time.Second)
+		ma, mb := models.New(name, tags, a, at), models.New(name, tags, b, at)
+		reused.Apply(ma)
+		fresh.Apply(mb)
+		if !slices.EqualFunc(ma.Fields, mb.Fields, models.Field.Equal) {
+			t.Fatalf("metric %d (%s %v):\nplan kept  %v\nplan anew  %v", i, name, order[:n], ma.Fields, mb.Fields)
 		}
 	}
 }
