@@ -1,10 +1,13 @@
 package opcua
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tagpipe/tagpipe/internal/testkit/configcase"
+	"github.com/tagpipe/tagpipe/models"
 
 	"github.com/gopcua/opcua/ua"
 )
@@ -186,4 +189,45 @@ func TestSelectEndpoint(t *testing.T) {
 	f("None", "None", "Anonymous", "None/None")
 	f("None", "None", "UserName", "")
 	f("Aes256_Sha256_RsaPss", "Sign", "Anonymous", "")
+}
+
+// TestMetricsLeaveFieldRoom: the metrics of a batch leave the room processors reserved
+// (models.ReserveFieldRoom) after their fields, so that processors.predict appends in place, and
+// what one metric appends there never reaches the fields of the next.
+func TestMetricsLeaveFieldRoom(t *testing.T) {
+	models.ReserveFieldRoom(3) // for the life of the test binary: other tests only get the room too
+	o := load(t, `[[inputs.opcua]]
+  name = "room"
+  endpoint = "opc.tcp://127.0.0.1:1"
+  [[inputs.opcua.group]]
+    browse = "i=85"
+`)
+	const n = 100
+	a := newSlab(n)
+	t0 := time.Now()
+	var ms []*models.Metric
+	for i := range n {
+		st := o.newNodeState(&nodeSpec{field: fmt.Sprintf("Tag.%d", i), measurement: "sim", baseTags: o.tags(nil, nil)})
+		dv := &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueSourceTimestamp, Value: ua.MustVariant(float64(i)), SourceTimestamp: t0}
+		m, oc, err := o.makeMetric(a, st, dv, t0, true)
+		if oc != emitted || err != nil {
+			t.Fatalf("value %d: %v %v", i, oc, err)
+		}
+		ms = append(ms, m)
+	}
+	for i, m := range ms {
+		if room := cap(m.Fields) - len(m.Fields); room < 3 {
+			t.Fatalf("metric %d has room for %d more fields, want 3", i, room)
+		}
+		before := &m.Fields[:cap(m.Fields)][0]
+		m.Fields = append(m.Fields, models.Int("a", 1), models.Int("b", 2), models.Int("c", 3))
+		if &m.Fields[0] != before {
+			t.Fatalf("metric %d: appending 3 fields moved them", i)
+		}
+	}
+	for i, m := range ms {
+		if len(m.Fields) != 4 || m.Fields[0].FloatV() != float64(i) {
+			t.Fatalf("metric %d: fields %v, want its value and the 3 appended", i, m.Fields)
+		}
+	}
 }

@@ -626,7 +626,7 @@ func (s *session) gatherOnce(ctx context.Context) error {
 // emitHealth reports opcua_health: the shared health counters (requests, errors by kind,
 // breaker) and the session's state.
 func (s *session) emitHealth(now time.Time) {
-	f := make([]models.Field, 0, 20)
+	f := make([]models.Field, 0, 20+models.FieldRoom()) // with the room processors reserved
 	f = s.health.AppendFields(f, nil, s.breaker)
 	st := s.state.Load()
 	nodes, failed := len(s.items), s.failed+s.monFailed

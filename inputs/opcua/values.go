@@ -312,14 +312,16 @@ func (a *slab) fieldBuf(n int) []models.Field {
 	return a.fs[len(a.fs):len(a.fs)]
 }
 
-// take marks the first len(f) fields of the free part as used and returns them, capped.
-func (a *slab) take(f []models.Field) []models.Field {
+// take marks the first len(f) fields of the free part as used, with room for up to room more
+// after them (the fields processors add: models.FieldRoom), and returns them capped there.
+func (a *slab) take(f []models.Field, room int) []models.Field {
 	n := len(a.fs)
 	if len(f) == 0 || n+len(f) > cap(a.fs) || &a.fs[:n+1][n] != &f[0] {
 		return f[:len(f):len(f)] // appended past the estimate: it has an array of its own
 	}
-	a.fs = a.fs[:n+len(f)]
-	return a.fs[n : n+len(f) : n+len(f)]
+	end := min(n+len(f)+room, cap(a.fs))
+	a.fs = a.fs[:end]
+	return a.fs[n : n+len(f) : end]
 }
 
 // outcome says what became of one value.
@@ -363,7 +365,8 @@ func (o *OPCUA) makeMetric(a *slab, st *nodeState, dv *ua.DataValue, gathered ti
 	if dv.Value != nil && dv.Value.ArrayLength() > 0 {
 		n += int(dv.Value.ArrayLength())
 	}
-	fields := a.fieldBuf(n)
+	room := models.FieldRoom()
+	fields := a.fieldBuf(n + room)
 	if dv.Value != nil && dv.Value.Type() != ua.TypeIDNull && dv.Value.Value() != nil {
 		var err error
 		if fields, err = appendFields(fields, st, dv.Value); err != nil {
@@ -381,7 +384,7 @@ func (o *OPCUA) makeMetric(a *slab, st *nodeState, dv *ua.DataValue, gathered ti
 	m := a.metric()
 	m.Name = st.spec.measurement
 	m.Tags = o.tagsFor(st, status)
-	m.Fields = a.take(fields)
+	m.Fields = a.take(fields, room)
 	switch o.Timestamp {
 	case "source":
 		m.Time = firstTime(dv.SourceTimestamp, dv.ServerTimestamp, gathered)
