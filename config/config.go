@@ -266,20 +266,19 @@ func (l *loader) file(name, raw string) {
 	}
 	textPasswords(text, l.passwords)
 	sc := scanTOML(text)
-	lines := newLineIndex(text)
-	preamble := lines.count()
+	preamble := text
 	if len(sc.tables) > 0 {
-		preamble = sc.tables[0].start - 1
+		preamble = text[:max(sc.tables[0].startOff-1, 0)]
 	}
-	if _, err := toml.Decode(lines.text(1, preamble+1), &map[string]any{}); err != nil {
+	if _, err := toml.Decode(preamble, &map[string]any{}); err != nil {
 		line, _, msg := splitTOMLError(err)
 		l.fail(name, line, "", "%s", msg)
 		return
 	}
 	// Keys above the first table belong to no section.
-	for _, k := range sc.keys {
-		if !strings.ContainsAny(k.path, ".[") && (len(sc.tables) == 0 || k.line < sc.tables[0].start) {
-			l.fail(name, k.line, "", "%s: a key outside any table (put it under [agent] or a plugin)", k.path)
+	for _, k := range sc.rootKeys() {
+		if !strings.ContainsAny(k.key, ".[") {
+			l.fail(name, int(k.line), "", "%s: a key outside any table (put it under [agent] or a plugin)", k.key)
 		}
 	}
 	tableAt := make(map[string]int, len(sc.tables)) // top-level tables so far by path: their line
@@ -297,8 +296,7 @@ func (l *loader) file(name, raw string) {
 			continue
 		}
 		tableAt[t.path] = t.start
-		snippet := lines.text(t.start, t.end)
-		s := section{l: l, file: name, span: t, sc: sc, text: snippet, offset: t.start - 1, lines: lines}
+		s := section{l: l, file: name, span: t, sc: sc, text: text[t.startOff : t.endOff-1], offset: t.start - 1, all: text}
 		switch t.kind {
 		case "agent":
 			s.decodeTable("agent", &l.cfg.Agent)
@@ -333,49 +331,20 @@ type section struct {
 	text   string
 	offset int // lines before the snippet
 	label  string
-	lines  lineIndex // of the file
-}
-
-// lineIndex finds the lines of a text without copying them.
-type lineIndex struct {
-	all   string
-	start []int // byte offset of each line, and len(all)+1 after the last
-}
-
-func newLineIndex(text string) lineIndex {
-	x := lineIndex{all: text, start: make([]int, 1, strings.Count(text, "\n")+2)}
-	for i := 0; i < len(text); i++ {
-		if text[i] == '\n' {
-			x.start = append(x.start, i+1)
-		}
-	}
-	x.start = append(x.start, len(text)+1)
-	return x
-}
-
-// count is the number of lines.
-func (x lineIndex) count() int { return len(x.start) - 1 }
-
-// text returns lines from to before to (1-based), without the last line feed.
-func (x lineIndex) text(from, to int) string {
-	if to <= from {
-		return ""
-	}
-	return x.all[x.start[from-1] : x.start[to-1]-1]
+	all    string // the file's text
 }
 
 // ownString returns the string value of key in the table itself (not a sub-table) when it is
 // written on one line; else "".
 func (s *section) ownString(key string) string {
-	want := s.span.path + "." + key
-	keys := s.sc.keys[sort.Search(len(s.sc.keys), func(i int) bool { return s.sc.keys[i].line >= s.span.start }):]
-	for _, k := range keys {
-		if k.line >= s.span.end {
-			break
-		}
-		if k.path == want {
+	for _, k := range s.sc.keysOf(s.span.hdr) {
+		if k.key == key {
+			line := s.all[k.off:]
+			if end := strings.IndexByte(line, '\n'); end >= 0 {
+				line = line[:end]
+			}
 			var m map[string]any
-			toml.Decode(s.lines.text(k.line, k.line+1), &m)
+			toml.Decode(line, &m)
 			v, _ := m[key].(string)
 			return v
 		}
@@ -406,7 +375,7 @@ func (s *section) keyErr(err error, prefix string) {
 	}
 	rel := strings.TrimPrefix(strings.TrimPrefix(key, prefix), ".")
 	if rel != "" {
-		if l := s.sc.lookupIn(s.span.path, rel); l > 0 {
+		if l := s.sc.lookupIn(&s.span, rel); l > 0 {
 			line = l
 		}
 		msg = rel + ": " + msg
@@ -437,7 +406,7 @@ func (s *section) unknownKeys(md toml.MetaData, prefix string, plugin any) bool 
 		}
 	}
 	for _, rel := range keys {
-		line := s.sc.lookupIn(s.span.path, rel)
+		line := s.sc.lookupIn(&s.span, rel)
 		if line == 0 {
 			line = s.span.start
 		}
@@ -459,7 +428,7 @@ func (s *section) decodeTable(name string, v any) bool {
 	reflect.ValueOf(v).Elem().Set(mergeStruct(reflect.ValueOf(v).Elem(), holder.Elem().Field(0), md, name))
 	if name == "agent" {
 		for key := range definedKeys(md, name) {
-			s.l.agentAt[key] = place{s.file, s.sc.lookupIn(s.span.path, key)}
+			s.l.agentAt[key] = place{s.file, s.sc.lookupIn(&s.span, key)}
 		}
 	}
 	return s.unknownKeys(md, name, nil)
@@ -560,7 +529,7 @@ func (s *section) plugin() {
 		generic, common = it, &it.commonTable
 		defer func() {
 			if it.Interval > 0 && it.Interval < Duration(MinInterval) {
-				s.l.fail(s.file, s.sc.lookupIn(t.path, "interval"), s.label, "interval: %s is less than %s, the shortest interval", it.Interval, Duration(MinInterval))
+				s.l.fail(s.file, s.sc.lookupIn(&s.span, "interval"), s.label, "interval: %s is less than %s, the shortest interval", it.Interval, Duration(MinInterval))
 			}
 			cfg.Interval = time.Duration(it.Interval)
 			cfg.NamePrefix, cfg.NameSuffix, cfg.NameOverride = it.NamePrefix, it.NameSuffix, it.NameOverride
@@ -653,7 +622,7 @@ func (s *section) placed(err error) *Error {
 	line := 0
 	var ke keyedError
 	if errors.As(err, &ke) {
-		line = s.sc.lookupIn(s.span.path, ke.ConfigKey())
+		line = s.sc.lookupIn(&s.span, ke.ConfigKey())
 	}
 	if line == 0 {
 		line = s.span.start
