@@ -513,13 +513,6 @@ func (s *section) plugin() {
 	if !s.applyAliases(plugin) {
 		return
 	}
-	var holder map[string]map[string][]toml.Primitive
-	md, err := toml.Decode(s.text, &holder)
-	if err != nil {
-		s.keyErr(err, prefix)
-		return
-	}
-	prim := holder[kind][name][0]
 	cfg := &models.PluginConfig{Name: name, Source: fmt.Sprintf("%s:%d", s.file, t.start)}
 	var common *commonTable
 	var generic any
@@ -549,9 +542,32 @@ func (s *section) plugin() {
 			}
 		}()
 	}
-	if err := md.PrimitiveDecode(prim, generic); err != nil {
-		s.keyErr(err, prefix)
-		return
+	// A large array of tables is read in pieces (pieces.go); the identity of an output without
+	// an alias hashes its whole table, which is therefore read whole.
+	var md toml.MetaData
+	var prim toml.Primitive
+	inPieces := false
+	if p := s.planPieces(plugin); p != nil {
+		md, inPieces = s.decodePieces(p, plugin, generic)
+		if !inPieces || kind == "outputs" && common.Alias == "" {
+			inPieces = false
+			plugin = newPlugin(kind, name)
+			reflect.ValueOf(generic).Elem().SetZero()
+		}
+	}
+	if !inPieces {
+		var holder map[string]map[string][]toml.Primitive
+		var err error
+		md, err = toml.Decode(s.text, &holder)
+		if err != nil {
+			s.keyErr(err, prefix)
+			return
+		}
+		prim = holder[kind][name][0]
+		if err := md.PrimitiveDecode(prim, generic); err != nil {
+			s.keyErr(err, prefix)
+			return
+		}
 	}
 	cfg.Alias = common.Alias
 	cfg.Filter = common.Filter
@@ -564,12 +580,14 @@ func (s *section) plugin() {
 		s.l.fail(s.file, t.start, "", "[[%s]]: unknown plugin %q (known: %s)", prefix, name, strings.Join(knownNames(kind), ", "))
 		return
 	}
-	if err := md.PrimitiveDecode(prim, plugin); err != nil {
-		s.keyErr(err, prefix)
-		return
-	}
-	if !s.unknownKeys(md, prefix, plugin) {
-		return
+	if !inPieces {
+		if err := md.PrimitiveDecode(prim, plugin); err != nil {
+			s.keyErr(err, prefix)
+			return
+		}
+		if !s.unknownKeys(md, prefix, plugin) {
+			return
+		}
 	}
 	var identity string
 	if kind == "outputs" {
@@ -587,7 +605,7 @@ func (s *section) plugin() {
 	}
 	// The parse is done with: what Init builds of a large table (100,000 devices) need not
 	// share the memory with it.
-	md, holder, prim, s.text = toml.MetaData{}, nil, toml.Primitive{}, ""
+	md, prim, s.text = toml.MetaData{}, toml.Primitive{}, ""
 	log := logging.Plugin(kind, name, cfg.Alias)
 	setLogger(plugin, log)
 	if in, ok := plugin.(models.Initializer); ok {

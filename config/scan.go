@@ -21,6 +21,7 @@ import (
 type header struct {
 	path  string // with indices: "inputs.modbus[1].device[3]"
 	line  int32
+	off   int32 // byte offset of its line
 	first int32 // its keys are keys[first:] up to the next header's first
 }
 
@@ -222,7 +223,10 @@ type scanner struct {
 }
 
 func scanTOML(text string) *scanResult {
-	r := &scanResult{}
+	// The slices are made about the size they end: grown by appending, a large one costs five
+	// times its size in copies.
+	headers, keys := estimate(text)
+	r := &scanResult{headers: make([]header, 0, headers), keys: make([]keyPos, 0, keys)}
 	s := &scanner{r: r, arrayIdx: map[string]int{}, under: map[string][]string{}, count: map[string]int{}}
 	var top *tableSpan
 	var cont valueScanner // state of a value spanning lines
@@ -247,7 +251,7 @@ func scanTOML(text string) *scanResult {
 		if line[0] == '[' {
 			isArray := strings.HasPrefix(line, "[[")
 			resolved, segs := s.header(headerName(line, isArray), isArray)
-			r.headers = append(r.headers, header{path: resolved, line: int32(lineNo), first: int32(len(r.keys))})
+			r.headers = append(r.headers, header{path: resolved, line: int32(lineNo), off: int32(lineOff), first: int32(len(r.keys))})
 			if top == nil || !hasPathPrefix(resolved, top.path) {
 				if top != nil {
 					top.end, top.endOff, top.hdrEnd = lineNo, lineOff, len(r.headers)-1
@@ -276,6 +280,24 @@ func scanTOML(text string) *scanResult {
 		top.end, top.endOff, top.hdrEnd = lineNo+1, len(text)+1, len(r.headers)
 	}
 	return r
+}
+
+// estimate returns about how many headers and keys text has, never more than it has lines (a
+// line holds at most one): the lines that start with '[' and those with '='.
+func estimate(text string) (headers, keys int) {
+	for off := 0; off < len(text); {
+		line := text[off:]
+		if i := strings.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i]
+		}
+		off += len(line) + 1
+		if strings.IndexByte(line, '=') >= 0 {
+			keys++
+		} else if t := strings.TrimLeft(line, " \t"); t != "" && t[0] == '[' {
+			headers++
+		}
+	}
+	return headers, keys
 }
 
 // header resolves a header's name (without brackets) to its path with the indices of the
@@ -343,7 +365,11 @@ func parentArray(path string) string {
 	if i < 0 {
 		return ""
 	}
-	return path[:strings.LastIndexByte(path[:i], '[')]
+	j := strings.LastIndexByte(path[:i], '[')
+	if j < 0 {
+		return "" // a ']' of a quoted key
+	}
+	return path[:j]
 }
 
 // hasPathPrefix reports whether path lies below prefix ("a.b.c" below "a.b").
