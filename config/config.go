@@ -8,7 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -201,13 +203,30 @@ func Load(opts Options) (*Config, error) {
 	}
 	l := newLoader(opts.Lookup)
 	for _, f := range files {
-		text, err := os.ReadFile(f)
+		text, err := readFile(f)
 		if err != nil {
 			return nil, err
 		}
-		l.file(f, string(text))
+		l.file(f, text)
 	}
 	return l.finish()
+}
+
+// readFile reads a file into a string without a copy of it in bytes (a plant's file is 11 MB).
+func readFile(name string) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var b strings.Builder
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		b.Grow(int(fi.Size()))
+	}
+	if _, err := io.Copy(&b, f); err != nil {
+		return "", err
+	}
+	return b.String(), nil
 }
 
 // LoadText loads one configuration from text; name stands for the file in messages.
@@ -255,6 +274,10 @@ func (l *loader) file(name, raw string) {
 		l.fail(name, p.line, "", "%s", p.msg)
 	}
 	if len(problems) > 0 {
+		return
+	}
+	if len(text) > math.MaxInt32 { // the scanner's offsets are 32 bits
+		l.fail(name, 0, "", "%d bytes: a configuration file is at most 2 GiB", len(text))
 		return
 	}
 	// The file is not parsed whole: each top-level table is parsed on its own below, and the
