@@ -241,7 +241,7 @@ type loader struct {
 	errs   []error
 	lookup func(string) (string, bool)
 	// per-output overrides, resolved against [agent] once every file is read
-	outputOverrides []outputTable
+	outputOverrides []*outputTable
 	notices         map[string]*noticeCount // alias notices by plugin and key
 	agentAt         map[string]place        // where each [agent] key was set last
 	passwords       map[string]bool         // of URLs in the files, redacted from messages
@@ -561,7 +561,7 @@ func (s *section) plugin() {
 		defer func() {
 			if ot.out != nil {
 				ot.file, ot.sc, ot.span = s.file, s.sc, t
-				s.l.outputOverrides = append(s.l.outputOverrides, *ot)
+				s.l.outputOverrides = append(s.l.outputOverrides, ot)
 			}
 		}()
 	}
@@ -718,7 +718,7 @@ func (l *loader) finish() (*Config, error) {
 		if ot.BufferFsync != "" {
 			fsync = ot.BufferFsync
 		}
-		l.checkOutput(&ot, set, fsync)
+		l.checkOutput(ot, set, fsync)
 		if fsync != "batch" {
 			d, _ := time.ParseDuration(fsync)
 			set.BufferFsync = d
