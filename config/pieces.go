@@ -50,6 +50,9 @@ type elementRun struct {
 func (s *section) planPieces(plugin any) *piecePlan {
 	t := &s.span
 	hs := s.sc.headers[t.hdr+1 : t.hdrEnd]
+	if len(hs) <= pieceSize {
+		return nil // not as many sub-tables, let alone elements of one array
+	}
 	counts := map[string]int{}
 	for _, h := range hs {
 		if key, ok := elementKey(h.path[len(t.path)+1:]); ok {
@@ -131,7 +134,8 @@ func sliceField(v reflect.Value, key string) reflect.Value {
 	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
 		return reflect.Value{}
 	}
-	var found []reflect.Value
+	var found reflect.Value
+	matches := 0
 	var walk func(v reflect.Value)
 	walk = func(v reflect.Value) {
 		t := v.Type()
@@ -150,18 +154,18 @@ func sliceField(v reflect.Value, key string) reflect.Value {
 				name = f.Name
 			}
 			if strings.EqualFold(name, key) {
-				found = append(found, v.Field(i))
-				if name != key || !f.IsExported() || f.Type.Kind() != reflect.Slice {
-					found = append(found, reflect.Value{}) // not this one
+				matches++
+				if name == key && f.IsExported() && f.Type.Kind() == reflect.Slice {
+					found = v.Field(i)
 				}
 			}
 		}
 	}
 	walk(v.Elem())
-	if len(found) != 1 {
+	if matches != 1 {
 		return reflect.Value{}
 	}
-	return found[0]
+	return found
 }
 
 // headText returns the section's text without the lines of the plan's elements. (Its line
