@@ -3,7 +3,6 @@ package config
 import (
 	"bytes"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -44,47 +43,49 @@ func (s *section) applyAliases(plugin any) bool {
 	for _, a := range aliases {
 		byOld[a.Old] = a
 	}
-	// The table's own keys, in file order: the scanner lists keys by line.
-	keys := s.sc.keys[sort.Search(len(s.sc.keys), func(i int) bool { return s.sc.keys[i].line >= s.span.start }):]
+	// The table's own keys and the headers of its plain sub-tables, in file order.
 	set := map[string]int{} // key → line
-	var own []position
-	for _, k := range keys {
-		if k.line >= s.span.end {
-			break
+	var own []keyPos
+	for _, k := range s.sc.keysOf(s.span.hdr) {
+		if !strings.ContainsAny(k.key, ".[") {
+			set[k.key] = int(k.line)
+			own = append(own, k)
 		}
-		if rel, found := strings.CutPrefix(k.path, s.span.path+"."); found && !strings.ContainsAny(rel, ".[") {
-			set[rel] = k.line
-			own = append(own, position{rel, k.line})
+	}
+	for _, h := range s.sc.headers[s.span.hdr+1 : s.span.hdrEnd] {
+		if rel := h.path[len(s.span.path)+1:]; !strings.ContainsAny(rel, ".[") {
+			set[rel] = int(h.line)
+			own = append(own, keyPos{key: rel, line: h.line})
 		}
 	}
 	var lines []string
 	ok := true
 	for _, k := range own {
-		a, found := byOld[k.path]
+		a, found := byOld[k.key]
 		if !found {
 			continue
 		}
 		if newLine, dup := set[a.New]; dup {
-			s.l.fail(s.file, k.line, s.label, "%s: Telegraf's name of %s, which is set too (line %d): keep one", k.path, a.New, newLine)
+			s.l.fail(s.file, int(k.line), s.label, "%s: Telegraf's name of %s, which is set too (line %d): keep one", k.key, a.New, newLine)
 			ok = false
 			continue
 		}
 		if lines == nil {
 			lines = strings.Split(s.text, "\n")
 		}
-		i := k.line - 1 - s.offset
+		i := int(k.line) - 1 - s.offset
 		text, err := rewriteAlias(lines[i], a)
 		if err != nil {
-			s.l.fail(s.file, k.line, s.label, "%s: %v", k.path, err)
+			s.l.fail(s.file, int(k.line), s.label, "%s: %v", k.key, err)
 			ok = false
 			continue
 		}
 		lines[i] = text
-		msg := fmt.Sprintf("%s:%d: %s: %s is Telegraf's name; tagpipe's is %s", s.file, k.line, s.label, k.path, a.New)
+		msg := fmt.Sprintf("%s:%d: %s: %s is Telegraf's name; tagpipe's is %s", s.file, k.line, s.label, k.key, a.New)
 		if a.Convert != nil {
 			msg += " (read as " + strings.TrimSpace(text) + ")"
 		}
-		s.l.notice(msg, s.span.kind+"."+s.span.name+"."+k.path)
+		s.l.notice(msg, s.span.kind+"."+s.span.name+"."+k.key)
 	}
 	if lines != nil {
 		s.text = strings.Join(lines, "\n")

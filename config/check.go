@@ -116,7 +116,7 @@ func (l *loader) checkOutput(ot *outputTable, set models.OutputSettings, fsync s
 		}
 		for _, k := range chk.keys {
 			if ot.set[k] {
-				l.errs = append(l.errs, &Error{File: ot.file, Line: ot.sc.lookupIn(ot.span.path, k), Plugin: label, Msg: chk.keys[0] + ": " + chk.msg})
+				l.errs = append(l.errs, &Error{File: ot.file, Line: ot.sc.lookupIn(&ot.span, k), Plugin: label, Msg: chk.keys[0] + ": " + chk.msg})
 				break
 			}
 		}

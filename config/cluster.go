@@ -128,7 +128,7 @@ func (s *section) cluster() {
 		var ke keyedError
 		line := s.span.start
 		if errors.As(err, &ke) {
-			if kl := s.sc.lookupIn(s.span.path, ke.ConfigKey()); kl > 0 {
+			if kl := s.sc.lookupIn(&s.span, ke.ConfigKey()); kl > 0 {
 				line = kl
 			}
 		}

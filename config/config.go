@@ -8,7 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -201,13 +203,30 @@ func Load(opts Options) (*Config, error) {
 	}
 	l := newLoader(opts.Lookup)
 	for _, f := range files {
-		text, err := os.ReadFile(f)
+		text, err := readFile(f)
 		if err != nil {
 			return nil, err
 		}
-		l.file(f, string(text))
+		l.file(f, text)
 	}
 	return l.finish()
+}
+
+// readFile reads a file into a string without a copy of it in bytes (a plant's file is 11 MB).
+func readFile(name string) (string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var b strings.Builder
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		b.Grow(int(fi.Size()))
+	}
+	if _, err := io.Copy(&b, f); err != nil {
+		return "", err
+	}
+	return b.String(), nil
 }
 
 // LoadText loads one configuration from text; name stands for the file in messages.
@@ -222,7 +241,7 @@ type loader struct {
 	errs   []error
 	lookup func(string) (string, bool)
 	// per-output overrides, resolved against [agent] once every file is read
-	outputOverrides []outputTable
+	outputOverrides []*outputTable
 	notices         map[string]*noticeCount // alias notices by plugin and key
 	agentAt         map[string]place        // where each [agent] key was set last
 	passwords       map[string]bool         // of URLs in the files, redacted from messages
@@ -257,6 +276,10 @@ func (l *loader) file(name, raw string) {
 	if len(problems) > 0 {
 		return
 	}
+	if len(text) > math.MaxInt32 { // the scanner's offsets are 32 bits
+		l.fail(name, 0, "", "%d bytes: a configuration file is at most 2 GiB", len(text))
+		return
+	}
 	// The file is not parsed whole: each top-level table is parsed on its own below, and the
 	// text above the first one here. Refused first: nesting whose parse would cost the square
 	// of its depth.
@@ -266,20 +289,19 @@ func (l *loader) file(name, raw string) {
 	}
 	textPasswords(text, l.passwords)
 	sc := scanTOML(text)
-	lines := newLineIndex(text)
-	preamble := lines.count()
+	preamble := text
 	if len(sc.tables) > 0 {
-		preamble = sc.tables[0].start - 1
+		preamble = text[:max(sc.tables[0].startOff-1, 0)]
 	}
-	if _, err := toml.Decode(lines.text(1, preamble+1), &map[string]any{}); err != nil {
+	if _, err := toml.Decode(preamble, &map[string]any{}); err != nil {
 		line, _, msg := splitTOMLError(err)
 		l.fail(name, line, "", "%s", msg)
 		return
 	}
 	// Keys above the first table belong to no section.
-	for _, k := range sc.keys {
-		if !strings.ContainsAny(k.path, ".[") && (len(sc.tables) == 0 || k.line < sc.tables[0].start) {
-			l.fail(name, k.line, "", "%s: a key outside any table (put it under [agent] or a plugin)", k.path)
+	for _, k := range sc.rootKeys() {
+		if !strings.ContainsAny(k.key, ".[") {
+			l.fail(name, int(k.line), "", "%s: a key outside any table (put it under [agent] or a plugin)", k.key)
 		}
 	}
 	tableAt := make(map[string]int, len(sc.tables)) // top-level tables so far by path: their line
@@ -297,8 +319,7 @@ func (l *loader) file(name, raw string) {
 			continue
 		}
 		tableAt[t.path] = t.start
-		snippet := lines.text(t.start, t.end)
-		s := section{l: l, file: name, span: t, sc: sc, text: snippet, offset: t.start - 1, lines: lines}
+		s := section{l: l, file: name, span: t, sc: sc, text: text[t.startOff : t.endOff-1], offset: t.start - 1, all: text}
 		switch t.kind {
 		case "agent":
 			s.decodeTable("agent", &l.cfg.Agent)
@@ -333,49 +354,20 @@ type section struct {
 	text   string
 	offset int // lines before the snippet
 	label  string
-	lines  lineIndex // of the file
-}
-
-// lineIndex finds the lines of a text without copying them.
-type lineIndex struct {
-	all   string
-	start []int // byte offset of each line, and len(all)+1 after the last
-}
-
-func newLineIndex(text string) lineIndex {
-	x := lineIndex{all: text, start: make([]int, 1, strings.Count(text, "\n")+2)}
-	for i := 0; i < len(text); i++ {
-		if text[i] == '\n' {
-			x.start = append(x.start, i+1)
-		}
-	}
-	x.start = append(x.start, len(text)+1)
-	return x
-}
-
-// count is the number of lines.
-func (x lineIndex) count() int { return len(x.start) - 1 }
-
-// text returns lines from to before to (1-based), without the last line feed.
-func (x lineIndex) text(from, to int) string {
-	if to <= from {
-		return ""
-	}
-	return x.all[x.start[from-1] : x.start[to-1]-1]
+	all    string // the file's text
 }
 
 // ownString returns the string value of key in the table itself (not a sub-table) when it is
 // written on one line; else "".
 func (s *section) ownString(key string) string {
-	want := s.span.path + "." + key
-	keys := s.sc.keys[sort.Search(len(s.sc.keys), func(i int) bool { return s.sc.keys[i].line >= s.span.start }):]
-	for _, k := range keys {
-		if k.line >= s.span.end {
-			break
-		}
-		if k.path == want {
+	for _, k := range s.sc.keysOf(s.span.hdr) {
+		if k.key == key {
+			line := s.all[k.off:]
+			if end := strings.IndexByte(line, '\n'); end >= 0 {
+				line = line[:end]
+			}
 			var m map[string]any
-			toml.Decode(s.lines.text(k.line, k.line+1), &m)
+			toml.Decode(line, &m)
 			v, _ := m[key].(string)
 			return v
 		}
@@ -406,7 +398,7 @@ func (s *section) keyErr(err error, prefix string) {
 	}
 	rel := strings.TrimPrefix(strings.TrimPrefix(key, prefix), ".")
 	if rel != "" {
-		if l := s.sc.lookupIn(s.span.path, rel); l > 0 {
+		if l := s.sc.lookupIn(&s.span, rel); l > 0 {
 			line = l
 		}
 		msg = rel + ": " + msg
@@ -437,7 +429,7 @@ func (s *section) unknownKeys(md toml.MetaData, prefix string, plugin any) bool 
 		}
 	}
 	for _, rel := range keys {
-		line := s.sc.lookupIn(s.span.path, rel)
+		line := s.sc.lookupIn(&s.span, rel)
 		if line == 0 {
 			line = s.span.start
 		}
@@ -459,7 +451,7 @@ func (s *section) decodeTable(name string, v any) bool {
 	reflect.ValueOf(v).Elem().Set(mergeStruct(reflect.ValueOf(v).Elem(), holder.Elem().Field(0), md, name))
 	if name == "agent" {
 		for key := range definedKeys(md, name) {
-			s.l.agentAt[key] = place{s.file, s.sc.lookupIn(s.span.path, key)}
+			s.l.agentAt[key] = place{s.file, s.sc.lookupIn(&s.span, key)}
 		}
 	}
 	return s.unknownKeys(md, name, nil)
@@ -544,13 +536,6 @@ func (s *section) plugin() {
 	if !s.applyAliases(plugin) {
 		return
 	}
-	var holder map[string]map[string][]toml.Primitive
-	md, err := toml.Decode(s.text, &holder)
-	if err != nil {
-		s.keyErr(err, prefix)
-		return
-	}
-	prim := holder[kind][name][0]
 	cfg := &models.PluginConfig{Name: name, Source: fmt.Sprintf("%s:%d", s.file, t.start)}
 	var common *commonTable
 	var generic any
@@ -560,7 +545,7 @@ func (s *section) plugin() {
 		generic, common = it, &it.commonTable
 		defer func() {
 			if it.Interval > 0 && it.Interval < Duration(MinInterval) {
-				s.l.fail(s.file, s.sc.lookupIn(t.path, "interval"), s.label, "interval: %s is less than %s, the shortest interval", it.Interval, Duration(MinInterval))
+				s.l.fail(s.file, s.sc.lookupIn(&s.span, "interval"), s.label, "interval: %s is less than %s, the shortest interval", it.Interval, Duration(MinInterval))
 			}
 			cfg.Interval = time.Duration(it.Interval)
 			cfg.NamePrefix, cfg.NameSuffix, cfg.NameOverride = it.NamePrefix, it.NameSuffix, it.NameOverride
@@ -576,13 +561,36 @@ func (s *section) plugin() {
 		defer func() {
 			if ot.out != nil {
 				ot.file, ot.sc, ot.span = s.file, s.sc, t
-				s.l.outputOverrides = append(s.l.outputOverrides, *ot)
+				s.l.outputOverrides = append(s.l.outputOverrides, ot)
 			}
 		}()
 	}
-	if err := md.PrimitiveDecode(prim, generic); err != nil {
-		s.keyErr(err, prefix)
-		return
+	// A large array of tables is read in pieces (pieces.go); the identity of an output without
+	// an alias hashes its whole table, which is therefore read whole.
+	var md toml.MetaData
+	var prim toml.Primitive
+	inPieces := false
+	if p := s.planPieces(plugin); p != nil {
+		md, inPieces = s.decodePieces(p, plugin, generic)
+		if !inPieces || kind == "outputs" && common.Alias == "" {
+			inPieces = false
+			plugin = newPlugin(kind, name)
+			reflect.ValueOf(generic).Elem().SetZero()
+		}
+	}
+	if !inPieces {
+		var holder map[string]map[string][]toml.Primitive
+		var err error
+		md, err = toml.Decode(s.text, &holder)
+		if err != nil {
+			s.keyErr(err, prefix)
+			return
+		}
+		prim = holder[kind][name][0]
+		if err := md.PrimitiveDecode(prim, generic); err != nil {
+			s.keyErr(err, prefix)
+			return
+		}
 	}
 	cfg.Alias = common.Alias
 	cfg.Filter = common.Filter
@@ -595,12 +603,14 @@ func (s *section) plugin() {
 		s.l.fail(s.file, t.start, "", "[[%s]]: unknown plugin %q (known: %s)", prefix, name, strings.Join(knownNames(kind), ", "))
 		return
 	}
-	if err := md.PrimitiveDecode(prim, plugin); err != nil {
-		s.keyErr(err, prefix)
-		return
-	}
-	if !s.unknownKeys(md, prefix, plugin) {
-		return
+	if !inPieces {
+		if err := md.PrimitiveDecode(prim, plugin); err != nil {
+			s.keyErr(err, prefix)
+			return
+		}
+		if !s.unknownKeys(md, prefix, plugin) {
+			return
+		}
 	}
 	var identity string
 	if kind == "outputs" {
@@ -618,7 +628,7 @@ func (s *section) plugin() {
 	}
 	// The parse is done with: what Init builds of a large table (100,000 devices) need not
 	// share the memory with it.
-	md, holder, prim, s.text = toml.MetaData{}, nil, toml.Primitive{}, ""
+	md, prim, s.text = toml.MetaData{}, toml.Primitive{}, ""
 	log := logging.Plugin(kind, name, cfg.Alias)
 	setLogger(plugin, log)
 	if in, ok := plugin.(models.Initializer); ok {
@@ -653,7 +663,7 @@ func (s *section) placed(err error) *Error {
 	line := 0
 	var ke keyedError
 	if errors.As(err, &ke) {
-		line = s.sc.lookupIn(s.span.path, ke.ConfigKey())
+		line = s.sc.lookupIn(&s.span, ke.ConfigKey())
 	}
 	if line == 0 {
 		line = s.span.start
@@ -708,7 +718,7 @@ func (l *loader) finish() (*Config, error) {
 		if ot.BufferFsync != "" {
 			fsync = ot.BufferFsync
 		}
-		l.checkOutput(&ot, set, fsync)
+		l.checkOutput(ot, set, fsync)
 		if fsync != "batch" {
 			d, _ := time.ParseDuration(fsync)
 			set.BufferFsync = d

@@ -6,10 +6,19 @@ package config
 // that report on a configuration (tagpipe import) name places with it.
 func KeyLines(text string) map[string]int {
 	sc := scanTOML(text)
-	m := make(map[string]int, len(sc.keys))
-	for _, k := range sc.keys {
-		if _, ok := m[k.path]; !ok {
-			m[k.path] = k.line
+	m := make(map[string]int, len(sc.headers)+len(sc.keys))
+	add := func(path string, line int32) {
+		if _, ok := m[path]; !ok {
+			m[path] = int(line)
+		}
+	}
+	for _, k := range sc.rootKeys() {
+		add(k.key, k.line)
+	}
+	for h, hd := range sc.headers {
+		add(hd.path, hd.line)
+		for _, k := range sc.keysOf(h) {
+			add(hd.path+"."+k.key, k.line)
 		}
 	}
 	return m

@@ -72,8 +72,10 @@ func tokens(text string) iter.Seq[token] {
 				}
 			default:
 				t.kind = tokBare
-				for end < len(text) && !strings.ContainsRune("\n#\"'", rune(text[end])) {
-					end++
+				if j := strings.IndexAny(text[end:], "\n#\"'"); j >= 0 {
+					end += j
+				} else {
+					end = len(text)
 				}
 			}
 			t.raw = text[i:end]

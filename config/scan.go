@@ -7,13 +7,30 @@ import (
 
 // The TOML library (BurntSushi/toml) keeps key positions private and per key string, so two
 // [[inputs.modbus]] tables cannot be told apart by it. This scanner walks the text once and
-// records, for every table header and key, its path with array indices
-// ("inputs.modbus[1].device[3].slave_id") and its line. It only needs to find headers and keys:
-// values are skipped (strings, multi-line strings, arrays and inline tables spanning lines).
+// records every table header with its path with array indices ("inputs.modbus[1].device[3]")
+// and its line, and below each header its keys ("slave_id") with their lines. It only needs
+// to find headers and keys: values are skipped (strings, multi-line strings, arrays and inline
+// tables spanning lines).
+//
+// It is compact because a plant's file is large: 100,000 devices are 100,000 headers and
+// 300,000 keys. A key is a piece of the text (no copy when it is written bare) and the number
+// of its header; the maps that lookups use are built per top-level table, on its first lookup,
+// from those pieces.
 
-type position struct {
-	path string // with indices
-	line int
+// header is a table header.
+type header struct {
+	path  string // with indices: "inputs.modbus[1].device[3]"
+	line  int32
+	off   int32 // byte offset of its line
+	first int32 // its keys are keys[first:] up to the next header's first
+}
+
+// keyPos is a key below a header (or above every header): its dotted path below that header,
+// quotes removed ("slave_id", "tags.line"), its line and the offset of its line in the text.
+type keyPos struct {
+	key  string
+	line int32
+	off  int32
 }
 
 type tableSpan struct {
@@ -23,22 +40,113 @@ type tableSpan struct {
 	index int    // index among [[kind.name]] tables of this file
 	start int    // header line
 	end   int    // first line after the table and its sub-tables
+	// byte offsets in the text of the lines start and end (end: len(text)+1 when the table
+	// runs to the end of the text)
+	startOff, endOff int
+	hdr, hdrEnd      int // its headers: headers[hdr:hdrEnd], its own first
+	n                int // its index in scanResult.tables
 }
 
 type scanResult struct {
-	keys   []position
-	tables []tableSpan // top-level tables in order
-	// built by index on the first lookup
-	exact   map[string]int // path with indices → first line
-	byTable map[string]int // top-level table path + "\x00" + key path without indices → first line
+	headers []header
+	keys    []keyPos
+	tables  []tableSpan // top-level tables in order
+	index   []*tableIndex
 }
 
-// lookup returns the line of path, or of its longest known prefix; 0 when nothing matches.
-func (r *scanResult) lookup(path string) int {
-	r.index()
+// tableIndex makes a lookup in one top-level table cost the length of its path, not the number
+// of its keys (a file of 100,000 tables, each with a mistake, was quadratic). Its maps hold
+// pieces of the text and header paths the scan made: building it allocates no strings for
+// keys written bare.
+type tableIndex struct {
+	headers  map[string]int32   // header path → its first header
+	exact    map[exactKey]int32 // (first header of the path, key) → first line
+	stripped map[strippedKey]int32
+}
+
+type exactKey struct {
+	h   int32
+	key string
+}
+
+// strippedKey is a path below the table without indices, cut in two: the header's part
+// ("device", "" for the table's own keys) and the key's ("slave_id", "" for the header itself).
+type strippedKey struct{ hdr, key string }
+
+// keysOf returns the keys below header h.
+func (r *scanResult) keysOf(h int) []keyPos {
+	end := len(r.keys)
+	if h+1 < len(r.headers) {
+		end = int(r.headers[h+1].first)
+	}
+	return r.keys[r.headers[h].first:end]
+}
+
+// rootKeys returns the keys above the first header.
+func (r *scanResult) rootKeys() []keyPos {
+	if len(r.headers) == 0 {
+		return r.keys
+	}
+	return r.keys[:r.headers[0].first]
+}
+
+func (r *scanResult) tableIndex(t *tableSpan) *tableIndex {
+	if r.index == nil {
+		r.index = make([]*tableIndex, len(r.tables))
+	}
+	if x := r.index[t.n]; x != nil {
+		return x
+	}
+	x := &tableIndex{headers: map[string]int32{}, exact: map[exactKey]int32{}, stripped: map[strippedKey]int32{}}
+	first := func(m map[strippedKey]int32, k strippedKey, line int32) {
+		if _, ok := m[k]; !ok {
+			m[k] = line
+		}
+	}
+	for h := t.hdr; h < t.hdrEnd; h++ {
+		hd := &r.headers[h]
+		c, ok := x.headers[hd.path]
+		if !ok {
+			c = int32(h)
+			x.headers[hd.path] = c
+		}
+		rel := ""
+		if h > t.hdr {
+			rel = stripIndices(hd.path[len(t.path)+1:])
+			first(x.stripped, strippedKey{rel, ""}, hd.line)
+		}
+		for _, k := range r.keysOf(h) {
+			if _, ok := x.exact[exactKey{c, k.key}]; !ok {
+				x.exact[exactKey{c, k.key}] = k.line
+			}
+			first(x.stripped, strippedKey{rel, stripIndices(k.key)}, k.line)
+		}
+	}
+	r.index[t.n] = x
+	return x
+}
+
+// lookupExact returns the line of path (with indices, in table t), or of its longest known
+// prefix; 0 when nothing matches.
+func (r *scanResult) lookupExact(t *tableSpan, path string) int {
+	x := r.tableIndex(t)
 	for p := path; p != ""; {
-		if line, ok := r.exact[p]; ok {
-			return line
+		best := int32(0)
+		if h, ok := x.headers[p]; ok {
+			best = r.headers[h].line
+		}
+		for j := len(p) - 1; j > 0; j-- {
+			if p[j] != '.' {
+				continue
+			}
+			if h, ok := x.headers[p[:j]]; ok {
+				if line, ok := x.exact[exactKey{h, p[j+1:]}]; ok && (best == 0 || line < best) {
+					best = line
+				}
+			}
+		}
+		if best > 0 {
+			return int(best)
 		}
 		i := strings.LastIndexAny(p, ".[")
 		if i < 0 {
@@ -49,51 +157,38 @@ func (r *scanResult) lookup(path string) int {
 	return 0
 }
 
-// lookupIn finds key (a path without indices below prefix, like "device.slave_id", or with them)
-// inside the table at prefix: the first line where it occurs.
-func (r *scanResult) lookupIn(prefix, key string) int {
-	if line := r.lookup(prefix + "." + key); line > 0 && strings.Contains(key, "[") {
-		return line
+// lookupStripped returns the first line in table t of key, a path below it without indices
+// ("device.slave_id"); 0 when there is none.
+func (r *scanResult) lookupStripped(t *tableSpan, key string) int {
+	x := r.tableIndex(t)
+	best, ok := x.stripped[strippedKey{"", key}]
+	if line, found := x.stripped[strippedKey{key, ""}]; found && (!ok || line < best) {
+		best, ok = line, true
 	}
-	if line, ok := r.byTable[prefix+"\x00"+stripIndices(key)]; ok {
-		return line
-	}
-	return r.lookup(prefix + "." + key)
-}
-
-// index builds, once, the maps that make every lookup cost the length of its path, not the
-// number of keys (a file of 100,000 tables, each with a mistake, was quadratic).
-func (r *scanResult) index() {
-	if r.exact != nil {
-		return
-	}
-	r.exact = make(map[string]int, len(r.keys))
-	r.byTable = make(map[string]int, len(r.keys))
-	for _, k := range r.keys {
-		if _, ok := r.exact[k.path]; !ok {
-			r.exact[k.path] = k.line
-		}
-	}
-	// Below each top-level table: the keys by their path without indices.
-	t := 0
-	for _, k := range r.keys {
-		for t < len(r.tables) && k.line >= r.tables[t].end {
-			t++
-		}
-		if t == len(r.tables) {
-			break
-		}
-		span := r.tables[t]
-		if k.line < span.start {
+	for j := len(key) - 1; j > 0; j-- {
+		if key[j] != '.' {
 			continue
 		}
-		if rel, ok := strings.CutPrefix(k.path, span.path+"."); ok {
-			id := span.path + "\x00" + stripIndices(rel)
-			if _, ok := r.byTable[id]; !ok {
-				r.byTable[id] = k.line
-			}
+		if line, found := x.stripped[strippedKey{key[:j], key[j+1:]}]; found && (!ok || line < best) {
+			best, ok = line, true
 		}
 	}
+	return int(best)
+}
+
+// lookupIn finds key (a path below table t without indices, like "device.slave_id", or with
+// them) inside the table: the first line where it occurs.
+func (r *scanResult) lookupIn(t *tableSpan, key string) int {
+	full := t.path + "." + key
+	if strings.Contains(key, "[") {
+		if line := r.lookupExact(t, full); line > 0 {
+			return line
+		}
+	}
+	if line := r.lookupStripped(t, stripIndices(key)); line > 0 {
+		return line
+	}
+	return r.lookupExact(t, full)
 }
 
 func stripIndices(p string) string {
@@ -115,17 +210,36 @@ func stripIndices(p string) string {
 	return b.String()
 }
 
-func scanTOML(text string) *scanResult {
-	r := &scanResult{}
-	arrayIdx := map[string]int{} // resolved array-table path (no own index) -> current index
-	current := ""                // resolved path of the current table
-	var top *tableSpan
-	pluginCount := map[string]int{}
+// scanner is scanTOML's state.
+type scanner struct {
+	r *scanResult
+	// resolved array-table paths (no own index) → their current index, and the array tables
+	// first seen in the current element of each (forgotten when the next element starts)
+	arrayIdx map[string]int
+	under    map[string][]string
+	count    map[string]int // [[kind.name]] tables so far
+	segs     []string
+	buf      []byte
+}
 
-	lines := strings.Split(text, "\n")
+func scanTOML(text string) *scanResult {
+	// The slices are made about the size they end: grown by appending, a large one costs five
+	// times its size in copies.
+	headers, keys := estimate(text)
+	r := &scanResult{headers: make([]header, 0, headers), keys: make([]keyPos, 0, keys)}
+	s := &scanner{r: r, arrayIdx: map[string]int{}, under: map[string][]string{}, count: map[string]int{}}
+	var top *tableSpan
 	var cont valueScanner // state of a value spanning lines
-	for i, raw := range lines {
-		lineNo := i + 1
+	lineNo := 0
+	for off := 0; off <= len(text); {
+		lineNo++
+		raw := text[off:]
+		next := len(text) + 1
+		if i := strings.IndexByte(raw, '\n'); i >= 0 {
+			raw, next = raw[:i], off+i+1
+		}
+		lineOff := off
+		off = next
 		if cont.open() {
 			cont.feed(raw)
 			continue
@@ -136,45 +250,18 @@ func scanTOML(text string) *scanResult {
 		}
 		if line[0] == '[' {
 			isArray := strings.HasPrefix(line, "[[")
-			name := headerName(line, isArray)
-			segs := splitKey(name)
-			resolved := ""
-			for j, s := range segs {
-				if j > 0 {
-					resolved += "."
-				}
-				resolved += s
-				if j < len(segs)-1 {
-					if idx, ok := arrayIdx[resolved]; ok {
-						resolved += "[" + strconv.Itoa(idx) + "]"
-					}
-				}
-			}
-			if isArray {
-				idx := 0
-				if prev, ok := arrayIdx[resolved]; ok {
-					idx = prev + 1
-				}
-				arrayIdx[resolved] = idx
-				// Forget indices of sub-arrays of the previous element.
-				for k := range arrayIdx {
-					if strings.HasPrefix(k, resolved+"[") {
-						delete(arrayIdx, k)
-					}
-				}
-				resolved += "[" + strconv.Itoa(idx) + "]"
-			}
-			current = resolved
-			r.keys = append(r.keys, position{resolved, lineNo})
-			if top == nil || !strings.HasPrefix(resolved, top.path+".") {
+			resolved, segs := s.header(headerName(line, isArray), isArray)
+			r.headers = append(r.headers, header{path: resolved, line: int32(lineNo), off: int32(lineOff), first: int32(len(r.keys))})
+			if top == nil || !hasPathPrefix(resolved, top.path) {
 				if top != nil {
-					top.end = lineNo
+					top.end, top.endOff, top.hdrEnd = lineNo, lineOff, len(r.headers)-1
 				}
-				span := tableSpan{path: resolved, kind: segs[0], start: lineNo}
-				if len(segs) >= 2 && isArray && len(segs) == 2 {
+				span := tableSpan{path: resolved, kind: segs[0], start: lineNo, startOff: lineOff, hdr: len(r.headers) - 1, n: len(r.tables)}
+				if isArray && len(segs) == 2 {
+					id := segs[0] + "." + segs[1]
 					span.name = segs[1]
-					span.index = pluginCount[segs[0]+"."+segs[1]]
-					pluginCount[segs[0]+"."+segs[1]]++
+					span.index = s.count[id]
+					s.count[id]++
 				}
 				r.tables = append(r.tables, span)
 				top = &r.tables[len(r.tables)-1]
@@ -185,19 +272,129 @@ func scanTOML(text string) *scanResult {
 		if eq < 0 {
 			continue
 		}
-		key := strings.Join(splitKey(strings.TrimSpace(line[:eq])), ".")
-		path := key
-		if current != "" {
-			path = current + "." + key
-		}
-		r.keys = append(r.keys, position{path, lineNo})
+		r.keys = append(r.keys, keyPos{key: normalKey(strings.TrimSpace(line[:eq])), line: int32(lineNo), off: int32(lineOff)})
 		cont = valueScanner{}
 		cont.feed(line[eq+1:])
 	}
 	if top != nil {
-		top.end = len(lines) + 1
+		top.end, top.endOff, top.hdrEnd = lineNo+1, len(text)+1, len(r.headers)
 	}
 	return r
+}
+
+// estimate returns about how many headers and keys text has, never more than it has lines (a
+// line holds at most one): the lines that start with '[' and those with '='.
+func estimate(text string) (headers, keys int) {
+	for off := 0; off < len(text); {
+		line := text[off:]
+		if i := strings.IndexByte(line, '\n'); i >= 0 {
+			line = line[:i]
+		}
+		off += len(line) + 1
+		if strings.IndexByte(line, '=') >= 0 {
+			keys++
+		} else if t := strings.TrimLeft(line, " \t"); t != "" && t[0] == '[' {
+			headers++
+		}
+	}
+	return headers, keys
+}
+
+// header resolves a header's name (without brackets) to its path with the indices of the
+// array tables it lies in, and counts it when it is an array table itself. It returns the path
+// and the name's segments (valid until the next call).
+func (s *scanner) header(name string, isArray bool) (string, []string) {
+	if bareKey(name) {
+		s.segs = s.segs[:0]
+		for {
+			i := strings.IndexByte(name, '.')
+			if i < 0 {
+				s.segs = append(s.segs, name)
+				break
+			}
+			s.segs = append(s.segs, name[:i])
+			name = name[i+1:]
+		}
+	} else {
+		s.segs = splitKey(name)
+	}
+	b := s.buf[:0]
+	for j, seg := range s.segs {
+		if j > 0 {
+			b = append(b, '.')
+		}
+		b = append(b, seg...)
+		if j < len(s.segs)-1 {
+			if idx, ok := s.arrayIdx[string(b)]; ok {
+				b = strconv.AppendInt(append(b, '['), int64(idx), 10)
+				b = append(b, ']')
+			}
+		}
+	}
+	if isArray {
+		array := string(b)
+		idx, seen := s.arrayIdx[array]
+		if seen {
+			idx++
+			s.forget(array)
+		} else if parent := parentArray(array); parent != "" {
+			s.under[parent] = append(s.under[parent], array)
+		}
+		s.arrayIdx[array] = idx
+		b = strconv.AppendInt(append(b, '['), int64(idx), 10)
+		b = append(b, ']')
+	}
+	s.buf = b
+	return string(b), s.segs
+}
+
+// forget drops the indices of the array tables in the current element of array (and in
+// theirs): the next element starts them afresh.
+func (s *scanner) forget(array string) {
+	for _, sub := range s.under[array] {
+		s.forget(sub)
+		delete(s.arrayIdx, sub)
+	}
+	delete(s.under, array)
+}
+
+// parentArray returns the array table whose element the path lies in ("a[1].b[0].c" →
+// "a[1].b"), or "".
+func parentArray(path string) string {
+	i := strings.LastIndexByte(path, ']')
+	if i < 0 {
+		return ""
+	}
+	j := strings.LastIndexByte(path[:i], '[')
+	if j < 0 {
+		return "" // a ']' of a quoted key
+	}
+	return path[:j]
+}
+
+// hasPathPrefix reports whether path lies below prefix ("a.b.c" below "a.b").
+func hasPathPrefix(path, prefix string) bool {
+	return len(path) > len(prefix) && path[len(prefix)] == '.' && strings.HasPrefix(path, prefix)
+}
+
+// bareKey reports whether a key is written bare (letters, digits, '_', '-' and dots without
+// spaces): its normal form is itself.
+func bareKey(k string) bool {
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// normalKey returns a dotted key with its segments unquoted and joined by dots.
+func normalKey(k string) string {
+	if bareKey(k) {
+		return k
+	}
+	return strings.Join(splitKey(k), ".")
 }
 
 func headerName(line string, isArray bool) string {

@@ -33,8 +33,8 @@ func (m *Modbus) Init() error {
 	if err != nil {
 		return err
 	}
-	b := &builder{m: m, profiles: profiles, plans: map[planKey][]request{}, names: map[string]int{},
-		links: map[string]linkOwner{}, interned: map[deviceOptions]*deviceOptions{}}
+	b := &builder{m: m, profiles: profiles, plans: map[planKey][]request{}, names: make(map[string]int, len(m.Devices)),
+		links: make(map[linkID]linkOwner, len(m.Devices)), interned: map[deviceOptions]*deviceOptions{}, merged: map[*Options]*resolved{}}
 	m.devices = m.devices[:0]
 	for i := range m.Devices {
 		spec, err := b.compileDevice(i)
@@ -74,9 +74,11 @@ func (m *Modbus) checkPlugin() error {
 	return nil
 }
 
-// compiledProfile is a profile ready for its devices, with its index in the configuration.
+// compiledProfile is a profile ready for its devices, with its index in the configuration and
+// its key prefix ("profile[2]").
 type compiledProfile struct {
-	index int
+	index  int
+	prefix string
 	*profile
 }
 
@@ -98,7 +100,7 @@ func (m *Modbus) compileProfiles() (map[string]compiledProfile, error) {
 			return nil, err
 		}
 		m.warnings = append(m.warnings, warnings...)
-		out[p.Name] = compiledProfile{i, prof}
+		out[p.Name] = compiledProfile{i, prefix, prof}
 	}
 	return out, nil
 }
@@ -109,6 +111,9 @@ type planKey struct {
 	profile int
 	opts    planOptions
 }
+
+// linkID names a connection: a controller without its framing (scheme://addr).
+type linkID struct{ scheme, addr string }
 
 // linkOwner is the first device on a connection, whose settings the others must match.
 type linkOwner struct {
@@ -122,8 +127,9 @@ type builder struct {
 	profiles map[string]compiledProfile
 	plans    map[planKey][]request
 	names    map[string]int                   // device name → index
-	links    map[string]linkOwner             // controller → the first device on it
+	links    map[linkID]linkOwner             // controller → the first device on it
 	interned map[deviceOptions]*deviceOptions // devices with equal options share one copy
+	merged   map[*Options]*resolved           // by profile: the options of a device that sets none
 	usesTLS  bool
 }
 
@@ -151,13 +157,14 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 	if !ok {
 		return nil, config.KeyErrorf(prefix+".profile", "%q: no such profile (have: %s)", d.Profile, strings.Join(m.profileNames(), ", "))
 	}
-	o, c, backups, err := m.resolve(d, prefix, &m.Profiles[prof.index], "profile["+strconv.Itoa(prof.index)+"]")
+	o, c, backups, err := m.resolveMerged(d, prefix, &m.Profiles[prof.index], prof.prefix, b.merged)
 	if err != nil {
 		return nil, err
 	}
 	opts := b.interned[o]
 	if opts == nil {
-		opts = &o
+		opts = new(deviceOptions) // a copy: o itself stays off the heap
+		*opts = o
 		b.interned[o] = opts
 	}
 	for fi := range prof.fields {
@@ -193,16 +200,20 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 func (b *builder) claimLinks(spec *deviceSpec, i int) error {
 	m, d := b.m, &b.m.Devices[i]
 	prefix := "device[" + strconv.Itoa(i) + "]"
-	for j, c := range append([]controller{spec.controller}, spec.backups...) {
-		key := prefix + ".controller"
-		if j > 0 {
-			key = fmt.Sprintf("%s.backup_controllers[%d]", prefix, j-1)
+	for j := -1; j < len(spec.backups); j++ {
+		c := spec.controller
+		if j >= 0 {
+			c = spec.backups[j]
 		}
-		owner, ok := b.links[c.String()]
+		owner, ok := b.links[linkID{c.scheme, c.addr}]
 		if !ok {
-			b.links[c.String()] = linkOwner{spec, c}
+			b.links[linkID{c.scheme, c.addr}] = linkOwner{spec, c}
 			b.usesTLS = b.usesTLS || c.scheme == "tls"
 			continue
+		}
+		key := prefix + ".controller"
+		if j >= 0 {
+			key = fmt.Sprintf("%s.backup_controllers[%d]", prefix, j)
 		}
 		if owner.c.framing != c.framing {
 			return config.KeyErrorf(prefix+".transmission_mode", "%s speaks %s for device %q; one connection has one framing",

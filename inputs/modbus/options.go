@@ -364,8 +364,23 @@ func d(p *config.Duration) time.Duration { return time.Duration(*p) }
 // resolve merges the device's options over its profile's, the plugin's and the built-in
 // defaults, and parses its controllers.
 func (m *Modbus) resolve(dev *Device, prefix string, prof *Profile, profPrefix string) (o deviceOptions, c0 controller, backups []controller, err error) {
+	return m.resolveMerged(dev, prefix, prof, profPrefix, nil)
+}
+
+// resolveMerged is resolve for Init's devices: a device that sets no option of its own
+// resolves as every such device of its profile does, and merged (when not nil) keeps that by
+// profile (each merge allocates about 1 KB: 100 MB for 100,000 devices).
+func (m *Modbus) resolveMerged(dev *Device, prefix string, prof *Profile, profPrefix string, merged map[*Options]*resolved) (o deviceOptions, c0 controller, backups []controller, err error) {
 	lv := &levels{opts: [3]*Options{&dev.Options, &prof.Options, &m.Options}, prefixes: [3]string{prefix, profPrefix, ""}}
-	r := lv.merge()
+	var r *resolved
+	if merged != nil && dev.Options == (Options{}) {
+		if r = merged[&prof.Options]; r == nil {
+			r = lv.merge()
+			merged[&prof.Options] = r
+		}
+	} else {
+		r = lv.merge()
+	}
 	tmax := d(r.TimeoutMax)
 	tmin := min(defaultTimeoutMin, tmax)
 	if r.TimeoutMin != nil {
@@ -426,23 +441,29 @@ func (m *Modbus) resolve(dev *Device, prefix string, prof *Profile, profPrefix s
 			break
 		}
 	}
-	parse := func(url, key string) (controller, error) {
+	parse := func(url, key string, j int) (controller, error) {
 		t, err := parseController(url, mode)
 		if err != nil {
-			if strings.HasPrefix(err.Error(), "transmission_mode") {
+			switch {
+			case strings.HasPrefix(err.Error(), "transmission_mode"):
 				key = cmp.Or(modeKey, "transmission_mode")
+			case j < 0:
+				key = keyOf(prefix, "controller") // made here: most devices have no mistake
 			}
 			return t, config.KeyErrorf(key, "%v", err)
 		}
 		return t, nil
 	}
-	if c0, err = parse(dev.Controller, keyOf(prefix, "controller")); err != nil {
+	if c0, err = parse(dev.Controller, "", -1); err != nil {
 		return o, c0, nil, err
+	}
+	if len(dev.BackupControllers) == 0 {
+		return o, c0, nil, nil
 	}
 	seen := map[string]bool{c0.String(): true}
 	for j, u := range dev.BackupControllers {
 		key := fmt.Sprintf("%s.backup_controllers[%d]", prefix, j)
-		bt, err := parse(u, key)
+		bt, err := parse(u, key, j)
 		if err != nil {
 			return o, c0, nil, err
 		}
