@@ -133,8 +133,7 @@ func connectKind(err error) resilience.ErrorKind {
 func (p *poller) pollRoute(ctx context.Context, d *device, ri int, rs *resume) error {
 	r := &d.routes[ri]
 	l := r.link
-	l.acquire()
-	defer l.release()
+	defer l.release() // the buffers are taken once connected (prepare), not while dialling
 	var errs []error
 	answered, lost, exc4, start := 0, 0, false, 0
 	var first *exchanged
