@@ -20,6 +20,10 @@ type pipeline struct {
 	procs   []*models.RunningProcessor
 	outputs []*models.RunningOutput
 	done    chan struct{}
+	// direct: no processors, and every output buffers in memory, so addBatch hands an input's
+	// batch to the outputs on the input's goroutine (a disk buffer's Add writes to a file: it
+	// must not hold up an input that polls thousands of devices on one goroutine).
+	direct bool
 }
 
 const (
@@ -43,11 +47,18 @@ func putBatch(b *[]*models.Metric) {
 }
 
 func newPipeline(procs []*models.RunningProcessor, outputs []*models.RunningOutput) *pipeline {
+	direct := len(procs) == 0
+	for _, o := range outputs {
+		if _, mem := o.Buffer.(*models.MemoryBuffer); !mem {
+			direct = false
+		}
+	}
 	return &pipeline{
 		in:      make(chan *models.Metric, inCapacity),
 		procs:   procs,
 		outputs: outputs,
 		done:    make(chan struct{}),
+		direct:  direct,
 	}
 }
 
@@ -68,6 +79,14 @@ func (p *pipeline) start() {
 // one batch or more of at most maxBatch. Like a send on p.in, it must not follow close(p.in):
 // the inputs are stopped first.
 func (p *pipeline) addBatch(ms []*models.Metric) {
+	if p.direct {
+		// Nothing to run between the input and the outputs, and adding to their buffers only
+		// copies pointers: the input's goroutine adds the batch itself, and wakes no stage.
+		for _, o := range p.outputs {
+			o.AddBatch(ms)
+		}
+		return
+	}
 	for len(ms) > 0 {
 		n := min(len(ms), maxBatch)
 		b := getBatch()

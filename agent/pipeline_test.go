@@ -247,70 +247,105 @@ func TestStalledPipelineHoldsLittle(t *testing.T) {
 
 // TestPipelineBatches: an input's batches (BatchAccumulator.AddMetrics) pass the input's filter,
 // go through the processors beside its single metrics, and reach the output whole and in order,
-// a batch larger than maxBatch included; the input may reuse its slice at once.
+// a batch larger than maxBatch included; the input may reuse its slice at once. Without
+// processors and with memory buffers only, the input's goroutine adds its batches to the outputs
+// itself (direct); a disk buffer's output is still fed by the fan-out.
 func TestPipelineBatches(t *testing.T) {
-	out := &lineOut{ser: serializer.NewInflux(0)}
-	ro := models.NewRunningOutput(out, &models.PluginConfig{Name: "batches"},
-		models.OutputSettings{BatchSize: 10000, BufferLimit: 1 << 20}, nil, nil, quiet)
-	defer ro.Close()
-	procs := []*models.RunningProcessor{models.NewRunningProcessor(rename{}, &models.PluginConfig{Name: "rename"}, quiet)}
-	pipe := newPipeline(procs, []*models.RunningOutput{ro})
-	pipe.start()
-	cfg := &models.PluginConfig{Name: "batches", Filter: models.Filter{NameDrop: []string{"dropped"}}}
-	if err := cfg.Filter.Compile(); err != nil {
-		t.Fatal(err)
+	disk := func(t *testing.T) models.Buffer {
+		d, err := diskbuffer.Open(diskbuffer.Config{Dir: t.TempDir(), Limit: 1 << 30, Log: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
 	}
-	ri := models.NewRunningInput(nil, cfg, nil, 0, quiet)
-	defer ri.Close()
-	acc := ri.NewBatchAccumulator(func(m *models.Metric) { pipe.in <- m }, pipe.addBatch)
+	for _, c := range []struct {
+		name   string
+		rename bool
+		buf    func(*testing.T) models.Buffer
+		direct bool
+	}{
+		{"processor", true, nil, false},
+		{"direct", false, nil, true},
+		{"disk", false, disk, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var buf models.Buffer
+			if c.buf != nil {
+				buf = c.buf(t)
+			}
+			out := &lineOut{ser: serializer.NewInflux(0)}
+			ro := models.NewRunningOutput(out, &models.PluginConfig{Name: "batches"},
+				models.OutputSettings{BatchSize: 10000, BufferLimit: 1 << 20}, nil, buf, quiet)
+			defer ro.Close()
+			var procs []*models.RunningProcessor
+			if c.rename {
+				procs = append(procs, models.NewRunningProcessor(rename{}, &models.PluginConfig{Name: "rename"}, quiet))
+			}
+			pipe := newPipeline(procs, []*models.RunningOutput{ro})
+			if pipe.direct != c.direct {
+				t.Fatalf("direct %v, want %v", pipe.direct, c.direct)
+			}
+			pipe.start()
+			cfg := &models.PluginConfig{Name: "batches", Filter: models.Filter{NameDrop: []string{"dropped"}}}
+			if err := cfg.Filter.Compile(); err != nil {
+				t.Fatal(err)
+			}
+			ri := models.NewRunningInput(nil, cfg, nil, 0, quiet)
+			defer ri.Close()
+			acc := ri.NewBatchAccumulator(func(m *models.Metric) { pipe.in <- m }, pipe.addBatch)
 
-	now := time.Now()
-	metric := func(name string, i int) *models.Metric {
-		m := models.NewMetric(name, nil, 1, now)
-		m.Fields = append(m.Fields, models.Int("f9", int64(i)))
-		return m
-	}
-	acc.AddMetric(metric("single", -1))
-	ms := make([]*models.Metric, 0, 2*maxBatch+100)
-	for i := range cap(ms) {
-		name := "kept"
-		if i%10 == 3 {
-			name = "dropped"
-		}
-		ms = append(ms, metric(name, i))
-	}
-	acc.AddMetrics(ms)
-	clear(ms) // the input's to reuse
-	close(pipe.in)
-	<-pipe.done
-	if err := ro.Flush(context.Background(), true); err != nil {
-		t.Fatal(err)
-	}
+			now := time.Now()
+			metric := func(name string, i int) *models.Metric {
+				m := models.NewMetric(name, nil, 1, now)
+				m.Fields = append(m.Fields, models.Int("f9", int64(i)))
+				return m
+			}
+			acc.AddMetric(metric("single", -1))
+			ms := make([]*models.Metric, 0, 2*maxBatch+100)
+			for i := range cap(ms) {
+				name := "kept"
+				if i%10 == 3 {
+					name = "dropped"
+				}
+				ms = append(ms, metric(name, i))
+			}
+			acc.AddMetrics(ms)
+			clear(ms) // the input's to reuse
+			close(pipe.in)
+			<-pipe.done
+			if err := ro.Flush(context.Background(), true); err != nil {
+				t.Fatal(err)
+			}
 
-	var kept []string
-	for i := range 2*maxBatch + 100 {
-		if i%10 != 3 {
-			kept = append(kept, fmt.Sprintf("kept status=%di", i))
-		}
-	}
-	lines := strings.Split(strings.TrimSpace(string(out.buf)), "\n")
-	var got []string
-	singles := 0
-	for _, l := range lines {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			t.Fatalf("line %q", l)
-		}
-		if f[0] == "single" {
-			singles++
-			continue
-		}
-		got = append(got, f[0]+" "+f[1])
-	}
-	if singles != 1 || !slices.Equal(got, kept) {
-		t.Errorf("output got %d single metrics (want 1) and %d of the batch (want %d, in order, renamed by the processor)", singles, len(got), len(kept))
-	}
-	if n := ri.MetricsFiltered.Get(); n != int64(cap(ms)-len(kept)) {
-		t.Errorf("%d metrics filtered, want %d", n, cap(ms)-len(kept))
+			key := "f9"
+			if c.rename {
+				key = "status"
+			}
+			var kept []string
+			for i := range 2*maxBatch + 100 {
+				if i%10 != 3 {
+					kept = append(kept, fmt.Sprintf("kept %s=%di", key, i))
+				}
+			}
+			var got []string
+			singles := 0
+			for _, l := range strings.Split(strings.TrimSpace(string(out.buf)), "\n") {
+				f := strings.Fields(l)
+				if len(f) < 2 {
+					t.Fatalf("line %q", l)
+				}
+				if f[0] == "single" {
+					singles++
+					continue
+				}
+				got = append(got, f[0]+" "+f[1])
+			}
+			if singles != 1 || !slices.Equal(got, kept) {
+				t.Errorf("output got %d single metrics (want 1) and %d of the batch (want %d, in order, with %s)", singles, len(got), len(kept), key)
+			}
+			if n := ri.MetricsFiltered.Get(); n != int64(cap(ms)-len(kept)) {
+				t.Errorf("%d metrics filtered, want %d", n, cap(ms)-len(kept))
+			}
+		})
 	}
 }
