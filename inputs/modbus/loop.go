@@ -64,3 +64,20 @@ func (m *Modbus) startPollers(ctx context.Context, pollers []*poller, start time
 		m.wg.Go(func() { p.run(ctx, start) })
 	}
 }
+
+// startLoop starts an event loop without devices (cluster mode: the loopable units are
+// attached to it as they start, units.go), unless the transport is "goroutine" or the loop
+// cannot start here (then with one INFO line). nil: none.
+func (m *Modbus) startLoop(ctx context.Context, start time.Time) *eventLoop {
+	if m.Transport == transportGoroutine {
+		return nil
+	}
+	lp, err := newLoop(m, nil)
+	if err != nil {
+		m.Log.Info("the event loop cannot run here: every connection is polled on a goroutine of its own", "error", err)
+		return nil
+	}
+	m.loop = lp
+	m.wg.Go(func() { lp.run(ctx, start) })
+	return lp
+}

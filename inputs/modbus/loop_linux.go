@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,9 +30,13 @@ type eventLoop struct {
 	polled atomic.Int64 // polls that ended on the loop
 	handed atomic.Int64 // polls handed over to a goroutine
 
-	mu     sync.Mutex
-	back   []*loopDev // handed back by their goroutines
-	closed bool       // the loop has ended: a goroutine closes its poller itself
+	free []int // slots of devs given up (cluster mode), for the next devices added
+
+	mu      sync.Mutex
+	back    []*loopDev // handed back by their goroutines
+	adds    []*loopDev // cluster mode: units started here, for the loop to take
+	removes []*loopDev // cluster mode: units stopped, for the loop to give up
+	closed  bool       // the loop has ended: a goroutine closes its poller itself
 }
 
 // loopDev is a device of the loop and where its poll is.
@@ -50,6 +55,13 @@ type loopDev struct {
 	listed bool // in flight
 	event  bool // epoll reported the connection while no answer was awaited
 	away   bool // a goroutine has it
+
+	// Cluster mode (units.go), under eventLoop.mu: the unit is stopped (removing), and the
+	// cancel of the context of a goroutine that has its poll. closed is closed when its
+	// connection is: by the loop, or by the goroutine that has it at the end.
+	removing bool
+	cancel   context.CancelFunc
+	closed   chan struct{}
 }
 
 const wakeData = ^uint64(0)
@@ -73,10 +85,44 @@ func newEventLoop(m *Modbus, pollers []*poller) (*eventLoop, error) {
 	}
 	lp := &eventLoop{m: m, epfd: epfd, wakeFD: wfd}
 	for i, p := range pollers {
-		d := p.devices[0]
-		lp.devs = append(lp.devs, &loopDev{idx: i, p: p, d: d, l: p.links[0], r: &d.routes[0]})
+		lp.devs = append(lp.devs, newLoopDev(i, p))
 	}
 	return lp, nil
+}
+
+func newLoopDev(idx int, p *poller) *loopDev {
+	d := p.devices[0]
+	return &loopDev{idx: idx, p: p, d: d, l: p.links[0], r: &d.routes[0], closed: make(chan struct{})}
+}
+
+// attach gives the loop a loopable poller started in cluster mode: its first poll is the first
+// of its phase after start. detach stops it: done is closed when its connection is. ok is false
+// when the loop has ended.
+func (lp *eventLoop) attach(p *poller, start time.Time) (detach func(), done <-chan struct{}, ok bool) {
+	ld := newLoopDev(-1, p)
+	ld.d.next = nextSlot(start, ld.d.phase, p.interval)
+	lp.mu.Lock()
+	if lp.closed {
+		lp.mu.Unlock()
+		return nil, nil, false
+	}
+	lp.adds = append(lp.adds, ld)
+	lp.mu.Unlock()
+	lp.wake()
+	return func() { lp.detach(ld) }, ld.closed, true
+}
+
+// detach asks the loop to give ld up and close its connection; a goroutine that has its poll
+// ends it, and closes the connection itself.
+func (lp *eventLoop) detach(ld *loopDev) {
+	lp.mu.Lock()
+	ld.removing = true
+	if ld.cancel != nil {
+		ld.cancel()
+	}
+	lp.removes = append(lp.removes, ld)
+	lp.mu.Unlock()
+	lp.wake()
 }
 
 // setData stores v in an event's data (the Fd and Pad fields of x/sys's EpollEvent).
@@ -145,8 +191,8 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 				continue
 			}
 			ld := lp.devs[v]
-			if ld.away {
-				continue // its goroutine's connection now: a stale event
+			if ld == nil || ld.away {
+				continue // given up, or its goroutine's connection now: a stale event
 			}
 			if !ld.flying {
 				ld.event = true
@@ -157,10 +203,16 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 	}
 	lp.mu.Lock()
 	lp.closed = true
+	back, adds := lp.back, lp.adds
+	lp.back, lp.adds = nil, nil
 	lp.mu.Unlock()
-	for _, ld := range lp.devs {
-		if !ld.away {
+	for _, ld := range back { // handed back, not taken yet: the loop's again
+		ld.away = false
+	}
+	for _, ld := range slices.Concat(lp.devs, adds) {
+		if ld != nil && !ld.away {
 			ld.p.close()
+			close(ld.closed)
 		}
 	}
 }
@@ -258,7 +310,19 @@ func (lp *eventLoop) done(ld *loopDev, answered bool) {
 func (lp *eventLoop) handOver(ctx context.Context, ld *loopDev, rs *resume) {
 	ld.away, ld.flying, ld.event = true, false, false
 	lp.handed.Add(1)
+	// A context of the poll's own, which detach cancels (cluster mode), made only while a
+	// goroutine has it.
+	ctx, cancel := context.WithCancel(ctx)
+	lp.mu.Lock()
+	ld.cancel = cancel
+	if ld.removing {
+		cancel()
+	}
+	lp.mu.Unlock()
 	lp.m.wg.Go(func() {
+		defer cancel()
+		stop := context.AfterFunc(ctx, ld.p.wake)
+		defer stop()
 		l, p, d := ld.l, ld.p, ld.d
 		if lc, ok := l.c.(*loopConn); ok {
 			lp.toNet(l, lc)
@@ -273,13 +337,15 @@ func (lp *eventLoop) handOver(ctx context.Context, ld *loopDev, rs *resume) {
 			}
 		}
 		lp.mu.Lock()
-		closed := lp.closed || ctx.Err() != nil
+		closed := lp.closed || ctx.Err() != nil || ld.removing
 		if !closed {
 			lp.back = append(lp.back, ld)
 		}
+		ld.cancel = nil
 		lp.mu.Unlock()
 		if closed {
 			p.close()
+			close(ld.closed)
 			return
 		}
 		lp.wake()
@@ -291,12 +357,53 @@ func (lp *eventLoop) handBack() {
 	var b [8]byte
 	unix.Read(lp.wakeFD, b[:])
 	lp.mu.Lock()
-	back := lp.back
-	lp.back = nil
+	back, adds, removes := lp.back, lp.adds, lp.removes
+	lp.back, lp.adds, lp.removes = nil, nil, nil
 	lp.mu.Unlock()
 	for _, ld := range back {
 		ld.away = false
 		lp.push(ld)
+	}
+	for _, ld := range adds { // before the removes: a unit stopped after it started
+		if n := len(lp.free); n > 0 {
+			ld.idx, lp.free = lp.free[n-1], lp.free[:n-1]
+			lp.devs[ld.idx] = ld
+		} else {
+			ld.idx = len(lp.devs)
+			lp.devs = append(lp.devs, ld)
+		}
+		lp.push(ld)
+	}
+	if len(removes) > 0 {
+		lp.remove(removes)
+	}
+}
+
+// remove gives up the devices of units stopped (cluster mode): those on the loop have their
+// connection closed now; those a goroutine has are closed by it. Their slots are taken again
+// by later devices: an event still pending for one finds no device, or one not awaiting an
+// answer, which ignores it.
+func (lp *eventLoop) remove(removes []*loopDev) {
+	for _, ld := range removes {
+		lp.devs[ld.idx] = nil
+		if ld.away {
+			continue // its goroutine ends the poll and closes the connection
+		}
+		lp.free = append(lp.free, ld.idx)
+		ld.flying = false // compact drops it from flight
+		ld.p.close()
+		close(ld.closed)
+	}
+	due := lp.due[:0]
+	for _, ld := range lp.due {
+		if lp.devs[ld.idx] == ld {
+			due = append(due, ld)
+		}
+	}
+	clear(lp.due[len(due):])
+	lp.due = due
+	for j := len(due)/2 - 1; j >= 0; j-- {
+		lp.down(j)
 	}
 }
 
@@ -365,8 +472,16 @@ func (lp *eventLoop) pop() *loopDev {
 	top := h[0]
 	last := len(h) - 1
 	h[0] = h[last]
-	h = h[:last]
-	for j := 0; ; {
+	h[last] = nil
+	lp.due = h[:last]
+	lp.down(0)
+	return top
+}
+
+// down moves the device at j of the due heap down to its place.
+func (lp *eventLoop) down(j int) {
+	h := lp.due
+	for {
 		c := 2*j + 1
 		if c >= len(h) {
 			break
@@ -380,8 +495,6 @@ func (lp *eventLoop) pop() *loopDev {
 		h[j], h[c] = h[c], h[j]
 		j = c
 	}
-	lp.due = h
-	return top
 }
 
 // compact drops the devices no longer awaiting an answer from flight.

@@ -16,3 +16,5 @@ func newEventLoop(*Modbus, []*poller) (*eventLoop, error) {
 }
 
 func (*eventLoop) run(context.Context, time.Time) {}
+
+func (*eventLoop) attach(*poller, time.Time) (func(), <-chan struct{}, bool) { return nil, nil, false }

@@ -155,6 +155,7 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 		// own (units.go).
 		run.env = m.newPollerEnv(m.stats(), interval, acc)
 		run.units, run.places = m.buildUnits()
+		run.loop = m.startLoop(ctx, start)
 		m.running.Store(run)
 		for _, u := range run.units {
 			if keep(u.id) {

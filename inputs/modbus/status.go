@@ -85,6 +85,7 @@ type running struct {
 	units   []*unit   // cluster mode: every unit, polled here or not (units.go)
 	places  []place   // cluster mode: where each device is, in configuration order
 	env     *pollerEnv
+	loop    *eventLoop      // cluster mode: the event loop of the loopable units kept; nil: none
 	ctx     context.Context // the input's, parent of every poller's (cluster mode)
 	started time.Time
 	stale   time.Duration

@@ -48,10 +48,11 @@ type place struct {
 	controller string
 }
 
-// pollerRun is a poller's own run in cluster mode, where pollers start and stop one by one.
+// pollerRun is a poller's own run in cluster mode, where pollers start and stop one by one:
+// stop ends it, and done is closed when it has ended and closed its connections.
 type pollerRun struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	stop func()
+	done <-chan struct{}
 }
 
 // buildUnits groups the devices into units, in the order of their first device, and places
@@ -159,7 +160,7 @@ func (m *Modbus) RunUnits(keep func(unit string) bool) {
 	var stopping []*unit
 	for _, u := range run.units {
 		if u.own != nil && !keep(u.id) {
-			u.own.cancel()
+			u.own.stop()
 			stopping = append(stopping, u)
 		}
 	}
@@ -183,21 +184,28 @@ func (m *Modbus) RunUnits(keep func(unit string) bool) {
 // SetUnitOwner implements models.UnitOwners: DeviceStates names the agent polling each device.
 func (m *Modbus) SetUnitOwner(owner func(unit string) string) { m.units.owner.Store(&owner) }
 
-// startPoller builds u's poller and starts it alone (cluster mode): with a context of its own,
-// whose end wakes it. takeover marks the first metrics of its devices Fresh. m.mu is held.
+// startPoller builds u's poller and starts it alone (cluster mode): on the event loop when it
+// can run there (loop.go), else on a goroutine with a context of its own, whose end wakes it.
+// takeover marks the first metrics of its devices Fresh. m.mu is held.
 func (m *Modbus) startPoller(run *running, u *unit, start time.Time, takeover bool) {
 	p := run.env.newPoller(m, u)
-	pctx, cancel := context.WithCancel(run.ctx)
-	r := &pollerRun{cancel: cancel, done: make(chan struct{})}
-	u.own = r
 	for _, d := range p.devices {
 		d.fresh = takeover
 	}
 	p.started.Store(start.UnixNano())
 	u.poller.Store(p)
+	if run.loop != nil && loopable(p) {
+		if stop, done, ok := run.loop.attach(p, start); ok {
+			u.own = &pollerRun{stop: stop, done: done}
+			return
+		}
+	}
+	pctx, cancel := context.WithCancel(run.ctx)
+	done := make(chan struct{})
+	u.own = &pollerRun{stop: cancel, done: done}
 	stop := context.AfterFunc(pctx, p.wake)
 	m.wg.Go(func() {
-		defer close(r.done)
+		defer close(done)
 		defer stop()
 		p.run(pctx, start)
 	})
