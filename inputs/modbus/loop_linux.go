@@ -380,9 +380,10 @@ func (lp *eventLoop) handBack() {
 }
 
 // remove gives up the devices of units stopped (cluster mode): those on the loop have their
-// connection closed now; those a goroutine has are closed by it. Their slots are taken again
-// by later devices: an event still pending for one finds no device, or one not awaiting an
-// answer, which ignores it.
+// connection closed now, and their slots are taken again by later devices (an event still
+// pending for one finds no device, or one not awaiting an answer, which ignores it); those a
+// goroutine has are closed by it, and their slots are not taken again (the goroutine may still
+// watch the connection under it for a moment).
 func (lp *eventLoop) remove(removes []*loopDev) {
 	for _, ld := range removes {
 		lp.devs[ld.idx] = nil
