@@ -57,11 +57,19 @@ type loopDev struct {
 	away   bool // a goroutine has it
 
 	// Cluster mode (units.go), under eventLoop.mu: the unit is stopped (removing), and the
-	// cancel of the context of a goroutine that has its poll. closed is closed when its
-	// connection is: by the loop, or by the goroutine that has it at the end.
+	// cancel of the context of a goroutine that has its poll. closed (cluster mode only) is
+	// closed when its connection is (shut): by the loop, or by the goroutine that has it.
 	removing bool
 	cancel   context.CancelFunc
 	closed   chan struct{}
+}
+
+// shut closes ld's connections, for good.
+func (ld *loopDev) shut() {
+	ld.p.close()
+	if ld.closed != nil {
+		close(ld.closed)
+	}
 }
 
 const wakeData = ^uint64(0)
@@ -92,7 +100,7 @@ func newEventLoop(m *Modbus, pollers []*poller) (*eventLoop, error) {
 
 func newLoopDev(idx int, p *poller) *loopDev {
 	d := p.devices[0]
-	return &loopDev{idx: idx, p: p, d: d, l: p.links[0], r: &d.routes[0], closed: make(chan struct{})}
+	return &loopDev{idx: idx, p: p, d: d, l: p.links[0], r: &d.routes[0]}
 }
 
 // attach gives the loop a loopable poller started in cluster mode: its first poll is the first
@@ -100,6 +108,7 @@ func newLoopDev(idx int, p *poller) *loopDev {
 // when the loop has ended.
 func (lp *eventLoop) attach(p *poller, start time.Time) (detach func(), done <-chan struct{}, ok bool) {
 	ld := newLoopDev(-1, p)
+	ld.closed = make(chan struct{})
 	ld.d.next = nextSlot(start, ld.d.phase, p.interval)
 	lp.mu.Lock()
 	if lp.closed {
@@ -211,8 +220,7 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 	}
 	for _, ld := range slices.Concat(lp.devs, adds) {
 		if ld != nil && !ld.away {
-			ld.p.close()
-			close(ld.closed)
+			ld.shut()
 		}
 	}
 }
@@ -344,8 +352,7 @@ func (lp *eventLoop) handOver(ctx context.Context, ld *loopDev, rs *resume) {
 		ld.cancel = nil
 		lp.mu.Unlock()
 		if closed {
-			p.close()
-			close(ld.closed)
+			ld.shut()
 			return
 		}
 		lp.wake()
@@ -392,8 +399,7 @@ func (lp *eventLoop) remove(removes []*loopDev) {
 		}
 		lp.free = append(lp.free, ld.idx)
 		ld.flying = false // compact drops it from flight
-		ld.p.close()
-		close(ld.closed)
+		ld.shut()
 	}
 	due := lp.due[:0]
 	for _, ld := range lp.due {

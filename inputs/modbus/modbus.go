@@ -81,7 +81,10 @@ type Modbus struct {
 	wg      sync.WaitGroup
 	running atomic.Pointer[running] // between Start and Stop
 	units   unitControl             // cluster mode (units.go)
-	loop    *eventLoop              // of the last Start, if it has one
+	grouped sync.Once               // group and unitIDs are made (units.go)
+	group   []int
+	unitIDs []string
+	loop    *eventLoop // of the last Start, if it has one
 }
 
 func init() {

@@ -92,7 +92,14 @@ func partOf(id, c string) string {
 
 // groups returns, for every device (in configuration order), the index of its poller, and the
 // identity of each poller: devices whose controllers (backups included) overlap share one.
+// They are made once (the devices do not change after Init), so that Units' identities and
+// the units' are the same strings.
 func (m *Modbus) groups() (group []int, ids []string) {
+	m.grouped.Do(func() { m.group, m.unitIDs = m.makeGroups() })
+	return m.group, m.unitIDs
+}
+
+func (m *Modbus) makeGroups() (group []int, ids []string) {
 	parent := map[string]string{}
 	var find func(string) string
 	find = func(k string) string {
@@ -145,7 +152,7 @@ func (m *Modbus) groups() (group []int, ids []string) {
 // Units implements models.UnitRunner: the identity of each poller, in configuration order.
 func (m *Modbus) Units() []string {
 	_, ids := m.groups()
-	return ids
+	return slices.Clone(ids)
 }
 
 // RunUnits implements models.UnitRunner. Before Start it chooses the pollers Start starts.
