@@ -82,9 +82,9 @@ type Modbus struct {
 	running atomic.Pointer[running] // between Start and Stop
 	units   unitControl             // cluster mode (units.go)
 	grouped sync.Once               // group and unitIDs are made (units.go)
-	group   []int
-	unitIDs []string
-	loop    *eventLoop // of the last Start, if it has one
+	group   []int                   // each device's unit
+	unitIDs []string                // each unit's identity
+	loop    *eventLoop              // of the last Start, if it has one
 }
 
 func init() {
