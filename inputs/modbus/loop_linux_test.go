@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,7 +219,8 @@ func onePollEach(t *testing.T, polls [][]int, errs []error) {
 // no request more — also a blackholed device whose poll a goroutine has (its first connects
 // there, then waits for an answer that never comes, with a timeout of a minute): its poll is
 // ended, not timed out (no error reported). Taken back, the units are polled on the loop again,
-// their first metrics Fresh.
+// their first metrics Fresh. The device page reads every device meanwhile (for the race
+// detector).
 func TestRunUnitsOnLoop(t *testing.T) {
 	s := modbussim.New(modbussim.Config{Record: true})
 	t.Cleanup(func() { s.Close() })
@@ -262,6 +264,26 @@ func TestRunUnitsOnLoop(t *testing.T) {
 			return true
 		}
 	}
+	reading := make(chan struct{})
+	read := sync.WaitGroup{}
+	read.Go(func() {
+		var f models.DeviceFigures
+		var x models.DeviceDetail
+		for {
+			select {
+			case <-reading:
+				return
+			default:
+			}
+			m.DeviceStates(time.Now(), func(d models.DeviceStatus) {
+				d.Detail.Figures(&f)
+				d.Detail.Detail(time.Now(), &x)
+			})
+			time.Sleep(time.Millisecond)
+		}
+	})
+	defer read.Wait()
+	defer close(reading)
 	a.waitFor(t, 10*time.Second, "three polls of the first units' healthy devices", healthy(0))
 	if m.loop == nil || m.loop.polled.Load() == 0 {
 		t.Fatal("want the units' polls on the event loop")
