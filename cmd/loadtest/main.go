@@ -115,7 +115,7 @@ func main() {
 	flag.BoolVar(&o.record, "record", false, "internal (simulator role): record each device's connections, for \"report\" on standard input")
 	flag.StringVar(&o.config, "config", "", "internal (agent role): the configuration file")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the agent's CPU profile of the steady window here (not with -tagpipe)")
-	flag.StringVar(&o.memProfile, "memprofile", "", "write the agent's heap profile at the end of the window here, and log its memory figures (not with -tagpipe)")
+	flag.StringVar(&o.memProfile, "memprofile", "", "write the agent's heap profile at the end of the window here, and log its memory figures (not with -tagpipe; with -agents, one per agent: PATH.agent-N)")
 	flag.Int64Var(&profileAt, "profile-at", 0, "internal (agent role): Unix nanoseconds when the profile starts")
 	flag.DurationVar(&o.profileFor, "profile-for", 0, "internal (agent role): length of the profile")
 	flag.Parse()
@@ -164,8 +164,8 @@ func main() {
 		fatalf("-compare runs the bare poller and the agent itself: not with -bare, -agents, -tagpipe or -page")
 	case o.tagpipe != "" && (o.cpuProfile != "" || o.memProfile != ""):
 		fatalf("-cpuprofile and -memprofile profile the agent package's process, not a -tagpipe binary")
-	case o.agents < 0 || o.agents > 16 || o.agents > 0 && (o.bare || o.cpuProfile != "" || o.memProfile != ""):
-		fatalf("-agents 0..16, not with -bare, -cpuprofile or -memprofile")
+	case o.agents < 0 || o.agents > 16 || o.agents > 0 && (o.bare || o.cpuProfile != ""):
+		fatalf("-agents 0..16, not with -bare or -cpuprofile")
 	}
 	// The agent needs a connection per device; a simulator process a listener and a connection
 	// per device it serves. Where the limit cannot be raised, more simulator processes share the
@@ -443,9 +443,12 @@ func runOnce(o *options, run int) (result, error) {
 			cmd = exec.Command(o.tagpipe, "--config", conf)
 		} else {
 			args := []string{"-role", "agent", "-config", conf}
-			numbered := func(p string) string {
+			numbered := func(p string) string { // PATH[.RUN][.agent-N]
 				if o.runs > 1 {
-					return fmt.Sprintf("%s.%d", p, run+1)
+					p = fmt.Sprintf("%s.%d", p, run+1)
+				}
+				if o.agents > 0 {
+					p = fmt.Sprintf("%s.agent-%d", p, i+1)
 				}
 				return p
 			}

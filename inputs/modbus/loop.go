@@ -3,6 +3,8 @@ package modbus
 import (
 	"context"
 	"time"
+
+	"github.com/tagpipe/tagpipe/models"
 )
 
 // The event loop (loop_linux.go) polls the plain Modbus TCP devices on one goroutine: at each
@@ -51,7 +53,7 @@ func (m *Modbus) startPollers(ctx context.Context, pollers []*poller, start time
 		}
 	}
 	if len(onLoop) > 0 {
-		lp, err := newLoop(m, onLoop)
+		lp, err := newLoop(m, onLoop[0].acc, onLoop)
 		if err != nil {
 			m.Log.Info("the event loop cannot run here: every connection is polled on a goroutine of its own", "error", err)
 			rest = pollers
@@ -63,4 +65,21 @@ func (m *Modbus) startPollers(ctx context.Context, pollers []*poller, start time
 	for _, p := range rest {
 		m.wg.Go(func() { p.run(ctx, start) })
 	}
+}
+
+// startLoop starts an event loop without devices (cluster mode: the loopable units are
+// attached to it as they start, units.go), unless the transport is "goroutine" or the loop
+// cannot start here (then with one INFO line). nil: none.
+func (m *Modbus) startLoop(ctx context.Context, acc models.Accumulator, start time.Time) *eventLoop {
+	if m.Transport == transportGoroutine {
+		return nil
+	}
+	lp, err := newLoop(m, acc, nil)
+	if err != nil {
+		m.Log.Info("the event loop cannot run here: every connection is polled on a goroutine of its own", "error", err)
+		return nil
+	}
+	m.loop = lp
+	m.wg.Go(func() { lp.run(ctx, start) })
+	return lp
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,9 +35,13 @@ type eventLoop struct {
 	polled atomic.Int64 // polls that ended on the loop
 	handed atomic.Int64 // polls handed over to a goroutine
 
-	mu     sync.Mutex
-	back   []*loopDev // handed back by their goroutines
-	closed bool       // the loop has ended: a goroutine closes its poller itself
+	free []int // slots of devs given up (cluster mode), for the next devices added
+
+	mu      sync.Mutex
+	back    []*loopDev // handed back by their goroutines
+	adds    []*loopDev // cluster mode: units started here, for the loop to take
+	removes []*loopDev // cluster mode: units stopped, for the loop to give up
+	closed  bool       // the loop has ended: a goroutine closes its poller itself
 }
 
 // loopDev is a device of the loop and where its poll is.
@@ -55,11 +60,27 @@ type loopDev struct {
 	listed bool // in flight
 	event  bool // epoll reported the connection while no answer was awaited
 	away   bool // a goroutine has it
+
+	// Cluster mode (units.go), under eventLoop.mu: the unit is stopped (removing), and the
+	// cancel of the context of a goroutine that has its poll. closed (cluster mode only) is
+	// closed when its connection is (shut): by the loop, or by the goroutine that has it.
+	removing bool
+	cancel   context.CancelFunc
+	closed   chan struct{}
+}
+
+// shut closes ld's connections, for good.
+func (ld *loopDev) shut() {
+	ld.p.close()
+	if ld.closed != nil {
+		close(ld.closed)
+	}
 }
 
 const wakeData = ^uint64(0)
 
-func newEventLoop(m *Modbus, pollers []*poller) (*eventLoop, error) {
+// acc takes the metrics of the polls that end on the loop.
+func newEventLoop(m *Modbus, acc models.Accumulator, pollers []*poller) (*eventLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, os.NewSyscallError("epoll_create1", err)
@@ -77,12 +98,47 @@ func newEventLoop(m *Modbus, pollers []*poller) (*eventLoop, error) {
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
 	lp := &eventLoop{m: m, epfd: epfd, wakeFD: wfd}
-	lp.acc.Accumulator = pollers[0].acc
+	lp.acc.Accumulator = acc
 	for i, p := range pollers {
-		d := p.devices[0]
-		lp.devs = append(lp.devs, &loopDev{idx: i, p: p, d: d, l: p.links[0], r: &d.routes[0]})
+		lp.devs = append(lp.devs, newLoopDev(i, p))
 	}
 	return lp, nil
+}
+
+func newLoopDev(idx int, p *poller) *loopDev {
+	d := p.devices[0]
+	return &loopDev{idx: idx, p: p, d: d, l: p.links[0], r: &d.routes[0]}
+}
+
+// attach gives the loop a loopable poller started in cluster mode: its first poll is the first
+// of its phase after start. detach stops it: done is closed when its connection is. ok is false
+// when the loop has ended.
+func (lp *eventLoop) attach(p *poller, start time.Time) (detach func(), done <-chan struct{}, ok bool) {
+	ld := newLoopDev(-1, p)
+	ld.closed = make(chan struct{})
+	ld.d.next = nextSlot(start, ld.d.phase, p.interval)
+	lp.mu.Lock()
+	if lp.closed {
+		lp.mu.Unlock()
+		return nil, nil, false
+	}
+	lp.adds = append(lp.adds, ld)
+	lp.mu.Unlock()
+	lp.wake()
+	return func() { lp.detach(ld) }, ld.closed, true
+}
+
+// detach asks the loop to give ld up and close its connection; a goroutine that has its poll
+// ends it, and closes the connection itself.
+func (lp *eventLoop) detach(ld *loopDev) {
+	lp.mu.Lock()
+	ld.removing = true
+	if ld.cancel != nil {
+		ld.cancel()
+	}
+	lp.removes = append(lp.removes, ld)
+	lp.mu.Unlock()
+	lp.wake()
 }
 
 // setData stores v in an event's data (the Fd and Pad fields of x/sys's EpollEvent).
@@ -153,8 +209,8 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 				continue
 			}
 			ld := lp.devs[v]
-			if ld.away {
-				continue // its goroutine's connection now: a stale event
+			if ld == nil || ld.away {
+				continue // given up, or its goroutine's connection now: a stale event
 			}
 			if !ld.flying {
 				ld.event = true
@@ -166,10 +222,15 @@ func (lp *eventLoop) run(ctx context.Context, start time.Time) {
 	lp.acc.flush()
 	lp.mu.Lock()
 	lp.closed = true
+	back, adds := lp.back, lp.adds
+	lp.back, lp.adds = nil, nil
 	lp.mu.Unlock()
-	for _, ld := range lp.devs {
-		if !ld.away {
-			ld.p.close()
+	for _, ld := range back { // handed back, not taken yet: the loop's again
+		ld.away = false
+	}
+	for _, ld := range slices.Concat(lp.devs, adds) {
+		if ld != nil && !ld.away {
+			ld.shut()
 		}
 	}
 }
@@ -268,7 +329,19 @@ func (lp *eventLoop) done(ld *loopDev, answered bool, now time.Time) {
 func (lp *eventLoop) handOver(ctx context.Context, ld *loopDev, rs *resume) {
 	ld.away, ld.flying, ld.event = true, false, false
 	lp.handed.Add(1)
+	// A context of the poll's own, which detach cancels (cluster mode), made only while a
+	// goroutine has it.
+	ctx, cancel := context.WithCancel(ctx)
+	lp.mu.Lock()
+	ld.cancel = cancel
+	if ld.removing {
+		cancel()
+	}
+	lp.mu.Unlock()
 	lp.m.wg.Go(func() {
+		defer cancel()
+		stop := context.AfterFunc(ctx, ld.p.wake)
+		defer stop()
 		l, p, d := ld.l, ld.p, ld.d
 		if lc, ok := l.c.(*loopConn); ok {
 			lp.toNet(l, lc)
@@ -284,13 +357,14 @@ func (lp *eventLoop) handOver(ctx context.Context, ld *loopDev, rs *resume) {
 			}
 		}
 		lp.mu.Lock()
-		closed := lp.closed || ctx.Err() != nil
+		closed := lp.closed || ctx.Err() != nil || ld.removing
 		if !closed {
 			lp.back = append(lp.back, ld)
 		}
+		ld.cancel = nil
 		lp.mu.Unlock()
 		if closed {
-			p.close()
+			ld.shut()
 			return
 		}
 		lp.wake()
@@ -302,12 +376,53 @@ func (lp *eventLoop) handBack() {
 	var b [8]byte
 	unix.Read(lp.wakeFD, b[:])
 	lp.mu.Lock()
-	back := lp.back
-	lp.back = nil
+	back, adds, removes := lp.back, lp.adds, lp.removes
+	lp.back, lp.adds, lp.removes = nil, nil, nil
 	lp.mu.Unlock()
 	for _, ld := range back {
 		ld.away = false
 		lp.push(ld)
+	}
+	for _, ld := range adds { // before the removes: a unit stopped after it started
+		if n := len(lp.free); n > 0 {
+			ld.idx, lp.free = lp.free[n-1], lp.free[:n-1]
+			lp.devs[ld.idx] = ld
+		} else {
+			ld.idx = len(lp.devs)
+			lp.devs = append(lp.devs, ld)
+		}
+		lp.push(ld)
+	}
+	if len(removes) > 0 {
+		lp.remove(removes)
+	}
+}
+
+// remove gives up the devices of units stopped (cluster mode): those on the loop have their
+// connection closed now, and their slots are taken again by later devices (an event still
+// pending for one finds no device, or one not awaiting an answer, which ignores it); those a
+// goroutine has are closed by it, and their slots are not taken again (the goroutine may still
+// watch the connection under it for a moment).
+func (lp *eventLoop) remove(removes []*loopDev) {
+	for _, ld := range removes {
+		lp.devs[ld.idx] = nil
+		if ld.away {
+			continue // its goroutine ends the poll and closes the connection
+		}
+		lp.free = append(lp.free, ld.idx)
+		ld.flying = false // compact drops it from flight
+		ld.shut()
+	}
+	due := lp.due[:0]
+	for _, e := range lp.due {
+		if lp.devs[e.ld.idx] == e.ld {
+			due = append(due, e)
+		}
+	}
+	clear(lp.due[len(due):])
+	lp.due = due
+	for j := len(due)/2 - 1; j >= 0; j-- {
+		lp.down(j)
 	}
 }
 
@@ -387,8 +502,15 @@ func (lp *eventLoop) pop() *loopDev {
 	last := len(h) - 1
 	h[0] = h[last]
 	h[last] = dueDev{}
-	h = h[:last]
-	for j := 0; ; {
+	lp.due = h[:last]
+	lp.down(0)
+	return top
+}
+
+// down moves the device at j of the due heap down to its place.
+func (lp *eventLoop) down(j int) {
+	h := lp.due
+	for {
 		c := 2*j + 1
 		if c >= len(h) {
 			break
@@ -402,8 +524,6 @@ func (lp *eventLoop) pop() *loopDev {
 		h[j], h[c] = h[c], h[j]
 		j = c
 	}
-	lp.due = h
-	return top
 }
 
 // compact drops the devices no longer awaiting an answer from flight.

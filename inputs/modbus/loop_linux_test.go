@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -182,7 +183,9 @@ func TestLoopCloseMidAnswer(t *testing.T) {
 // is polled on a goroutine.
 func TestLoopFallback(t *testing.T) {
 	old := newLoop
-	newLoop = func(*Modbus, []*poller) (*eventLoop, error) { return nil, errors.New("epoll_create1: not permitted") }
+	newLoop = func(*Modbus, models.Accumulator, []*poller) (*eventLoop, error) {
+		return nil, errors.New("epoll_create1: not permitted")
+	}
 	t.Cleanup(func() { newLoop = old })
 	addrs := simServer(t, 3, modbussim.Fault{})
 	m := load(t, devicesConfig("", addrs))
@@ -262,5 +265,148 @@ func TestLoopHandsBatches(t *testing.T) {
 	}
 	if b.calls == 0 || b.calls > polled {
 		t.Errorf("%d batches for %d polls on the loop: want one a round at most", b.calls, polled)
+	}
+}
+
+// TestRunUnitsOnLoop: in cluster mode the units of plain Modbus TCP devices run on the event
+// loop. RunUnits takes them off it: when it returns their connections are closed and they get
+// no request more — also a blackholed device whose poll a goroutine has (its first connects
+// there, then waits for an answer that never comes, with a timeout of a minute): its poll is
+// ended, not timed out (no error reported). Taken back, the units are polled on the loop again,
+// their first metrics Fresh. The device page reads every device meanwhile (for the race
+// detector).
+func TestRunUnitsOnLoop(t *testing.T) {
+	s := modbussim.New(modbussim.Config{Record: true})
+	t.Cleanup(func() { s.Close() })
+	black := modbussim.New(modbussim.Config{Record: true, Faults: map[byte]modbussim.Fault{1: {NoAnswer: true}}})
+	t.Cleanup(func() { black.Close() })
+	var addrs []string
+	for i := range 8 {
+		srv := s
+		if i%4 == 3 {
+			srv = black
+		}
+		a, err := srv.AddListener("127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, a)
+	}
+	rec := func(addr string) modbussim.DeviceRecord {
+		if r, ok := s.Record()[addr]; ok {
+			return r
+		}
+		return black.Record()[addr]
+	}
+	m := load(t, devicesConfig("  timeout_min = \"1m\"\n  timeout_max = \"1m\"\n  retries = 0\n  health_metric = false\n", addrs))
+	m.SetInterval(100 * time.Millisecond)
+	units := m.Units()
+	first := func(u string) bool { return slices.Index(units, u) < 4 } // d0000..d0003, d0003 blackholed
+	second := func(u string) bool { return !first(u) }                 // d0004..d0007, d0007 blackholed
+	m.RunUnits(first)
+	a := newAcc()
+	if err := m.Start(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	healthy := func(from int) func([]*models.Metric) bool {
+		return func(ms []*models.Metric) bool {
+			for i := from; i < from+3; i++ {
+				if len(byDevice(ms, fmt.Sprintf("d%04d", i))) < 3 {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	reading := make(chan struct{})
+	read := sync.WaitGroup{}
+	read.Go(func() {
+		var f models.DeviceFigures
+		var x models.DeviceDetail
+		for {
+			select {
+			case <-reading:
+				return
+			default:
+			}
+			m.DeviceStates(time.Now(), func(d models.DeviceStatus) {
+				d.Detail.Figures(&f)
+				d.Detail.Detail(time.Now(), &x)
+			})
+			time.Sleep(time.Millisecond)
+		}
+	})
+	defer read.Wait()
+	defer close(reading)
+	a.waitFor(t, 10*time.Second, "three polls of the first units' healthy devices", healthy(0))
+	if m.loop == nil || m.loop.polled.Load() == 0 {
+		t.Fatal("want the units' polls on the event loop")
+	}
+	for rec(addrs[3]).Open == 0 { // the blackholed device's poll is on its goroutine: connected, waiting
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	m.RunUnits(second)
+	requests := func(from int) (n int) {
+		for _, a := range addrs[from : from+4] {
+			n += len(rec(a).Requests[1])
+		}
+		return n
+	}
+	before := requests(0)
+	a.waitFor(t, 10*time.Second, "three polls of the second units' healthy devices", healthy(4))
+	if after := requests(0); after != before {
+		t.Errorf("%d requests to the first units after RunUnits took them off", after-before)
+	}
+	for _, a := range addrs[:4] {
+		waitClosed(t, a, rec)
+	}
+
+	ms, errs := a.snapshot()
+	if len(errs) > 0 {
+		t.Errorf("errors reported: %v", errs)
+	}
+	seen := map[string]int{}
+	for i := range 3 {
+		name := fmt.Sprintf("d%04d", i)
+		seen[name] = len(byDevice(ms, name))
+	}
+	polled := m.loop.polled.Load()
+	m.RunUnits(first)
+	ms = a.waitFor(t, 10*time.Second, "three polls of the first units' healthy devices again", func(ms []*models.Metric) bool {
+		for name, n := range seen {
+			if len(byDevice(ms, name)) < n+3 {
+				return false
+			}
+		}
+		return true
+	})
+	if m.loop.polled.Load() <= polled {
+		t.Error("the units taken back are not polled on the event loop")
+	}
+	for name, n := range seen {
+		d := byDevice(ms, name)
+		if !d[n].Fresh || d[n+1].Fresh {
+			t.Errorf("%s taken back: fresh flags %v %v, want only the first", name, d[n].Fresh, d[n+1].Fresh)
+		}
+	}
+	m.Stop()
+	for _, a := range addrs {
+		waitClosed(t, a, rec)
+		if r := rec(a); r.MaxOpen > 1 {
+			t.Errorf("%s had %d clients at once", a, r.MaxOpen)
+		}
+	}
+}
+
+// waitClosed waits (at most 5 s: the simulator sees a close when its goroutine reads it) until
+// the device at addr has no connection open.
+func waitClosed(t *testing.T, addr string, rec func(string) modbussim.DeviceRecord) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); rec(addr).Open > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := rec(addr).Open; n != 0 {
+		t.Errorf("%s: %d connections still open", addr, n)
 	}
 }

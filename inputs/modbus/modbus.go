@@ -81,6 +81,9 @@ type Modbus struct {
 	wg      sync.WaitGroup
 	running atomic.Pointer[running] // between Start and Stop
 	units   unitControl             // cluster mode (units.go)
+	grouped sync.Once               // group and unitIDs are made (units.go)
+	group   []int                   // each device's unit
+	unitIDs []string                // each unit's identity
 	loop    *eventLoop              // of the last Start, if it has one
 }
 
@@ -147,28 +150,33 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 	if interval <= 0 {
 		interval = time.Second
 	}
-	pollers, devices := m.buildPollers(m.stats(), interval, acc)
 	ctx, m.cancel = context.WithCancel(ctx)
 	start := time.Now()
-	run := &running{devices: devices, pollers: pollers, ctx: ctx, started: start, stale: models.StaleIntervals * interval}
-	m.running.Store(run)
+	run := &running{ctx: ctx, started: start, stale: models.StaleIntervals * interval}
 	if keep := m.units.keep; keep != nil {
-		// Cluster mode: the pollers of the units kept, each on its own (units.go).
-		for _, p := range pollers {
-			if keep(p.unit) {
-				m.startPoller(ctx, p, start, true)
+		// Cluster mode: every unit is described, and only those kept get a poller, each on its
+		// own (units.go).
+		run.env = m.newPollerEnv(m.stats(), interval, acc)
+		run.units, run.places = m.buildUnits()
+		run.loop = m.startLoop(ctx, acc, start)
+		m.running.Store(run)
+		for _, u := range run.units {
+			if keep(u.id) {
+				m.startPoller(run, u, start, true)
 			}
 		}
-		m.Log.Info("polling the units of this agent's shards", "connections", run.active(), "of", len(pollers), "devices", len(m.devices), "interval", interval)
+		m.Log.Info("polling the units of this agent's shards", "connections", run.active(), "of", len(run.units), "devices", len(m.devices), "interval", interval)
 		return nil
 	}
-	wakeOnDone(ctx, pollers) // runs once ctx is done
+	pollers, devices := m.buildPollers(m.stats(), interval, acc)
+	run.devices, run.pollers, run.env = devices, pollers, pollers[0].pollerEnv
 	links := 0
 	for _, p := range pollers {
 		links += len(p.links)
 		p.started.Store(start.UnixNano())
-		p.active.Store(true)
 	}
+	m.running.Store(run)
+	wakeOnDone(ctx, pollers) // runs once ctx is done
 	m.startPollers(ctx, pollers, start)
 	m.Log.Info("polling", "devices", len(m.devices), "connections", links, "interval", interval)
 	return nil
@@ -184,8 +192,8 @@ func (m *Modbus) Stop() {
 	}
 	m.cancel()
 	m.wg.Wait()
-	if run := m.running.Load(); run != nil && len(run.pollers) > 0 {
-		run.pollers[0].logs.stop() // what the summaries hold is written
+	if run := m.running.Load(); run != nil && run.env != nil {
+		run.env.logs.stop() // what the summaries hold is written
 	}
 	m.cancel = nil
 	m.running.Store(nil)

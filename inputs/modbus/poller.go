@@ -66,46 +66,56 @@ func nextSlot(t time.Time, phase, interval time.Duration) time.Time {
 // together with backup_controllers, and the devices polled through them, in turn. Only its
 // goroutine touches it and everything it holds.
 type poller struct {
-	unit     string // its identity in cluster mode (units.go)
-	links    []*link
-	devices  []*device
+	*pollerEnv
+	unit    string // its identity in cluster mode (units.go)
+	links   []*link
+	devices []*device
+	timer   *time.Timer
+	// onErr takes a poll's error instead of acc (Gather returns them); nil: reported to acc.
+	onErr func(error)
+
+	started atomic.Int64 // Unix ns: when it started polling, for DeviceStates
+}
+
+// pollerEnv is what the pollers of one run (Start, Gather) share.
+type pollerEnv struct {
 	interval time.Duration
-	timer    *time.Timer
 	acc      models.Accumulator
 	st       *stats
 	log      *slog.Logger
 	debug    bool
-	// onErr takes a poll's error instead of acc (Gather returns them); nil: reported to acc.
-	onErr func(error)
-
-	logs *pollerLogs // shared by the pollers of the input
-
-	// Cluster mode (units.go): its own run, under Modbus.mu; whether it runs and since when,
-	// for DeviceStates.
-	own     *pollerRun
-	active  atomic.Bool
-	started atomic.Int64
+	logs     *pollerLogs
 }
 
-// buildPollers makes the run-time state of every device and groups the devices into pollers:
-// devices whose controllers (backups included) overlap share one. Links (connections) are made
-// per controller; nothing is dialled yet.
+func (m *Modbus) newPollerEnv(st *stats, interval time.Duration, acc models.Accumulator) *pollerEnv {
+	return &pollerEnv{interval: interval, acc: acc, st: st, log: m.Log,
+		debug: m.Log.Enabled(context.Background(), slog.LevelDebug), logs: newPollerLogs(m.Log, interval)}
+}
+
+// buildPollers makes the run-time state of every device and groups the devices into pollers,
+// one per unit (units.go): devices whose controllers (backups included) overlap share one. It
+// returns the pollers and every device, in configuration order; nothing is dialled yet.
 func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accumulator) ([]*poller, []*device) {
-	debug := m.Log.Enabled(context.Background(), slog.LevelDebug)
-	group, ids := m.groups() // devices whose controllers (backups included) overlap share one
-	byGroup := make([]*poller, len(ids))
-	links := map[string]*link{}
-	logs := newPollerLogs(m.Log, interval)
-	var out []*poller
-	all := make([]*device, 0, len(m.devices))
-	for i, spec := range m.devices {
-		p := byGroup[group[i]]
-		if p == nil {
-			p = &poller{unit: ids[group[i]], interval: interval, timer: time.NewTimer(time.Hour), acc: acc, st: st, log: m.Log, debug: debug, logs: logs}
-			p.timer.Stop()
-			byGroup[group[i]] = p
-			out = append(out, p)
-		}
+	env := m.newPollerEnv(st, interval, acc)
+	units, places := m.buildUnits()
+	out := make([]*poller, len(units))
+	for i, u := range units {
+		out[i] = env.newPoller(m, u)
+	}
+	all := make([]*device, len(places))
+	for i, pl := range places {
+		all[i] = out[pl.unit].devices[pl.k]
+	}
+	return out, all
+}
+
+// newPoller makes the run-time state of u's devices — resilience state, request frames, metric
+// scratch, links (connections, not dialled yet) — as a poller of its own.
+func (env *pollerEnv) newPoller(m *Modbus, u *unit) *poller {
+	p := &poller{pollerEnv: env, unit: u.id, timer: time.NewTimer(time.Hour), devices: make([]*device, 0, len(u.specs))}
+	p.timer.Stop()
+	links := map[string]*link{} // a unit's controllers are no other unit's
+	for _, spec := range u.specs {
 		linkOf := func(t controller) *link {
 			l := links[t.String()]
 			if l == nil {
@@ -117,11 +127,10 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 		}
 		d := newDevice(spec, p, linkOf)
 		d.poller = p
-		d.phase = phaseOf(spec, interval)
+		d.phase = phaseOf(spec, env.interval)
 		p.devices = append(p.devices, d)
-		all = append(all, d)
 	}
-	return out, all
+	return p
 }
 
 // sleep waits d on the poller's timer, or until ctx is done. It receives from the timer alone,

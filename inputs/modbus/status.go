@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tagpipe/tagpipe/internal/resilience"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -79,8 +80,12 @@ func (d *device) state(now, started time.Time, stale time.Duration) models.Devic
 
 // running is what DeviceStates reads of a started input.
 type running struct {
-	devices []*device
-	pollers []*poller
+	devices []*device // without [cluster]: every device, in configuration order
+	pollers []*poller // without [cluster]
+	units   []*unit   // cluster mode: every unit, polled here or not (units.go)
+	places  []place   // cluster mode: where each device is, in configuration order
+	env     *pollerEnv
+	loop    *eventLoop      // cluster mode: the event loop of the loopable units kept; nil: none
 	ctx     context.Context // the input's, parent of every poller's (cluster mode)
 	started time.Time
 	stale   time.Duration
@@ -93,33 +98,68 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 	if run == nil {
 		return
 	}
+	if run.units == nil {
+		for _, d := range run.devices {
+			fn(d.report(now, run.stale))
+		}
+		return
+	}
 	var owner func(string) string
 	if o := m.units.owner.Load(); o != nil {
 		owner = *o
 	}
-	for _, d := range run.devices {
-		s := models.DeviceStatus{
-			Name:       d.name,
-			Controller: d.routes[d.status.route.Load()].name,
-			Detail:     d,
+	for _, pl := range run.places {
+		u := run.units[pl.unit]
+		var s models.DeviceStatus
+		if p := u.poller.Load(); p != nil {
+			s = p.devices[pl.k].report(now, run.stale)
+		} else { // another agent polls it: described, without run-time state here
+			spec := u.specs[pl.k]
+			s = models.DeviceStatus{Name: spec.name, Controller: pl.controller, State: models.DeviceRemote, Detail: (*remoteDevice)(spec)}
 		}
 		if owner != nil {
-			s.Owner = owner(d.poller.unit)
-		}
-		if !d.poller.active.Load() {
-			s.State = models.DeviceRemote // cluster mode: another agent polls it
-			fn(s)
-			continue
-		}
-		s.State = d.state(now, time.Unix(0, d.poller.started.Load()), run.stale)
-		if n := d.status.good.Load(); n != 0 {
-			s.LastGood = time.Unix(0, n)
-		}
-		if e := d.status.lastErr.Load(); e != nil {
-			s.LastError, s.ErrorAt = e.err.Error(), e.at
+			s.Owner = owner(u.id)
 		}
 		fn(s)
 	}
+}
+
+// report is d's status at now.
+func (d *device) report(now time.Time, stale time.Duration) models.DeviceStatus {
+	s := models.DeviceStatus{
+		Name:       d.name,
+		Controller: d.routes[d.status.route.Load()].name,
+		Detail:     d,
+		State:      d.state(now, time.Unix(0, d.poller.started.Load()), stale),
+	}
+	if n := d.status.good.Load(); n != 0 {
+		s.LastGood = time.Unix(0, n)
+	}
+	if e := d.status.lastErr.Load(); e != nil {
+		s.LastError, s.ErrorAt = e.err.Error(), e.at
+	}
+	return s
+}
+
+// remoteDevice is the device page's view of a device polled by another agent of the group
+// (cluster mode): what its configuration says, as a device not polled yet shows it.
+type remoteDevice deviceSpec
+
+// Figures implements models.DeviceDetailer.
+func (r *remoteDevice) Figures(f *models.DeviceFigures) {
+	var h resilience.Health
+	h.Figures(f)
+	f.Backup, f.Tags = 0, r.tags[0]
+	f.RTT, f.Timeout = 0, resilience.NewTimeout(r.opts.timeout).Nominal()
+}
+
+// RTTs implements models.DeviceDetailer: none.
+func (r *remoteDevice) RTTs(dst []time.Duration) []time.Duration { return dst }
+
+// Detail implements models.DeviceDetailer: the plan Init made, no values, no errors.
+func (r *remoteDevice) Detail(_ time.Time, x *models.DeviceDetail) {
+	x.ValuesAt, x.Values, x.Errors, x.Breaker = time.Time{}, x.Values[:0], x.Errors[:0], x.Breaker[:0]
+	x.Plan = appendPlan(x.Plan[:0], r.plan, r.prof.fields)
 }
 
 // The device page (package web) reads a device through models.DeviceDetailer: its counters

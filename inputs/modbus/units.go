@@ -15,10 +15,14 @@ import (
 // space ("tcp://10.0.0.5:502", "tcp://10.0.0.7:502 tcp://10.0.0.8:502"): it does not depend on
 // the other devices, so adding one moves no other poller to another shard.
 //
-// Every device is set up as without [cluster] (its phase is a hash of its identity, Phase, so
-// that a device keeps its phase whichever agent polls it), but only the pollers
-// kept run. RunUnits stops the pollers no longer kept — their goroutine ends and their
-// connections are closed — before it returns, and starts the new ones at their usual phase.
+// Only the units kept here have run-time state: a unit's poller — its devices' resilience
+// state, request frames and metric scratch, its links — is built when the unit starts (Start,
+// RunUnits) and dropped when it stops, so that an agent of a group holds what it polls and a
+// light description of the rest (unit: identity and device specs; place: where a device is),
+// not the state of the whole inventory. A device keeps its phase, a hash of its identity
+// (Phase), whichever agent polls it. RunUnits stops the pollers no longer kept — their
+// goroutine ends and their connections are closed — before it returns, and starts the new
+// ones at their usual phase.
 
 // unitControl is the cluster mode's state of the input, under Modbus.mu.
 type unitControl struct {
@@ -26,15 +30,76 @@ type unitControl struct {
 	owner atomic.Pointer[func(unit string) string]
 }
 
-// pollerRun is a poller's own run in cluster mode, where pollers start and stop one by one.
+// unit is a poller's description: its identity and its devices' specs, in configuration order.
+// In cluster mode it is kept for every unit of the inventory; its poller exists only while it
+// runs here.
+type unit struct {
+	id    string
+	specs []*deviceSpec
+
+	own    *pollerRun             // cluster mode: its run here, under Modbus.mu; nil: not running
+	poller atomic.Pointer[poller] // cluster mode: set while it runs here (DeviceStates)
+}
+
+// place is where a device is: its unit (an index in the units), its index among the unit's
+// devices, and its controller's URL (a part of the unit's identity: no copy of its own).
+type place struct {
+	unit, k    int32
+	controller string
+}
+
+// pollerRun is a poller's own run in cluster mode, where pollers start and stop one by one:
+// stop ends it, and done is closed when it has ended and closed its connections.
 type pollerRun struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	stop func()
+	done <-chan struct{}
+}
+
+// buildUnits groups the devices into units, in the order of their first device, and places
+// every device, in configuration order.
+func (m *Modbus) buildUnits() ([]*unit, []place) {
+	group, ids := m.groups()
+	units := make([]*unit, len(ids))
+	places := make([]place, len(m.devices))
+	for i, spec := range m.devices {
+		g := group[i]
+		u := units[g]
+		if u == nil {
+			u = &unit{id: ids[g]}
+			units[g] = u
+		}
+		places[i] = place{unit: int32(g), k: int32(len(u.specs)), controller: partOf(u.id, spec.controller.String())}
+		u.specs = append(u.specs, spec)
+	}
+	for _, u := range units {
+		u.specs = slices.Clip(u.specs)
+	}
+	return units, places
+}
+
+// partOf returns the controller c as it is written in unit identity id (sorted controllers
+// joined by spaces), or c when it is not there.
+func partOf(id, c string) string {
+	for rest := id; rest != ""; {
+		part, after, _ := strings.Cut(rest, " ")
+		if part == c {
+			return rest[:len(part)]
+		}
+		rest = after
+	}
+	return c
 }
 
 // groups returns, for every device (in configuration order), the index of its poller, and the
 // identity of each poller: devices whose controllers (backups included) overlap share one.
+// They are made once (the devices do not change after Init), so that Units' identities and
+// the units' are the same strings.
 func (m *Modbus) groups() (group []int, ids []string) {
+	m.grouped.Do(func() { m.group, m.unitIDs = m.makeGroups() })
+	return m.group, m.unitIDs
+}
+
+func (m *Modbus) makeGroups() (group []int, ids []string) {
 	parent := map[string]string{}
 	var find func(string) string
 	find = func(k string) string {
@@ -87,7 +152,7 @@ func (m *Modbus) groups() (group []int, ids []string) {
 // Units implements models.UnitRunner: the identity of each poller, in configuration order.
 func (m *Modbus) Units() []string {
 	_, ids := m.groups()
-	return ids
+	return slices.Clone(ids)
 }
 
 // RunUnits implements models.UnitRunner. Before Start it chooses the pollers Start starts.
@@ -99,22 +164,22 @@ func (m *Modbus) RunUnits(keep func(unit string) bool) {
 	if run == nil {
 		return
 	}
-	var stopping []*poller
-	for _, p := range run.pollers {
-		if p.own != nil && !keep(p.unit) {
-			p.own.cancel()
-			stopping = append(stopping, p)
+	var stopping []*unit
+	for _, u := range run.units {
+		if u.own != nil && !keep(u.id) {
+			u.own.stop()
+			stopping = append(stopping, u)
 		}
 	}
-	for _, p := range stopping { // the cancels above wake them all at once; now wait for each
-		<-p.own.done
-		p.own = nil
-		p.active.Store(false)
+	for _, u := range stopping { // the cancels above wake them all at once; now wait for each
+		<-u.own.done
+		u.own = nil
+		u.poller.Store(nil) // its state is garbage once DeviceStates' callers let it go
 	}
 	started, now := 0, time.Now()
-	for _, p := range run.pollers {
-		if p.own == nil && keep(p.unit) {
-			m.startPoller(run.ctx, p, now, true)
+	for _, u := range run.units {
+		if u.own == nil && keep(u.id) {
+			m.startPoller(run, u, now, true)
 			started++
 		}
 	}
@@ -126,30 +191,38 @@ func (m *Modbus) RunUnits(keep func(unit string) bool) {
 // SetUnitOwner implements models.UnitOwners: DeviceStates names the agent polling each device.
 func (m *Modbus) SetUnitOwner(owner func(unit string) string) { m.units.owner.Store(&owner) }
 
-// startPoller starts p alone (cluster mode): with a context of its own, whose end wakes it.
+// startPoller builds u's poller and starts it alone (cluster mode): on the event loop when it
+// can run there (loop.go), else on a goroutine with a context of its own, whose end wakes it.
 // takeover marks the first metrics of its devices Fresh. m.mu is held.
-func (m *Modbus) startPoller(ctx context.Context, p *poller, start time.Time, takeover bool) {
-	pctx, cancel := context.WithCancel(ctx)
-	r := &pollerRun{cancel: cancel, done: make(chan struct{})}
-	p.own = r
+func (m *Modbus) startPoller(run *running, u *unit, start time.Time, takeover bool) {
+	p := run.env.newPoller(m, u)
 	for _, d := range p.devices {
 		d.fresh = takeover
 	}
 	p.started.Store(start.UnixNano())
-	p.active.Store(true)
+	u.poller.Store(p)
+	if run.loop != nil && loopable(p) {
+		if stop, done, ok := run.loop.attach(p, start); ok {
+			u.own = &pollerRun{stop: stop, done: done}
+			return
+		}
+	}
+	pctx, cancel := context.WithCancel(run.ctx)
+	done := make(chan struct{})
+	u.own = &pollerRun{stop: cancel, done: done}
 	stop := context.AfterFunc(pctx, p.wake)
 	m.wg.Go(func() {
-		defer close(r.done)
+		defer close(done)
 		defer stop()
 		p.run(pctx, start)
 	})
 }
 
-// active counts the pollers running.
+// active counts the units running here (cluster mode). m.mu is held.
 func (r *running) active() int {
 	n := 0
-	for _, p := range r.pollers {
-		if p.active.Load() {
+	for _, u := range r.units {
+		if u.own != nil {
 			n++
 		}
 	}

@@ -3,8 +3,10 @@ package modbus
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,4 +132,90 @@ func TestRunUnits(t *testing.T) {
 		}
 	}
 	m.Stop()
+}
+
+// heapInUse is the heap's live bytes after a full collection (two: sync.Pool's victims too).
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+// TestUnitStateOnlyWhenKept: in cluster mode a unit's run-time state (devices' resilience
+// state, request frames, metric scratch, links) exists only while the unit is kept. An input
+// of 1,000 units that keeps none holds less than a quarter of what keeping them all adds,
+// measured on the heap in this test, and it lets that state go again when the units are
+// revoked. The devices not kept are still listed, remote, and listing them allocates nothing.
+func TestUnitStateOnlyWhenKept(t *testing.T) {
+	const n = 1000
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("127.0.%d.%d:9", 2+i/250, 1+i%250) // nothing listens: a due poll is refused
+	}
+	m := load(t, devicesConfig("  health_metric = false\n", addrs))
+	m.SetInterval(time.Hour) // few polls fall due while the test runs
+	m.SetUnitOwner(func(string) string { return "elsewhere" })
+	none := func(string) bool { return false }
+	all := func(string) bool { return true }
+	m.RunUnits(none)
+	// The runtime keeps the descriptors of ended goroutines for new ones: made first, they are
+	// in the base and not counted as what revoked units leave.
+	var wg sync.WaitGroup
+	hold := make(chan struct{})
+	for range n + 10 {
+		wg.Go(func() { <-hold })
+	}
+	close(hold)
+	wg.Wait()
+	base := heapInUse()
+	if err := m.Start(context.Background(), newAcc()); err != nil {
+		t.Fatal(err)
+	}
+	kept := func() (polled, remote int) {
+		m.DeviceStates(time.Now(), func(d models.DeviceStatus) {
+			if d.State == models.DeviceRemote && d.Owner == "elsewhere" {
+				remote++
+			} else {
+				polled++
+			}
+		})
+		return polled, remote
+	}
+	if p, r := kept(); p != 0 || r != n {
+		t.Fatalf("none kept: %d devices polled, %d remote; want 0 and %d", p, r, n)
+	}
+	var f models.DeviceFigures
+	if allocs := testing.AllocsPerRun(10, func() {
+		m.DeviceStates(time.Now(), func(d models.DeviceStatus) { d.Detail.Figures(&f) })
+	}); allocs != 0 {
+		t.Errorf("listing %d remote devices with their figures: %.0f allocations, want none", n, allocs)
+	}
+	if len(f.Tags) == 0 || f.Timeout <= 0 {
+		t.Errorf("a remote device's figures: tags %v, timeout %s; want its tags and nominal timeout", f.Tags, f.Timeout)
+	}
+	idle := heapInUse() - base
+
+	m.RunUnits(all)
+	if p, r := kept(); p != n || r != 0 {
+		t.Fatalf("all kept: %d devices polled, %d remote; want %d and 0", p, r, n)
+	}
+	state := heapInUse() - base - idle // what polling the units here adds
+
+	m.RunUnits(none)
+	if p, r := kept(); p != 0 || r != n {
+		t.Fatalf("all revoked: %d devices polled, %d remote; want 0 and %d", p, r, n)
+	}
+	left := heapInUse() - base - idle
+	t.Logf("%d units: %d B a device kept by none, %d B more a device kept, %d B a device left after the revoke",
+		n, idle/n, state/n, left/n)
+	if idle*4 > state {
+		t.Errorf("an input that keeps none of %d units holds %d B a device, more than a quarter of the %d B a device keeping them adds: units not kept have run-time state",
+			n, idle/n, state/n)
+	}
+	if left*4 > state {
+		t.Errorf("after every unit was revoked %d B a device is still held, more than a quarter of the %d B a device keeping them added: the state of revoked units is kept",
+			left/n, state/n)
+	}
 }
