@@ -94,6 +94,17 @@ func (s *Stats) Unregister() {
 	statsRegistry.sets = slices.DeleteFunc(statsRegistry.sets, func(x *Stats) bool { return x == s })
 }
 
+// Register puts a set that Unregister took away back in the registry, with its counts (an input
+// stopped and started again: a [cluster] shard that comes back). A registered set stays as it is.
+func (s *Stats) Register() {
+	statsRegistry.mu.Lock()
+	defer statsRegistry.mu.Unlock()
+	if s.gone {
+		s.gone = false
+		statsRegistry.sets = append(statsRegistry.sets, s)
+	}
+}
+
 // StatsSnapshot returns one metric per registered stat set, in a stable order.
 func StatsSnapshot(now time.Time) []*Metric {
 	statsRegistry.mu.Lock()

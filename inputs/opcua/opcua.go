@@ -275,6 +275,7 @@ func (o *OPCUA) Start(ctx context.Context, acc models.Accumulator) error {
 	if o.cancel != nil {
 		return fmt.Errorf("already started")
 	}
+	o.stats.register() // again, when a Stop took it away ([cluster]: the shard came back)
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	o.cancel, o.done = cancel, done

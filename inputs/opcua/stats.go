@@ -40,3 +40,5 @@ func newCounters(source, endpoint string) *counters {
 }
 
 func (c *counters) unregister() { c.set.Unregister() }
+
+func (c *counters) register() { c.set.Register() }

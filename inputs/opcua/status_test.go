@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -66,5 +67,36 @@ func TestSessionStates(t *testing.T) {
 	up.Stop()
 	if _, ok := sessionState(up, time.Now()); ok {
 		t.Error("a session reported after Stop")
+	}
+}
+
+// TestStatsAfterRestart: internal_opcua is reported while the input runs, not after Stop, and
+// again, with its counts, when the input is started once more (a [cluster] shard that comes back).
+func TestStatsAfterRestart(t *testing.T) {
+	o := load(t, `[[inputs.opcua]]
+  name = "restart"
+  endpoint = "opc.tcp://127.0.0.1:1"
+  [[inputs.opcua.group]]
+    browse = "i=85"
+`)
+	reported := func() bool {
+		for _, m := range models.StatsSnapshot(time.Now()) {
+			if v, _ := m.Tag("source"); m.Name == "internal_opcua" && v == "restart" {
+				return true
+			}
+		}
+		return false
+	}
+	for i := range 2 {
+		if err := o.Start(context.Background(), &countAcc{}); err != nil {
+			t.Fatal(err)
+		}
+		if !reported() {
+			t.Fatalf("start %d: internal_opcua not reported", i+1)
+		}
+		o.Stop()
+		if reported() {
+			t.Fatalf("stop %d: internal_opcua still reported", i+1)
+		}
 	}
 }
