@@ -90,6 +90,18 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 
 // load builds an input from a TOML table through the real config loader (so the config shape
 // and Init are exercised as an operator's file would be).
+// loadUnreachable loads an input named name that browses the Server object of an endpoint
+// where nothing listens: for what the plugin does without a server.
+func loadUnreachable(t testing.TB, name string) *OPCUA {
+	t.Helper()
+	return load(t, `[[inputs.opcua]]
+  name = "`+name+`"
+  endpoint = "opc.tcp://127.0.0.1:1"
+  [[inputs.opcua.group]]
+    browse = "i=85"
+`)
+}
+
 func load(t testing.TB, table string) *OPCUA {
 	t.Helper()
 	cfg, err := config.LoadText("test.conf", "[agent]\n  interval = \"1s\"\n"+table, func(string) (string, bool) { return "", false })

@@ -607,7 +607,7 @@ func TestNodeOPCUAValues(t *testing.T) {
 		t.Fatal("a Good value is tagged quality with quality_tag = \"not_good\"")
 	}
 	// bad kept with the status code as a field; uncertain dropped; quality always tagged
-	acc, q = quality("bad_quality = \"keep\"\n  uncertain_quality = \"drop\"\n  status_code = \"field\"\n  quality_tag = \"always\"")
+	acc, _ = quality("bad_quality = \"keep\"\n  uncertain_quality = \"drop\"\n  status_code = \"field\"\n  quality_tag = \"always\"")
 	ms = acc.all()
 	b := byField(ms, "opcua")["broken_status"]
 	if len(ms) != 2 || b == nil || field(t, b, "broken_status") != uint64(0x808C0000) || tag(b, "quality") != "Bad" {

@@ -73,12 +73,7 @@ func TestSessionStates(t *testing.T) {
 // TestStatsAfterRestart: internal_opcua is reported while the input runs, not after Stop, and
 // again, with its counts, when the input is started once more (a [cluster] shard that comes back).
 func TestStatsAfterRestart(t *testing.T) {
-	o := load(t, `[[inputs.opcua]]
-  name = "restart"
-  endpoint = "opc.tcp://127.0.0.1:1"
-  [[inputs.opcua.group]]
-    browse = "i=85"
-`)
+	o := loadUnreachable(t, "restart")
 	reported := func() bool {
 		for _, m := range models.StatsSnapshot(time.Now()) {
 			if v, _ := m.Tag("source"); m.Name == "internal_opcua" && v == "restart" {
