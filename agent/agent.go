@@ -241,10 +241,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	pipe := newPipeline(a.processors, a.Outputs())
 
 	// Outputs first, so that nothing waits on them: connecting happens in each flusher.
+	// Stopping the flushers (outCtx) does not cut short a write under way: a request the server
+	// took whole but whose answer was cut off is sent again by the final flush, a duplicate. The
+	// writes are cancelled at the shutdown's deadline (writeCtx).
 	outCtx, stopOutputs := context.WithCancel(context.Background())
+	writeCtx, cancelWrites := context.WithCancelCause(context.Background())
+	defer cancelWrites(nil)
 	var outWG sync.WaitGroup
 	for _, o := range a.outputs {
-		outWG.Go(func() { a.flushLoop(outCtx, o) })
+		outWG.Go(func() { a.flushLoop(outCtx, writeCtx, o) })
 	}
 
 	for _, rp := range a.processors {
@@ -312,17 +317,21 @@ func (a *Agent) Run(ctx context.Context) error {
 			sp.Stop()
 		}
 	}
+	deadline := time.Now().Add(time.Duration(a.cfg.Agent.ShutdownTimeout))
 	stopOutputs()
+	late := time.AfterFunc(time.Until(deadline), func() { cancelWrites(context.DeadlineExceeded) })
 	outWG.Wait()
-	a.finalFlush()
+	late.Stop()
+	a.finalFlush(deadline)
 	a.closeAll()
 	a.log.Info("stopped")
 	return nil
 }
 
-// finalFlush writes what every output still holds, all outputs at once, within shutdown_timeout.
-func (a *Agent) finalFlush() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.Agent.ShutdownTimeout))
+// finalFlush writes what every output still holds, all outputs at once, by deadline (the end of
+// shutdown_timeout).
+func (a *Agent) finalFlush(deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, o := range a.outputs {
@@ -445,8 +454,9 @@ func (a *Agent) gatherLoop(ctx context.Context, ri *models.RunningInput, acc mod
 var connectBackoff = func() *resilience.Backoff { return resilience.NewBackoff(time.Second, 30*time.Second) }
 
 // flushLoop connects the output (retrying with backoff) and flushes it every flush_interval, or
-// as soon as a full batch waits. After a failed write it waits for the next interval.
-func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
+// as soon as a full batch waits, until ctx ends. After a failed write it waits for the next
+// interval. Its writes run under write, which outlives ctx until the shutdown's deadline.
+func (a *Agent) flushLoop(ctx, write context.Context, ro *runningOutput) {
 	o := ro.RunningOutput
 	backoff := connectBackoff()
 	// The same failure (models.ErrorKey) is logged once a minute with how often it came, as a
@@ -486,7 +496,7 @@ func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-			failed = o.Flush(ctx, true) != nil
+			failed = o.Flush(write, true) != nil
 			wait := interval
 			if jitter > 0 {
 				wait += rand.N(jitter)
@@ -494,7 +504,7 @@ func (a *Agent) flushLoop(ctx context.Context, ro *runningOutput) {
 			timer.Reset(wait)
 		case <-o.BatchReady:
 			if !failed {
-				failed = o.Flush(ctx, false) != nil
+				failed = o.Flush(write, false) != nil
 			}
 		}
 	}

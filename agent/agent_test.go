@@ -63,12 +63,13 @@ func (p *pusher) push(from, n int) {
 
 // memOut records what it is given and fails while down.
 type memOut struct {
-	mu     sync.Mutex
-	down   bool
-	block  chan struct{} // Write blocks until closed (a hung server)
-	got    []int64
-	writes int
-	ended  []error // of each Write that blocked: why it stopped waiting
+	mu      sync.Mutex
+	down    bool
+	block   chan struct{} // Write blocks until closed (a hung server)
+	got     []int64
+	writes  int
+	ended   []error       // of each Write that blocked: why it stopped waiting (its context's cause)
+	inWrite chan struct{} // when not nil, gets a value when a Write starts blocking
 }
 
 func (*memOut) SampleConfig() string          { return "" }
@@ -76,11 +77,17 @@ func (*memOut) Connect(context.Context) error { return nil }
 func (*memOut) Close() error                  { return nil }
 func (o *memOut) Write(ctx context.Context, batch []*models.Metric) error {
 	if o.block != nil {
+		if o.inWrite != nil {
+			select {
+			case o.inWrite <- struct{}{}:
+			default:
+			}
+		}
 		select {
 		case <-o.block:
 		case <-ctx.Done():
 			o.mu.Lock()
-			o.ended = append(o.ended, ctx.Err())
+			o.ended = append(o.ended, context.Cause(ctx))
 			o.mu.Unlock()
 			return ctx.Err()
 		}
@@ -253,6 +260,27 @@ func TestShutdownFlushesWithinDeadline(t *testing.T) {
 	}
 	if got := up.values(); !slices.Equal(got, seqFrom(0, 50)) {
 		t.Fatalf("the healthy output got %v at shutdown", got)
+	}
+}
+
+// TestShutdownLetsWriteFinish: a write under way when the agent stops is not cut short, which
+// could make the final flush send again what the server took (a duplicate): it has until the
+// shutdown's deadline, and only then is it cancelled, with that deadline as the cause.
+func TestShutdownLetsWriteFinish(t *testing.T) {
+	p := &pusher{started: make(chan struct{})}
+	slow := &memOut{block: make(chan struct{}), inWrite: make(chan struct{}, 1)} // answers only when told
+	cfg := setup{inputs: []models.Input{p}, outputs: []*memOut{slow}, batch: 10}.config()
+	cfg.Agent.ShutdownTimeout = config.Duration(300 * time.Millisecond)
+	_, stop := start(t, cfg, nil)
+	<-p.started
+	p.push(0, 10) // a full batch: the flusher writes it at once
+	<-slow.inWrite
+	stop()
+	slow.mu.Lock()
+	ended := slices.Clone(slow.ended)
+	slow.mu.Unlock()
+	if len(ended) == 0 || !errors.Is(ended[0], context.DeadlineExceeded) {
+		t.Fatalf("the write under way at the stop ended with %v; want it to run until the shutdown's deadline", ended)
 	}
 }
 
