@@ -474,11 +474,7 @@ func (a *Agent) flushLoop(ctx, write context.Context, ro *runningOutput) {
 		now := time.Now()
 		ro.connectErr.Store(&failure{err, now})
 		wait := backoff.Next()
-		if log, note := connectLog.Add(models.ErrorKey(err), now); log {
-			msg := err.Error()
-			if note != "" {
-				msg += " " + note
-			}
+		if log, msg := connectLog.AddError(err, now); log {
 			o.Log.Error("connect failed; metrics are buffered meanwhile", "error", msg, "retry_in", wait.Round(time.Millisecond))
 		}
 		select {

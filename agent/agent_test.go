@@ -19,6 +19,7 @@ import (
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/internal/diskbuffer"
 	"github.com/tagpipe/tagpipe/internal/resilience"
+	"github.com/tagpipe/tagpipe/internal/testkit/outputtest"
 	"github.com/tagpipe/tagpipe/models"
 )
 
@@ -499,38 +500,20 @@ func (o *refusingOut) Connect(context.Context) error {
 func TestConnectFailuresFolded(t *testing.T) {
 	defer func(b func() *resilience.Backoff) { connectBackoff = b }(connectBackoff)
 	connectBackoff = func() *resilience.Backoff { return resilience.NewBackoff(time.Millisecond, 2*time.Millisecond) }
-	var log syncBuffer
+	log, logs := outputtest.NewLogger(t)
 	out := &refusingOut{refuse: 40}
 	cfg := setup{}.config()
 	cfg.Outputs = append(cfg.Outputs, &config.Output{Plugin: out, Config: &models.PluginConfig{Name: "refusing"},
 		Settings: models.OutputSettings{BatchSize: 1, BufferLimit: 100, FlushInterval: time.Hour},
-		Log:      slog.New(slog.NewTextHandler(&log, nil)), Identity: "outputs.refusing"})
+		Log:      log, Identity: "outputs.refusing"})
 	_, stop := start(t, cfg, nil)
 	waitFor(t, "the output to connect", func() bool { return out.attempts.Load() > 40 })
 	stop()
-	text := log.String()
-	if n := strings.Count(text, "connect failed"); n != 1 {
+	text := logs.String()
+	if n := logs.Count("connect failed"); n != 1 {
 		t.Errorf("%d lines say the connect failed, want 1 for 40 failures:\n%s", n, text)
 	}
 	if !strings.Contains(text, "msg=connected failures_not_logged=39") {
 		t.Errorf("no line says the output connected after 39 failures not logged:\n%s", text)
 	}
-}
-
-// syncBuffer is a log's destination that goroutines may write to while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

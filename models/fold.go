@@ -33,6 +33,20 @@ func (f *ErrorFold) Add(key string, now time.Time) (log bool, note string) {
 	return true, note
 }
 
+// AddError is Add for err, compared by ErrorKey: when to log it, the message is err's text with
+// the note.
+func (f *ErrorFold) AddError(err error, now time.Time) (log bool, msg string) {
+	log, note := f.Add(ErrorKey(err), now)
+	if !log {
+		return false, ""
+	}
+	msg = err.Error()
+	if note != "" {
+		msg += " " + note
+	}
+	return true, msg
+}
+
 // Held is how often the error logged last came since, not logged.
 func (f *ErrorFold) Held() int { return f.repeats }
 

@@ -227,13 +227,9 @@ func (o *RunningOutput) write(ctx context.Context, tx *Transaction) error {
 func (o *RunningOutput) logFailure(err error, batch int) {
 	o.logMu.Lock()
 	defer o.logMu.Unlock()
-	log, note := o.errLog.Add(ErrorKey(err), time.Now())
+	log, msg := o.errLog.AddError(err, time.Now())
 	if !log {
 		return
-	}
-	msg := err.Error()
-	if note != "" {
-		msg += " " + note
 	}
 	level := slog.LevelError
 	if errors.Is(err, context.Canceled) {

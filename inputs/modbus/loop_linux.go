@@ -99,6 +99,7 @@ func newEventLoop(m *Modbus, acc models.Accumulator, pollers []*poller) (*eventL
 	}
 	lp := &eventLoop{m: m, epfd: epfd, wakeFD: wfd}
 	lp.acc.Accumulator = acc
+	lp.acc.batch, _ = acc.(models.BatchAccumulator)
 	for i, p := range pollers {
 		lp.devs = append(lp.devs, newLoopDev(i, p))
 	}
@@ -547,7 +548,8 @@ func (lp *eventLoop) compact() {
 // send and often a futex wake each, 20,000 a second at 10,000 devices). Errors go straight on.
 type loopAcc struct {
 	models.Accumulator
-	out []*models.Metric
+	batch models.BatchAccumulator // the same, when it takes batches
+	out   []*models.Metric
 }
 
 func (a *loopAcc) AddMetric(m *models.Metric) { a.out = append(a.out, m) }
@@ -556,8 +558,8 @@ func (a *loopAcc) flush() {
 	if len(a.out) == 0 {
 		return
 	}
-	if b, ok := a.Accumulator.(models.BatchAccumulator); ok {
-		b.AddMetrics(a.out)
+	if a.batch != nil {
+		a.batch.AddMetrics(a.out)
 	} else {
 		for _, m := range a.out {
 			a.Accumulator.AddMetric(m)
