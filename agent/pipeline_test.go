@@ -75,6 +75,15 @@ func (rename) Apply(in ...*models.Metric) []*models.Metric {
 	return in
 }
 
+// diskBuf opens a disk buffer of limit bytes in a folder of the test's.
+func diskBuf(tb testing.TB, limit int64) models.Buffer {
+	d, err := diskbuffer.Open(diskbuffer.Config{Dir: tb.TempDir(), Limit: limit, Log: quiet})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
 // BenchmarkPipeline measures metrics of 10 fields going from an accumulator (as an input's device
 // goroutine adds them) through two processors and the fan-out into an output's buffer, to a
 // serialized line protocol batch. One op is one metric.
@@ -86,13 +95,7 @@ func (rename) Apply(in ...*models.Metric) []*models.Metric {
 // running flat out, which lets the disk buffer serve batches from memory as it does in steady
 // state: at that rate the agent's share of one core is cpu-ns/metric × 100,000 / 10⁹.
 func BenchmarkPipeline(b *testing.B) {
-	disk := func(b *testing.B) models.Buffer {
-		d, err := diskbuffer.Open(diskbuffer.Config{Dir: b.TempDir(), Limit: 8 << 30, Log: quiet})
-		if err != nil {
-			b.Fatal(err)
-		}
-		return d
-	}
+	disk := func(b *testing.B) models.Buffer { return diskBuf(b, 8<<30) }
 	b.Run("memory", func(b *testing.B) { benchPipeline(b, nil, 0) })
 	b.Run("disk", func(b *testing.B) { benchPipeline(b, disk(b), 0) })
 	b.Run("memory-100k", func(b *testing.B) { benchPipeline(b, nil, 100_000) })
@@ -251,13 +254,7 @@ func TestStalledPipelineHoldsLittle(t *testing.T) {
 // processors and with memory buffers only, the input's goroutine adds its batches to the outputs
 // itself (direct); a disk buffer's output is still fed by the fan-out.
 func TestPipelineBatches(t *testing.T) {
-	disk := func(t *testing.T) models.Buffer {
-		d, err := diskbuffer.Open(diskbuffer.Config{Dir: t.TempDir(), Limit: 1 << 30, Log: quiet})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	disk := func(t *testing.T) models.Buffer { return diskBuf(t, 1<<30) }
 	for _, c := range []struct {
 		name   string
 		rename bool
