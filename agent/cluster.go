@@ -40,7 +40,7 @@ type clusterRun struct {
 type unitInput struct {
 	ri    *models.RunningInput
 	ur    models.UnitRunner
-	shard map[string]int // unit identity → shard
+	shard []int32 // of each unit, by its index in Units
 }
 
 // wholeInput is a service input that is one unit.
@@ -70,9 +70,10 @@ func newClusterRun(a *Agent) (*clusterRun, error) {
 	for _, ri := range a.inputs {
 		switch in := ri.Input.(type) {
 		case models.UnitRunner:
-			u := &unitInput{ri: ri, ur: in, shard: map[string]int{}}
-			for _, id := range in.Units() {
-				u.shard[id] = cluster.Shard(id, cfg.Shards)
+			ids := in.Units()
+			u := &unitInput{ri: ri, ur: in, shard: make([]int32, len(ids))}
+			for i, id := range ids {
+				u.shard[i] = int32(cluster.Shard(id, cfg.Shards))
 			}
 			c.units = append(c.units, u)
 		case models.ServiceInput:
@@ -88,7 +89,7 @@ func newClusterRun(a *Agent) (*clusterRun, error) {
 	for _, u := range c.units {
 		if o, ok := u.ur.(models.UnitOwners); ok {
 			shard := u.shard
-			o.SetUnitOwner(func(unit string) string { return m.Owner(shard[unit]) })
+			o.SetUnitOwner(func(unit int) string { return m.Owner(int(shard[unit])) })
 		}
 	}
 	return c, nil
@@ -110,7 +111,7 @@ func (c *clusterRun) whole(ri *models.RunningInput) *wholeInput {
 // prepare makes the unit inputs start with nothing (Run starts them next); the group decides.
 func (c *clusterRun) prepare() {
 	for _, u := range c.units {
-		u.ur.RunUnits(func(string) bool { return false })
+		u.ur.RunUnits(func(int) bool { return false })
 	}
 }
 
@@ -121,13 +122,7 @@ func (c *clusterRun) RunShards(s []bool) {
 	c.polled = s
 	for _, u := range c.units {
 		shard := u.shard
-		u.ur.RunUnits(func(unit string) bool {
-			sh, ok := shard[unit]
-			if !ok { // a unit the input did not list: place it as any other
-				sh = cluster.Shard(unit, c.shards)
-			}
-			return s[sh]
-		})
+		u.ur.RunUnits(func(unit int) bool { return s[shard[unit]] })
 	}
 	for _, w := range c.wholes {
 		want := s[w.shard]

@@ -19,8 +19,8 @@ import (
 type unitsInput struct {
 	ids   []string
 	mu    sync.Mutex
-	keep  func(string) bool
-	owner func(string) string
+	keep  func(int) bool
+	owner func(int) string
 }
 
 func (*unitsInput) SampleConfig() string                             { return "" }
@@ -28,23 +28,23 @@ func (*unitsInput) Gather(context.Context, models.Accumulator) error { return ni
 func (*unitsInput) Start(context.Context, models.Accumulator) error  { return nil }
 func (*unitsInput) Stop()                                            {}
 func (u *unitsInput) Units() []string                                { return u.ids }
-func (u *unitsInput) SetUnitOwner(owner func(string) string)         { u.owner = owner }
-func (u *unitsInput) RunUnits(keep func(string) bool)                { u.mu.Lock(); u.keep = keep; u.mu.Unlock() }
-func (u *unitsInput) running(id string) bool {
+func (u *unitsInput) SetUnitOwner(owner func(int) string)            { u.owner = owner }
+func (u *unitsInput) RunUnits(keep func(int) bool)                   { u.mu.Lock(); u.keep = keep; u.mu.Unlock() }
+func (u *unitsInput) running(unit int) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.keep != nil && u.keep(id)
+	return u.keep != nil && u.keep(unit)
 }
 func (u *unitsInput) DeviceStates(_ time.Time, fn func(models.DeviceStatus)) { u.states(fn) }
 
 func (u *unitsInput) states(fn func(models.DeviceStatus)) {
-	for _, id := range u.ids {
+	for i, id := range u.ids {
 		d := models.DeviceStatus{Name: id, Controller: id, State: models.DeviceFailing}
-		if !u.running(id) {
+		if !u.running(i) {
 			d.State = models.DeviceRemote
 		}
 		if u.owner != nil {
-			d.Owner = u.owner(id)
+			d.Owner = u.owner(i)
 		}
 		fn(d)
 	}
@@ -121,8 +121,8 @@ func TestClusterAgentsShareUnits(t *testing.T) {
 	b := startClusterAgent(t, bk.ListenAddrs(), "agent-b")
 	defer b.stop()
 	split := func() (na, nb int, ok bool) {
-		for _, id := range a.units.ids {
-			ra, rb := a.units.running(id), b.units.running(id)
+		for i := range a.units.ids {
+			ra, rb := a.units.running(i), b.units.running(i)
 			if ra == rb {
 				return 0, 0, false // none or both
 			}

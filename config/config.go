@@ -236,6 +236,32 @@ func LoadText(name, text string, lookup func(string) (string, bool)) (*Config, e
 	return l.finish()
 }
 
+// trimComments cuts the comment and blank lines at the end of a table's text: the options
+// commented out below a table (as sample.conf writes them) are no part of it, and a plugin's
+// strings decoded from the text would keep them in memory.
+func trimComments(text string) string {
+	for {
+		rest, last, found := cutLastLine(text)
+		if t := strings.TrimSpace(last); t != "" && t[0] != '#' {
+			return text
+		}
+		if !found {
+			return ""
+		}
+		text = rest
+	}
+}
+
+// cutLastLine splits text before its last line (trailing newline excluded).
+func cutLastLine(text string) (before, last string, found bool) {
+	text = strings.TrimSuffix(text, "\n")
+	i := strings.LastIndexByte(text, '\n')
+	if i < 0 {
+		return "", text, false
+	}
+	return text[:i+1], text[i+1:], true
+}
+
 type loader struct {
 	cfg    *Config
 	errs   []error
@@ -443,7 +469,7 @@ func (s *section) decodeTable(name string, v any) bool {
 	holder := reflect.New(reflect.StructOf([]reflect.StructField{{
 		Name: "T", Type: reflect.TypeOf(v).Elem(), Tag: reflect.StructTag(`toml:"` + name + `"`),
 	}}))
-	md, err := toml.Decode(s.text, holder.Interface())
+	md, err := toml.Decode(trimComments(s.text), holder.Interface())
 	if err != nil {
 		s.keyErr(err, name)
 		return false
@@ -521,7 +547,8 @@ type outputTable struct {
 
 func (s *section) plugin() {
 	t := s.span
-	kind, name := t.kind, t.name
+	// Copies: what the plugin keeps of them (its config, its logger) must not keep the file's text.
+	kind, name := strings.Clone(t.kind), strings.Clone(t.name)
 	prefix := kind + "." + name
 	// The label comes from the lines of the table's alias and name alone: errors found while
 	// the table is decoded carry it.
@@ -581,7 +608,7 @@ func (s *section) plugin() {
 	if !inPieces {
 		var holder map[string]map[string][]toml.Primitive
 		var err error
-		md, err = toml.Decode(s.text, &holder)
+		md, err = toml.Decode(trimComments(s.text), &holder)
 		if err != nil {
 			s.keyErr(err, prefix)
 			return

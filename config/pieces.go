@@ -182,7 +182,7 @@ func (s *section) headText(p *piecePlan) string {
 		b.WriteString(s.text[from:at(int(s.sc.headers[r.elems[0]].off))])
 		from = at(r.endOf)
 	}
-	b.WriteString(s.text[from:])
+	b.WriteString(trimComments(s.text[from:]))
 	return b.String()
 }
 

@@ -330,3 +330,34 @@ func FuzzPieces(f *testing.F) {
 		sameLoad(t, "fuzz", text, func(string) (string, bool) { return value, true }, 1)
 	})
 }
+
+// TestLoadKeepsNoText: the configuration's text is garbage once it is loaded. A string kept by
+// a plugin or its logger that is a part of the text (a table's name, as the scanner finds it)
+// would keep all of it, and so would a string decoded from a table's text that runs on into the
+// comments below it: here 4 MiB of comments, above the first table and below the last.
+func TestLoadKeepsNoText(t *testing.T) {
+	heap := func() int64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return int64(ms.HeapAlloc)
+	}
+	const pad = 4 << 20
+	base := heap()
+	cfg := func() *config.Config {
+		comments := strings.Repeat("# a comment of 64 bytes, over and over, to make the text large.\n", pad/128)
+		text := comments + plantConfig(10) + comments // the last: below the modbus table
+		cfg, err := config.LoadText("big.conf", text, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}()
+	held := heap() - base
+	runtime.KeepAlive(cfg)
+	t.Logf("%d KiB held after loading %d KiB", held>>10, pad>>10)
+	if held > pad/4 {
+		t.Errorf("%d KiB held after loading a text of %d KiB: the text is kept", held>>10, pad>>10)
+	}
+}

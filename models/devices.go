@@ -77,18 +77,19 @@ type UnitRunner interface {
 	// across restarts and reloads and does not depend on the other units (its connection's
 	// address), so that adding a device moves no other unit.
 	Units() []string
-	// RunUnits makes the input poll only the units keep returns true for. Before Start it
-	// chooses what Start starts; while running, the units no longer kept stop, and their
-	// connections are closed, before it returns, and the newly kept ones start at their usual
-	// phase. keep must be safe to call from any goroutine.
-	RunUnits(keep func(unit string) bool)
+	// RunUnits makes the input poll only the units keep returns true for; a unit is named by
+	// its index in Units. Before Start it chooses what Start starts; while running, the units
+	// no longer kept stop, and their connections are closed, before it returns, and the newly
+	// kept ones start at their usual phase. keep must be safe to call from any goroutine.
+	RunUnits(keep func(unit int) bool)
 }
 
 // UnitOwners is implemented by UnitRunner inputs that report the devices of units polled by
 // another agent of the group (DeviceRemote) with their Owner. owner returns the member that
-// polls a unit ("" when unknown); it is safe to call from any goroutine, and cheap.
+// polls a unit (its index in Units; "" when unknown); it is safe to call from any goroutine,
+// and cheap.
 type UnitOwners interface {
-	SetUnitOwner(owner func(unit string) string)
+	SetUnitOwner(owner func(unit int) string)
 }
 
 // Connector is implemented by service inputs that talk to one server (OPC UA): Connection

@@ -74,6 +74,10 @@ func deviceName(i int) string { return fmt.Sprintf("d%05d", i) }
 // runs (config.Load, agent.New, Run until SIGTERM), plus a CPU profile of the steady window
 // when asked for.
 func runAgent(o *options) {
+	if o.memProfile != "" {
+		// A finer sample than the default 512 KiB, so that a few hundred bytes a device show.
+		runtime.MemProfileRate = 4096
+	}
 	cfg, err := config.Load(config.Options{Files: []string{o.config}})
 	if err != nil {
 		fatalf("agent: %v", err)

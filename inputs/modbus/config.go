@@ -63,14 +63,32 @@ type RS485 struct {
 }
 
 // controller is where a device is reached: a TCP or TLS address, or a serial port, and the
-// framing spoken there.
+// framing spoken there. It is kept as one string, its URL, which names the device's connection
+// everywhere (unit identities, phases, messages): scheme and address are parts of it, so that
+// the 10,000 controllers of a large inventory are one small string each.
 type controller struct {
-	scheme  string // tcp, tls, file
-	addr    string // host:port, or the serial device
+	url     string // scheme://addr: tcp://host:port, tls://host:port, file:///dev/ttyX
 	framing framing
+	split   uint8 // len(scheme)
 }
 
-func (t controller) String() string { return t.scheme + "://" + t.addr }
+// newController makes the controller scheme://addr.
+func newController(scheme, addr string, fr framing) controller {
+	return controller{url: scheme + "://" + addr, framing: fr, split: uint8(len(scheme))}
+}
+
+func (t controller) String() string { return t.url }
+
+// scheme is tcp, tls or file.
+func (t controller) scheme() string { return t.url[:t.split] }
+
+// addr is host:port, or the serial device.
+func (t controller) addr() string {
+	if len(t.url) < int(t.split)+3 {
+		return ""
+	}
+	return t.url[t.split+3:]
+}
 
 // profile is a Profile compiled: fields ready to decode, grouped into metrics.
 type profile struct {
@@ -87,18 +105,25 @@ type group struct {
 	fields      int
 }
 
-// deviceSpec is a Device compiled. It is read-only after Init.
+// deviceSpec is a Device compiled. It is read-only after Init. In cluster mode it is kept for
+// every device of the inventory, polled here or not, so it holds what a device needs alone:
+// what devices of one profile with the same options share is one deviceKind, and what only a
+// device polled here needs (stale tags, frames) is made with its run-time state (newDevice).
 type deviceSpec struct {
-	index      int
+	*deviceKind
 	name       string
-	unit       byte
-	prof       *profile
-	plan       []request      // shared with devices of the same profile and plan options
 	tags       [][]models.Tag // per group: sorted, with the device tag; handed to every metric
-	staleTags  [][]models.Tag // the same with quality=stale (stale_after only)
 	controller controller     // its controller
 	backups    []controller   // backup_controllers
-	opts       *deviceOptions // shared by devices with the same options
+	unit       byte
+}
+
+// deviceKind is what the devices of one profile with equal options share: the profile, its
+// request plan for those options, and the options.
+type deviceKind struct {
+	prof *profile
+	plan []request
+	opts *deviceOptions
 }
 
 // modes maps transmission_mode to a framing; 0 is auto.
@@ -118,46 +143,46 @@ func parseController(s, mode string) (controller, error) {
 		return controller{}, fmt.Errorf("%q: write tcp://HOST:PORT, tls://HOST:PORT or file:///dev/DEVICE", s)
 	}
 	fr := modes[mode]
-	t := controller{scheme: strings.ToLower(u.Scheme), framing: fr}
-	switch t.scheme {
+	scheme, addr := strings.ToLower(u.Scheme), ""
+	switch scheme {
 	case "tcp", "tls":
 		if u.Host == "" || u.Path != "" && u.Path != "/" {
-			return controller{}, fmt.Errorf("%q: want %s://HOST:PORT", s, t.scheme)
+			return controller{}, fmt.Errorf("%q: want %s://HOST:PORT", s, scheme)
 		}
 		port := u.Port()
 		if port == "" {
 			port = "502"
-			if t.scheme == "tls" {
+			if scheme == "tls" {
 				port = "802" // Modbus/TCP Security's registered port
 			}
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 			return controller{}, fmt.Errorf("%q: port %q is not 1..65535", s, port)
 		}
-		t.addr = net.JoinHostPort(u.Hostname(), port)
+		addr = net.JoinHostPort(u.Hostname(), port)
 		switch {
 		case fr == 0:
-			t.framing = frameMBAP
+			fr = frameMBAP
 		case mode == "rtu" || mode == "ascii":
 			return controller{}, fmt.Errorf("transmission_mode %q is for serial lines (file://); over TCP use %sovertcp", mode, mode)
-		case t.scheme == "tls" && fr != frameMBAP:
+		case scheme == "tls" && fr != frameMBAP:
 			return controller{}, fmt.Errorf("transmission_mode %q: Modbus/TCP Security (tls://) carries Modbus TCP frames only", mode)
 		}
 	case "file":
-		t.addr = u.Path
-		if u.Host != "" || t.addr == "" {
+		addr = u.Path
+		if u.Host != "" || addr == "" {
 			return controller{}, fmt.Errorf("%q: want file:///dev/DEVICE (three slashes)", s)
 		}
 		switch {
 		case fr == 0:
-			t.framing = frameRTU
+			fr = frameRTU
 		case mode != "rtu" && mode != "ascii":
 			return controller{}, fmt.Errorf("transmission_mode %q is for TCP; a serial line speaks rtu or ascii", mode)
 		}
 	default:
 		return controller{}, fmt.Errorf("%q: scheme %q, want tcp, tls or file", s, u.Scheme)
 	}
-	return t, nil
+	return newController(scheme, addr, fr), nil
 }
 
 // compileProfile checks a profile and builds its fields and groups. The warnings name fields
@@ -429,12 +454,18 @@ func checkOverlaps(fields []fieldSpec, prefix string) error {
 
 // deviceTags builds the tag set of each of the profile's metrics for one device: the group's
 // tags, the device's tags over them, and the device tag.
-func deviceTags(prof *profile, d *Device) [][]models.Tag {
-	own := models.TagsFromMap(d.Tags)
+func deviceTags(prof *profile, name string, own map[string]string) [][]models.Tag {
+	tags := models.TagsFromMap(own)
+	for i := range tags { // copies: the configuration's text is not kept for them
+		tags[i].Key, tags[i].Value = strings.Clone(tags[i].Key), strings.Clone(tags[i].Value)
+	}
 	out := make([][]models.Tag, len(prof.groups))
 	for g := range prof.groups {
-		tags := models.MergeTags(own, []models.Tag{{Key: "device", Value: d.Name}}, prof.groups[g].tags)
-		out[g] = slices.Clip(tags)
+		if g > 0 && slices.Equal(prof.groups[g].tags, prof.groups[g-1].tags) {
+			out[g] = out[g-1] // the same tags as the group before (read-only): one copy
+			continue
+		}
+		out[g] = slices.Clip(models.MergeTags(tags, []models.Tag{{Key: "device", Value: name}}, prof.groups[g].tags))
 	}
 	return out
 }

@@ -84,9 +84,6 @@ func TestOptionLevels(t *testing.T) {
 			t.Errorf("%s: %v, want %v", x.what, x.got, x.want)
 		}
 	}
-	if m.devices[1].staleTags == nil || m.devices[2].staleTags != nil {
-		t.Error("stale tags made for the devices with stale_after only")
-	}
 }
 
 // TestProfileByteOrder: a profile's byte order is the default of its fields; a STRING, a BIT and

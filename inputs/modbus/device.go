@@ -61,6 +61,7 @@ type route struct {
 
 // staleState keeps the last good value of every field of a device, for stale_after.
 type staleState struct {
+	tags [][]models.Tag // the device's tags with quality=stale, per group
 	last []models.Field // per profile field
 	at   []int64        // when it was read (Unix ns); 0: never
 	out  []*models.Metric
@@ -88,7 +89,7 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(controller) *link) *devi
 	}
 	if spec.opts.staleAfter > 0 {
 		n := len(spec.prof.fields)
-		d.stale = &staleState{last: make([]models.Field, n), at: make([]int64, n), out: make([]*models.Metric, len(spec.prof.groups))}
+		d.stale = &staleState{tags: staleTags(spec.tags), last: make([]models.Field, n), at: make([]int64, n), out: make([]*models.Metric, len(spec.prof.groups))}
 	}
 	controllers := append([]controller{spec.controller}, spec.backups...)
 	d.routes = make([]route, len(controllers))

@@ -53,7 +53,7 @@ func FuzzAnswer(f *testing.F) {
 	f.Add(byte(2), []byte(":010302123496\r\n"))
 	f.Fuzz(func(t *testing.T, fr byte, stream []byte) {
 		l := &link{
-			controller: controller{scheme: "tcp", framing: framing(1 + fr%3)},
+			controller: newController("tcp", "", framing(1+fr%3)),
 			st:         statsOf(&models.Stats{}),
 			c:          &streamConn{bytes.NewReader(stream)},
 			buf:        new(buffers),
@@ -263,7 +263,7 @@ func TestSeedStreams(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l := &link{controller: controller{scheme: "tcp", framing: framing(1 + fr[0])}, st: statsOf(&models.Stats{}),
+		l := &link{controller: newController("tcp", "", framing(1+fr[0])), st: statsOf(&models.Stats{}),
 			c: &streamConn{strings.NewReader(stream)}, buf: new(buffers)}
 		d := &device{deviceSpec: &deviceSpec{name: "seed", unit: 1}}
 		for i := range fuzzRequests {

@@ -33,8 +33,9 @@ func (m *Modbus) Init() error {
 	if err != nil {
 		return err
 	}
-	b := &builder{m: m, profiles: profiles, plans: map[planKey][]request{}, names: make(map[string]int, len(m.Devices)),
-		links: make(map[linkID]linkOwner, len(m.Devices)), interned: map[deviceOptions]*deviceOptions{}, merged: map[*Options]*resolved{}}
+	b := &builder{m: m, profiles: profiles, plans: map[planKey][]request{}, kinds: map[kindKey]*deviceKind{},
+		specs: make([]deviceSpec, len(m.Devices)), names: make(map[string]int, len(m.Devices)),
+		links: make(map[string]linkOwner, len(m.Devices)), interned: map[deviceOptions]*deviceOptions{}, merged: map[*Options]*resolved{}}
 	m.devices = m.devices[:0]
 	for i := range m.Devices {
 		spec, err := b.compileDevice(i)
@@ -112,13 +113,16 @@ type planKey struct {
 	opts    planOptions
 }
 
-// linkID names a connection: a controller without its framing (scheme://addr).
-type linkID struct{ scheme, addr string }
-
 // linkOwner is the first device on a connection, whose settings the others must match.
 type linkOwner struct {
 	spec *deviceSpec
 	c    controller
+}
+
+// kindKey is what a device's kind depends on: its profile and its options (interned).
+type kindKey struct {
+	profile int
+	opts    *deviceOptions
 }
 
 // builder is Init's state while it compiles the devices.
@@ -126,8 +130,10 @@ type builder struct {
 	m        *Modbus
 	profiles map[string]compiledProfile
 	plans    map[planKey][]request
+	kinds    map[kindKey]*deviceKind
+	specs    []deviceSpec                     // every device's, in one allocation
 	names    map[string]int                   // device name → index
-	links    map[linkID]linkOwner             // controller → the first device on it
+	links    map[string]linkOwner             // controller URL → the first device on it
 	interned map[deviceOptions]*deviceOptions // devices with equal options share one copy
 	merged   map[*Options]*resolved           // by profile: the options of a device that sets none
 	usesTLS  bool
@@ -179,19 +185,23 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 		return nil, config.KeyErrorf(key, "%d: field %q of profile %q spans %d registers (device %q)",
 			opts.plan.maxRegisters, f.name, prof.name, f.regs, d.Name)
 	}
-	pk := planKey{prof.index, opts.plan}
-	reqs, ok := b.plans[pk]
-	if !ok {
-		reqs = plan(prof.fields, opts.plan)
-		b.plans[pk] = reqs
+	kk := kindKey{prof.index, opts}
+	kind := b.kinds[kk]
+	if kind == nil {
+		pk := planKey{prof.index, opts.plan}
+		reqs, ok := b.plans[pk]
+		if !ok {
+			reqs = plan(prof.fields, opts.plan)
+			b.plans[pk] = reqs
+		}
+		kind = &deviceKind{prof: prof.profile, plan: reqs, opts: opts}
+		b.kinds[kk] = kind
 	}
-	spec := &deviceSpec{
-		index: i, name: d.Name, unit: byte(unit), prof: prof.profile, plan: reqs,
-		tags: deviceTags(prof.profile, d), opts: opts, controller: c, backups: backups,
-	}
-	if opts.staleAfter > 0 {
-		spec.staleTags = staleTags(spec.tags)
-	}
+	// The name is a copy: the configuration's text, which d.Name is a part of, is not kept.
+	name := strings.Clone(d.Name)
+	spec := &b.specs[i]
+	*spec = deviceSpec{deviceKind: kind, name: name, unit: byte(unit), tags: deviceTags(prof.profile, name, d.Tags),
+		controller: c, backups: backups}
 	return spec, nil
 }
 
@@ -201,16 +211,17 @@ func (b *builder) claimLinks(spec *deviceSpec, i int) error {
 	m, d := b.m, &b.m.Devices[i]
 	prefix := "device[" + strconv.Itoa(i) + "]"
 	for j := -1; j < len(spec.backups); j++ {
-		c := spec.controller
+		c := &spec.controller
 		if j >= 0 {
-			c = spec.backups[j]
+			c = &spec.backups[j]
 		}
-		owner, ok := b.links[linkID{c.scheme, c.addr}]
+		owner, ok := b.links[c.url]
 		if !ok {
-			b.links[linkID{c.scheme, c.addr}] = linkOwner{spec, c}
-			b.usesTLS = b.usesTLS || c.scheme == "tls"
+			b.links[c.url] = linkOwner{spec, *c}
+			b.usesTLS = b.usesTLS || c.scheme() == "tls"
 			continue
 		}
+		c.url = owner.c.url // the devices behind one gateway share its URL's string
 		key := prefix + ".controller"
 		if j >= 0 {
 			key = fmt.Sprintf("%s.backup_controllers[%d]", prefix, j)

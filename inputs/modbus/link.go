@@ -81,15 +81,15 @@ func (m *Modbus) newLink(t controller, o *linkOptions, p *poller) *link {
 		backoff:    resilience.NewBackoff(o.reconnectMin, o.reconnectMax),
 		bucket:     resilience.NewBucket(o.rate, o.burst),
 	}
-	switch t.scheme {
+	switch t.scheme() {
 	case "tls":
 		l.tlsConf = m.tls.Clone()
 		if l.tlsConf.ServerName == "" {
-			l.tlsConf.ServerName = hostOf(t.addr)
+			l.tlsConf.ServerName = hostOf(t.addr())
 		}
 	case "file":
 		c := m.serial
-		c.Address = t.addr
+		c.Address = t.addr()
 		l.serial, l.frameGap = &c, m.gap
 	}
 	return l
@@ -157,12 +157,12 @@ type dialError struct {
 func (e *dialError) Error() string {
 	switch resilience.Classify(e.err) {
 	case resilience.KindRefused:
-		return "connection refused by " + e.controller.addr
+		return "connection refused by " + e.controller.addr()
 	case resilience.KindTimeout:
-		return fmt.Sprintf("no connection to %s within %s (timeout_max)", e.controller.addr, e.timeout)
+		return fmt.Sprintf("no connection to %s within %s (timeout_max)", e.controller.addr(), e.timeout)
 	}
 	if errors.Is(e.err, syscall.EHOSTUNREACH) || errors.Is(e.err, syscall.ENETUNREACH) {
-		return e.controller.addr + " is unreachable (no route)"
+		return e.controller.addr() + " is unreachable (no route)"
 	}
 	return fmt.Sprintf("connect %s: %v", e.controller, e.err)
 }
@@ -240,13 +240,13 @@ func (l *link) dialHere(ctx context.Context, timeout time.Duration) (conn, error
 	if ka := l.opts.keepAlive; ka > 0 {
 		nd.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: ka, Interval: ka, Count: 3}
 	}
-	switch l.controller.scheme {
+	switch l.controller.scheme() {
 	case "tls":
-		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.controller.addr)
+		return (&tls.Dialer{NetDialer: nd, Config: l.tlsConf}).DialContext(ctx, "tcp", l.controller.addr())
 	case "file":
 		return openSerial(l.serial)
 	}
-	return nd.DialContext(ctx, "tcp", l.controller.addr)
+	return nd.DialContext(ctx, "tcp", l.controller.addr())
 }
 
 // close drops the connection (and with it any bytes of half-read frames).
@@ -385,7 +385,7 @@ func (l *link) send(d *device, rt *route, i int, sent time.Time) error {
 func (l *link) received(d *device, rt *route, sent time.Time, data []byte, err error) ([]byte, time.Time, error) {
 	at := time.Now()
 	if err != nil {
-		if l.fresh && l.controller.scheme == "tls" && resilience.Classify(err) == resilience.KindReset {
+		if l.fresh && l.controller.scheme() == "tls" && resilience.Classify(err) == resilience.KindReset {
 			// TLS 1.3 servers refuse a client certificate after the handshake, often by
 			// just closing the connection.
 			err = fmt.Errorf("%w (the server closed the connection right after the TLS handshake: does it accept the client certificate?)", err)
@@ -407,7 +407,7 @@ func (l *link) failed(err error) {
 		l.st.timeouts.Incr()
 		l.silent++
 		switch {
-		case l.controller.scheme == "file":
+		case l.controller.scheme() == "file":
 			l.flushNext = true // a late answer may still be on its way
 		case l.controller.framing != frameMBAP:
 			// RTU and ASCII carry no transaction id: a late answer could be taken for the
@@ -419,7 +419,7 @@ func (l *link) failed(err error) {
 			l.close()
 		}
 	case errors.Is(err, errStreamLost), errors.Is(err, errBadChecksum) && l.controller.framing == frameRTU:
-		if l.controller.scheme == "file" {
+		if l.controller.scheme() == "file" {
 			l.flushNext = true
 		} else {
 			l.close()

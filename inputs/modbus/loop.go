@@ -36,7 +36,7 @@ func loopable(p *poller) bool {
 		return false
 	}
 	d, l := p.devices[0], p.links[0]
-	return len(d.routes) == 1 && l.controller.scheme == "tcp" && l.controller.framing == frameMBAP &&
+	return len(d.routes) == 1 && l.controller.scheme() == "tcp" && l.controller.framing == frameMBAP &&
 		d.opts.pauseBetween <= 0 && d.bucket == nil && l.bucket == nil && l.frameGap <= 0
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -300,9 +299,11 @@ func TestRunUnitsOnLoop(t *testing.T) {
 	}
 	m := load(t, devicesConfig("  timeout_min = \"1m\"\n  timeout_max = \"1m\"\n  retries = 0\n  health_metric = false\n", addrs))
 	m.SetInterval(100 * time.Millisecond)
-	units := m.Units()
-	first := func(u string) bool { return slices.Index(units, u) < 4 } // d0000..d0003, d0003 blackholed
-	second := func(u string) bool { return !first(u) }                 // d0004..d0007, d0007 blackholed
+	if units := m.Units(); len(units) != len(addrs) {
+		t.Fatalf("%d units, want one a device (%d)", len(units), len(addrs))
+	}
+	first := func(u int) bool { return u < 4 }      // d0000..d0003, d0003 blackholed
+	second := func(u int) bool { return !first(u) } // d0004..d0007, d0007 blackholed
 	m.RunUnits(first)
 	a := newAcc()
 	if err := m.Start(context.Background(), a); err != nil {

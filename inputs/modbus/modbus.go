@@ -82,7 +82,7 @@ type Modbus struct {
 	running atomic.Pointer[running] // between Start and Stop
 	units   unitControl             // cluster mode (units.go)
 	grouped sync.Once               // group and unitIDs are made (units.go)
-	group   []int                   // each device's unit
+	group   []int32                 // each device's unit
 	unitIDs []string                // each unit's identity
 	loop    *eventLoop              // of the last Start, if it has one
 }
@@ -160,9 +160,9 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 		run.units, run.places = m.buildUnits()
 		run.loop = m.startLoop(ctx, acc, start)
 		m.running.Store(run)
-		for _, u := range run.units {
-			if keep(u.id) {
-				m.startPoller(run, u, start, true)
+		for i := range run.units {
+			if keep(i) {
+				m.startPoller(run, &run.units[i], start, true)
 			}
 		}
 		m.Log.Info("polling the units of this agent's shards", "connections", run.active(), "of", len(run.units), "devices", len(m.devices), "interval", interval)

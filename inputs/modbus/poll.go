@@ -412,7 +412,7 @@ func (d *device) emitStale(acc models.Accumulator, now time.Time, st *stats) {
 		}
 		sm := s.out[f.group]
 		if sm == nil {
-			sm = models.NewMetric(d.prof.groups[f.group].measurement, d.staleTags[f.group], d.prof.groups[f.group].fields, now)
+			sm = models.NewMetric(d.prof.groups[f.group].measurement, d.stale.tags[f.group], d.prof.groups[f.group].fields, now)
 			s.out[f.group] = sm
 		}
 		sm.Fields = append(sm.Fields, s.last[fi])

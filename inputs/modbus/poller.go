@@ -67,7 +67,6 @@ func nextSlot(t time.Time, phase, interval time.Duration) time.Time {
 // goroutine touches it and everything it holds.
 type poller struct {
 	*pollerEnv
-	unit    string // its identity in cluster mode (units.go)
 	links   []*link
 	devices []*device
 	timer   *time.Timer
@@ -99,8 +98,8 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 	env := m.newPollerEnv(st, interval, acc)
 	units, places := m.buildUnits()
 	out := make([]*poller, len(units))
-	for i, u := range units {
-		out[i] = env.newPoller(m, u)
+	for i := range units {
+		out[i] = env.newPoller(m, &units[i])
 	}
 	all := make([]*device, len(places))
 	for i, pl := range places {
@@ -112,7 +111,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 // newPoller makes the run-time state of u's devices — resilience state, request frames, metric
 // scratch, links (connections, not dialled yet) — as a poller of its own.
 func (env *pollerEnv) newPoller(m *Modbus, u *unit) *poller {
-	p := &poller{pollerEnv: env, unit: u.id, timer: time.NewTimer(time.Hour), devices: make([]*device, 0, len(u.specs))}
+	p := &poller{pollerEnv: env, timer: time.NewTimer(time.Hour), devices: make([]*device, 0, len(u.specs))}
 	p.timer.Stop()
 	links := map[string]*link{} // a unit's controllers are no other unit's
 	for _, spec := range u.specs {

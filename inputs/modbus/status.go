@@ -82,7 +82,7 @@ func (d *device) state(now, started time.Time, stale time.Duration) models.Devic
 type running struct {
 	devices []*device // without [cluster]: every device, in configuration order
 	pollers []*poller // without [cluster]
-	units   []*unit   // cluster mode: every unit, polled here or not (units.go)
+	units   []unit    // cluster mode: every unit, polled here or not (units.go)
 	places  []place   // cluster mode: where each device is, in configuration order
 	env     *pollerEnv
 	loop    *eventLoop      // cluster mode: the event loop of the loopable units kept; nil: none
@@ -104,21 +104,21 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 		}
 		return
 	}
-	var owner func(string) string
+	var owner func(int) string
 	if o := m.units.owner.Load(); o != nil {
 		owner = *o
 	}
 	for _, pl := range run.places {
-		u := run.units[pl.unit]
+		u := &run.units[pl.unit]
 		var s models.DeviceStatus
 		if p := u.poller.Load(); p != nil {
 			s = p.devices[pl.k].report(now, run.stale)
 		} else { // another agent polls it: described, without run-time state here
 			spec := u.specs[pl.k]
-			s = models.DeviceStatus{Name: spec.name, Controller: pl.controller, State: models.DeviceRemote, Detail: (*remoteDevice)(spec)}
+			s = models.DeviceStatus{Name: spec.name, Controller: spec.controller.url, State: models.DeviceRemote, Detail: (*remoteDevice)(spec)}
 		}
 		if owner != nil {
-			s.Owner = owner(u.id)
+			s.Owner = owner(int(pl.unit))
 		}
 		fn(s)
 	}

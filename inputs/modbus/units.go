@@ -26,26 +26,24 @@ import (
 
 // unitControl is the cluster mode's state of the input, under Modbus.mu.
 type unitControl struct {
-	keep  func(unit string) bool // nil: every unit (no [cluster])
-	owner atomic.Pointer[func(unit string) string]
+	keep  func(unit int) bool // nil: every unit (no [cluster]); unit is an index in Units
+	owner atomic.Pointer[func(unit int) string]
 }
 
-// unit is a poller's description: its identity and its devices' specs, in configuration order.
-// In cluster mode it is kept for every unit of the inventory; its poller exists only while it
-// runs here.
+// unit is a poller's description: its devices' specs, in configuration order. Its identity is
+// Units()[i] for units[i]. In cluster mode it is kept for every unit of the inventory; its
+// poller exists only while it runs here.
 type unit struct {
-	id    string
-	specs []*deviceSpec
+	specs []*deviceSpec // a part of one array that all units share
 
 	own    *pollerRun             // cluster mode: its run here, under Modbus.mu; nil: not running
 	poller atomic.Pointer[poller] // cluster mode: set while it runs here (DeviceStates)
 }
 
-// place is where a device is: its unit (an index in the units), its index among the unit's
-// devices, and its controller's URL (a part of the unit's identity: no copy of its own).
+// place is where a device is: its unit (an index in the units) and its index among the unit's
+// devices.
 type place struct {
-	unit, k    int32
-	controller string
+	unit, k int32
 }
 
 // pollerRun is a poller's own run in cluster mode, where pollers start and stop one by one:
@@ -56,50 +54,41 @@ type pollerRun struct {
 }
 
 // buildUnits groups the devices into units, in the order of their first device, and places
-// every device, in configuration order.
-func (m *Modbus) buildUnits() ([]*unit, []place) {
+// every device, in configuration order. A large inventory's units take three allocations, not
+// one or two per unit: in cluster mode most of them are polled elsewhere and only described.
+func (m *Modbus) buildUnits() ([]unit, []place) {
 	group, ids := m.groups()
-	units := make([]*unit, len(ids))
+	units := make([]unit, len(ids))
+	start := make([]int32, len(ids)+1) // unit g's devices are all[start[g]:start[g+1]]
+	for _, g := range group {
+		start[g+1]++
+	}
+	for g := range ids {
+		start[g+1] += start[g]
+	}
+	all := make([]*deviceSpec, len(m.devices))
 	places := make([]place, len(m.devices))
 	for i, spec := range m.devices {
 		g := group[i]
-		u := units[g]
-		if u == nil {
-			u = &unit{id: ids[g]}
-			units[g] = u
-		}
-		places[i] = place{unit: int32(g), k: int32(len(u.specs)), controller: partOf(u.id, spec.controller.String())}
-		u.specs = append(u.specs, spec)
-	}
-	for _, u := range units {
-		u.specs = slices.Clip(u.specs)
+		u := &units[g]
+		k := int32(len(u.specs))
+		u.specs = all[start[g] : start[g]+k+1 : start[g+1]]
+		u.specs[k] = spec
+		places[i] = place{unit: g, k: k}
 	}
 	return units, places
-}
-
-// partOf returns the controller c as it is written in unit identity id (sorted controllers
-// joined by spaces), or c when it is not there.
-func partOf(id, c string) string {
-	for rest := id; rest != ""; {
-		part, after, _ := strings.Cut(rest, " ")
-		if part == c {
-			return rest[:len(part)]
-		}
-		rest = after
-	}
-	return c
 }
 
 // groups returns, for every device (in configuration order), the index of its poller, and the
 // identity of each poller: devices whose controllers (backups included) overlap share one.
 // They are made once (the devices do not change after Init), so that Units' identities and
 // the units' are the same strings.
-func (m *Modbus) groups() (group []int, ids []string) {
+func (m *Modbus) groups() (group []int32, ids []string) {
 	m.grouped.Do(func() { m.group, m.unitIDs = m.makeGroups() })
 	return m.group, m.unitIDs
 }
 
-func (m *Modbus) makeGroups() (group []int, ids []string) {
+func (m *Modbus) makeGroups() (group []int32, ids []string) {
 	parent := map[string]string{}
 	var find func(string) string
 	find = func(k string) string {
@@ -120,14 +109,14 @@ func (m *Modbus) makeGroups() (group []int, ids []string) {
 			}
 		}
 	}
-	index := map[string]int{}
+	index := map[string]int32{}
 	var ctrls []map[string]bool
-	group = make([]int, len(m.devices))
+	group = make([]int32, len(m.devices))
 	for i, spec := range m.devices {
 		root := find(spec.controller.String())
 		g, ok := index[root]
 		if !ok {
-			g = len(ctrls)
+			g = int32(len(ctrls))
 			index[root] = g
 			ctrls = append(ctrls, map[string]bool{})
 		}
@@ -156,7 +145,7 @@ func (m *Modbus) Units() []string {
 }
 
 // RunUnits implements models.UnitRunner. Before Start it chooses the pollers Start starts.
-func (m *Modbus) RunUnits(keep func(unit string) bool) {
+func (m *Modbus) RunUnits(keep func(unit int) bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.units.keep = keep
@@ -165,8 +154,8 @@ func (m *Modbus) RunUnits(keep func(unit string) bool) {
 		return
 	}
 	var stopping []*unit
-	for _, u := range run.units {
-		if u.own != nil && !keep(u.id) {
+	for i := range run.units {
+		if u := &run.units[i]; u.own != nil && !keep(i) {
 			u.own.stop()
 			stopping = append(stopping, u)
 		}
@@ -177,8 +166,8 @@ func (m *Modbus) RunUnits(keep func(unit string) bool) {
 		u.poller.Store(nil) // its state is garbage once DeviceStates' callers let it go
 	}
 	started, now := 0, time.Now()
-	for _, u := range run.units {
-		if u.own == nil && keep(u.id) {
+	for i := range run.units {
+		if u := &run.units[i]; u.own == nil && keep(i) {
 			m.startPoller(run, u, now, true)
 			started++
 		}
@@ -189,7 +178,7 @@ func (m *Modbus) RunUnits(keep func(unit string) bool) {
 }
 
 // SetUnitOwner implements models.UnitOwners: DeviceStates names the agent polling each device.
-func (m *Modbus) SetUnitOwner(owner func(unit string) string) { m.units.owner.Store(&owner) }
+func (m *Modbus) SetUnitOwner(owner func(unit int) string) { m.units.owner.Store(&owner) }
 
 // startPoller builds u's poller and starts it alone (cluster mode): on the event loop when it
 // can run there (loop.go), else on a goroutine with a context of its own, whose end wakes it.
@@ -221,8 +210,8 @@ func (m *Modbus) startPoller(run *running, u *unit, start time.Time, takeover bo
 // active counts the units running here (cluster mode). m.mu is held.
 func (r *running) active() int {
 	n := 0
-	for _, u := range r.units {
-		if u.own != nil {
+	for i := range r.units {
+		if r.units[i].own != nil {
 			n++
 		}
 	}

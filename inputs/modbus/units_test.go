@@ -66,15 +66,18 @@ func TestRunUnits(t *testing.T) {
 	m := load(t, conf)
 	m.SetInterval(100 * time.Millisecond)
 	units := m.Units()
-	first := map[string]bool{units[0]: true, units[4]: true}  // single-0 and the gateway
-	second := map[string]bool{units[1]: true, units[5]: true} // single-1 and the paired device
-	m.SetUnitOwner(func(u string) string {
+	if len(units) != 6 {
+		t.Fatalf("units %q, want 6", units)
+	}
+	first := map[int]bool{0: true, 4: true}  // single-0 and the gateway
+	second := map[int]bool{1: true, 5: true} // single-1 and the paired device
+	m.SetUnitOwner(func(u int) string {
 		if first[u] {
 			return "here"
 		}
 		return "elsewhere"
 	})
-	m.RunUnits(func(u string) bool { return first[u] })
+	m.RunUnits(func(u int) bool { return first[u] })
 	a := newAcc()
 	if err := m.Start(context.Background(), a); err != nil {
 		t.Fatal(err)
@@ -91,7 +94,7 @@ func TestRunUnits(t *testing.T) {
 		}
 	}
 
-	m.RunUnits(func(u string) bool { return second[u] })
+	m.RunUnits(func(u int) bool { return second[u] })
 	stopped := time.Now()
 	rec := s.Record()
 	before := len(rec[addrs[0]].Requests[1]) + len(rec[addrs[4]].Requests[2])
@@ -156,9 +159,9 @@ func TestUnitStateOnlyWhenKept(t *testing.T) {
 	}
 	m := load(t, devicesConfig("  health_metric = false\n", addrs))
 	m.SetInterval(time.Hour) // few polls fall due while the test runs
-	m.SetUnitOwner(func(string) string { return "elsewhere" })
-	none := func(string) bool { return false }
-	all := func(string) bool { return true }
+	m.SetUnitOwner(func(int) string { return "elsewhere" })
+	none := func(int) bool { return false }
+	all := func(int) bool { return true }
 	m.RunUnits(none)
 	// The runtime keeps the descriptors of ended goroutines for new ones: made first, they are
 	// in the base and not counted as what revoked units leave.
@@ -217,5 +220,44 @@ func TestUnitStateOnlyWhenKept(t *testing.T) {
 	if left*4 > state {
 		t.Errorf("after every unit was revoked %d B a device is still held, more than a quarter of the %d B a device keeping them added: the state of revoked units is kept",
 			left/n, state/n)
+	}
+}
+
+// TestInventoryHeldLightly: every agent of a group loads the whole inventory and polls a part
+// of it, so a device polled elsewhere must cost little. Once the configuration of 5,000
+// devices is loaded (its text let go) and the input started in cluster mode keeping none of
+// them, the heap holds at most 400 B a device: its spec, tags and controller, and its place in
+// a unit. Nothing of the text is held: before, the names compiled kept the file and the pieces
+// decoded from it, and a device cost about 550 B.
+func TestInventoryHeldLightly(t *testing.T) {
+	const n = 5000
+	base := heapInUse()
+	m := func() *Modbus { // the configuration's text is garbage when it returns
+		addrs := make([]string, n)
+		for i := range addrs {
+			addrs[i] = fmt.Sprintf("127.1.%d.%d:9", i/250, 1+i%250)
+		}
+		return load(t, devicesConfig("  health_metric = false\n", addrs))
+	}()
+	loaded := heapInUse() - base
+	m.SetInterval(time.Hour)
+	m.SetUnitOwner(func(int) string { return "elsewhere" })
+	m.RunUnits(func(int) bool { return false })
+	if err := m.Start(context.Background(), newAcc()); err != nil {
+		t.Fatal(err)
+	}
+	held := heapInUse() - base
+	remote := 0
+	m.DeviceStates(time.Now(), func(d models.DeviceStatus) {
+		if d.State == models.DeviceRemote {
+			remote++
+		}
+	})
+	if remote != n {
+		t.Fatalf("%d devices remote, want %d", remote, n)
+	}
+	t.Logf("%d devices: %d B a device loaded, %d B started keeping none", n, loaded/n, held/n)
+	if held/n > 400 {
+		t.Errorf("an input of %d devices keeping none holds %d B a device, want at most 400", n, held/n)
 	}
 }
