@@ -27,8 +27,9 @@ const measurement = "loadtest"
 // agentConfig is the configuration the agent runs: every device polled every interval with
 // o.fields fields in o.requests requests (20 fields: ten FLOAT32 and ten UINT16, 30 registers),
 // written as line protocol to standard output, where the parent reads them (-compare: to a
-// file, which the parent reads as it grows).
-func agentConfig(o *options) string {
+// file, which the parent reads as it grows). With -split, agent part of o.agents polls its own
+// share of the devices (part counts from 0; -1: every device).
+func agentConfig(o *options, part int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `[agent]
   interval = %q
@@ -61,7 +62,14 @@ func agentConfig(o *options) string {
 			i, table, addr[table], typ)
 		addr[table] += regs
 	}
+	lo, hi := 0, o.devices
+	if part >= 0 {
+		lo, hi = part*o.devices/o.agents, (part+1)*o.devices/o.agents
+	}
 	for i, a := range deviceAddrs(o.base, o.devices) {
+		if i < lo || i >= hi {
+			continue
+		}
 		fmt.Fprintf(&b, "  [[inputs.modbus.device]]\n    name = \"%s\"\n    controller = \"tcp://%s\"\n    profile = \"meter\"\n",
 			deviceName(i), netip.AddrPortFrom(a, uint16(o.port)))
 	}

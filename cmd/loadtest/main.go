@@ -68,6 +68,7 @@ type options struct {
 	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
 	// broker in a process of its own (the benchmark of docs/cluster.md).
 	agents int
+	split  bool // -agents without [cluster]: each agent its own share of the devices
 	page   string // "": no device page; else its address, read every interval
 
 	// simulator role: the devices it serves
@@ -110,6 +111,7 @@ func main() {
 	flag.StringVar(&o.writeConf, "write-config", "", "write the agent's configuration for -devices to this file and exit (to time `tagpipe --check` on a plant's configuration)")
 	flag.BoolVar(&o.toFile, "file", false, "the agent writes every metric to metrics.lp in the work folder (as a plant's agent writes a file; -compare always does), read as it grows")
 	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
+	flag.BoolVar(&o.split, "split", false, "with -agents N: N agents without [cluster], each loading and polling its own N-th of the devices (the reference for what the group costs on an equally busy machine)")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
 	flag.BoolVar(&o.record, "record", false, "internal (simulator role): record each device's connections, for \"report\" on standard input")
@@ -125,7 +127,7 @@ func main() {
 		fatalf("-base %q: want an IPv4 loopback address", base)
 	}
 	if o.writeConf != "" {
-		if err := os.WriteFile(o.writeConf, []byte(agentConfig(o)), 0o644); err != nil {
+		if err := os.WriteFile(o.writeConf, []byte(agentConfig(o, -1)), 0o644); err != nil {
 			fatalf("%v", err)
 		}
 		return
@@ -166,6 +168,8 @@ func main() {
 		fatalf("-cpuprofile and -memprofile profile the agent package's process, not a -tagpipe binary")
 	case o.agents < 0 || o.agents > 16 || o.agents > 0 && (o.bare || o.cpuProfile != ""):
 		fatalf("-agents 0..16, not with -bare or -cpuprofile")
+	case o.split && o.agents < 2:
+		fatalf("-split needs -agents 2 or more")
 	}
 	// The agent needs a connection per device; a simulator process a listener and a connection
 	// per device it serves. Where the limit cannot be raised, more simulator processes share the
@@ -404,8 +408,20 @@ func runOnce(o *options, run int) (result, error) {
 		return t
 	}
 
-	text := agentConfig(o)
-	if o.agents > 0 {
+	text := agentConfig(o, -1)
+	confs := []string{filepath.Join(dir, "tagpipe.conf")}
+	if o.split {
+		// The reference for what the group costs: as many agents, as busy a machine, each
+		// with an inventory of its own share and no [cluster].
+		confs = confs[:0]
+		for i := range o.agents {
+			conf := filepath.Join(dir, fmt.Sprintf("tagpipe-%d.conf", i+1))
+			if err := os.WriteFile(conf, []byte(agentConfig(o, i)), 0o644); err != nil {
+				return result{}, err
+			}
+			confs = append(confs, conf)
+		}
+	} else if o.agents > 0 {
 		broker, addr, err := startBroker()
 		if err != nil {
 			return result{}, err
@@ -413,9 +429,10 @@ func runOnce(o *options, run int) (result, error) {
 		defer broker.stop(true)
 		text = clusterConfig(addr) + text
 	}
-	conf := filepath.Join(dir, "tagpipe.conf")
-	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
-		return result{}, err
+	if !o.split {
+		if err := os.WriteFile(confs[0], []byte(text), 0o644); err != nil {
+			return result{}, err
+		}
 	}
 
 	ks := kinds(o.devices, o.dead, o.blackholed, o.slow)
@@ -434,6 +451,7 @@ func runOnce(o *options, run int) (result, error) {
 		}
 	}()
 	for i := range max(o.agents, 1) {
+		conf := confs[min(i, len(confs)-1)]
 		var cmd *exec.Cmd
 		if o.bare {
 			cmd = exec.Command(self(), append([]string{"-role", "bare", "-devices", strconv.Itoa(o.devices), "-base", o.base.String(),
