@@ -112,10 +112,37 @@ type group struct {
 type deviceSpec struct {
 	*deviceKind
 	name       string
-	tags       [][]models.Tag // per group: sorted, with the device tag; handed to every metric
-	controller controller     // its controller
-	backups    []controller   // backup_controllers
+	tags       []models.Tag // of its first group's metrics: sorted, with the device tag
+	controller controller   // its controller
+	more       *specMore    // nil: no backup controllers, and every group has tags
 	unit       byte
+}
+
+// specMore is what few devices have: backup controllers, or groups whose tags differ.
+type specMore struct {
+	backups []controller   // backup_controllers
+	tags    [][]models.Tag // per group, when the groups' tags differ
+}
+
+// backups are the device's backup_controllers.
+func (s *deviceSpec) backups() []controller {
+	if s.more == nil {
+		return nil
+	}
+	return s.more.backups
+}
+
+// groupTags returns the tags of each group's metrics (one copy each; read-only: they are handed
+// to every metric).
+func (s *deviceSpec) groupTags() [][]models.Tag {
+	if s.more != nil && s.more.tags != nil {
+		return s.more.tags
+	}
+	out := make([][]models.Tag, len(s.prof.groups))
+	for g := range out {
+		out[g] = s.tags
+	}
+	return out
 }
 
 // deviceKind is what the devices of one profile with equal options share: the profile, its

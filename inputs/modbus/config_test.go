@@ -76,7 +76,7 @@ func TestOptionLevels(t *testing.T) {
 		{"c reconnect_max (half the cool-down)", c.link.reconnectMax, 5 * time.Second},
 		{"c breaker_failures (default)", c.breaker.failures, 5},
 		{"c retry waits (default)", fmt.Sprint(c.retry.Initial, c.retry.Max, c.retry.Multiplier), "100ms 900ms 3"},
-		{"a backup", fmt.Sprint(m.devices[0].backups), "[tcp://127.0.0.2:5020]"},
+		{"a backup", fmt.Sprint(m.devices[0].backups()), "[tcp://127.0.0.2:5020]"},
 		{"c and d share their options", c == d, true},
 		{"a and b do not", a == b, false},
 	} {

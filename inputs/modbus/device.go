@@ -13,10 +13,11 @@ import (
 // goroutine of its poller touches it.
 type device struct {
 	*deviceSpec
-	routes []route     // its controller, then its backups
-	cur    int         // the route of the last poll
-	reqs   []request   // the reads in force: the plan, until a failing read is split
-	rs     []readState // per read in reqs
+	tags   [][]models.Tag // per group: sorted, with the device tag; handed to every metric
+	routes []route        // its controller, then its backups
+	cur    int            // the route of the last poll
+	reqs   []request      // the reads in force: the plan, until a failing read is split
+	rs     []readState    // per read in reqs
 	retry  *resilience.Retry
 	bucket *resilience.Bucket // device_requests_per_second; nil: no cap
 	health resilience.Health
@@ -80,6 +81,7 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(controller) *link) *devi
 		reqs:       spec.plan,
 		retry:      resilience.NewRetry(spec.opts.retry),
 		bucket:     resilience.NewBucket(spec.opts.deviceRate, spec.opts.deviceBurst),
+		tags:       spec.groupTags(),
 		rs:         make([]readState, len(spec.plan)),
 		out:        make([]*models.Metric, len(spec.prof.groups)),
 		strs:       make([]string, spec.prof.strings),
@@ -89,9 +91,9 @@ func newDevice(spec *deviceSpec, p *poller, linkOf func(controller) *link) *devi
 	}
 	if spec.opts.staleAfter > 0 {
 		n := len(spec.prof.fields)
-		d.stale = &staleState{tags: staleTags(spec.tags), last: make([]models.Field, n), at: make([]int64, n), out: make([]*models.Metric, len(spec.prof.groups))}
+		d.stale = &staleState{tags: staleTags(d.tags), last: make([]models.Field, n), at: make([]int64, n), out: make([]*models.Metric, len(spec.prof.groups))}
 	}
-	controllers := append([]controller{spec.controller}, spec.backups...)
+	controllers := append([]controller{spec.controller}, spec.backups()...)
 	d.routes = make([]route, len(controllers))
 	for i, t := range controllers {
 		r := &d.routes[i]

@@ -3,6 +3,7 @@ package modbus
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -200,8 +201,20 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 	// The name is a copy: the configuration's text, which d.Name is a part of, is not kept.
 	name := strings.Clone(d.Name)
 	spec := &b.specs[i]
-	*spec = deviceSpec{deviceKind: kind, name: name, unit: byte(unit), tags: deviceTags(prof.profile, name, d.Tags),
-		controller: c, backups: backups}
+	tags := deviceTags(prof.profile, name, d.Tags)
+	*spec = deviceSpec{deviceKind: kind, name: name, unit: byte(unit), tags: tags[0], controller: c}
+	for g := range tags {
+		if !slices.Equal(tags[g], tags[0]) {
+			spec.more = &specMore{tags: tags}
+			break
+		}
+	}
+	if len(backups) > 0 {
+		if spec.more == nil {
+			spec.more = new(specMore)
+		}
+		spec.more.backups = backups
+	}
 	return spec, nil
 }
 
@@ -210,10 +223,11 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 func (b *builder) claimLinks(spec *deviceSpec, i int) error {
 	m, d := b.m, &b.m.Devices[i]
 	prefix := "device[" + strconv.Itoa(i) + "]"
-	for j := -1; j < len(spec.backups); j++ {
+	backups := spec.backups()
+	for j := -1; j < len(backups); j++ {
 		c := &spec.controller
 		if j >= 0 {
-			c = &spec.backups[j]
+			c = &backups[j]
 		}
 		owner, ok := b.links[c.url]
 		if !ok {

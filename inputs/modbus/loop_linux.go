@@ -62,20 +62,24 @@ type loopDev struct {
 	away   bool // a goroutine has it
 
 	// Cluster mode (units.go), under eventLoop.mu: the unit is stopped (removing), and the
-	// cancel of the context of a goroutine that has its poll. closed (cluster mode only) is
-	// closed when its connection is (shut): by the loop, or by the goroutine that has it.
+	// cancel of the context of a goroutine that has its poll. open (cluster mode only) is done
+	// when its connection is closed (shut): by the loop, or by the goroutine that has it.
 	removing bool
 	cancel   context.CancelFunc
-	closed   chan struct{}
+	attached bool
+	open     sync.WaitGroup
 }
 
 // shut closes ld's connections, for good.
 func (ld *loopDev) shut() {
 	ld.p.close()
-	if ld.closed != nil {
-		close(ld.closed)
+	if ld.attached {
+		ld.open.Done()
 	}
 }
+
+// wait returns when the connections of a device attached in cluster mode are closed.
+func (ld *loopDev) wait() { ld.open.Wait() }
 
 const wakeData = ^uint64(0)
 
@@ -112,21 +116,22 @@ func newLoopDev(idx int, p *poller) *loopDev {
 }
 
 // attach gives the loop a loopable poller started in cluster mode: its first poll is the first
-// of its phase after start. detach stops it: done is closed when its connection is. ok is false
-// when the loop has ended.
-func (lp *eventLoop) attach(p *poller, start time.Time) (detach func(), done <-chan struct{}, ok bool) {
+// of its phase after start. detach stops it, and its wait returns when its connection is
+// closed. It returns nil when the loop has ended.
+func (lp *eventLoop) attach(p *poller, start time.Time) *loopDev {
 	ld := newLoopDev(-1, p)
-	ld.closed = make(chan struct{})
+	ld.attached = true
+	ld.open.Add(1)
 	ld.d.next = nextSlot(start, ld.d.phase, p.interval)
 	lp.mu.Lock()
 	if lp.closed {
 		lp.mu.Unlock()
-		return nil, nil, false
+		return nil
 	}
 	lp.adds = append(lp.adds, ld)
 	lp.mu.Unlock()
 	lp.wake()
-	return func() { lp.detach(ld) }, ld.closed, true
+	return ld
 }
 
 // detach asks the loop to give ld up and close its connection; a goroutine that has its poll

@@ -19,4 +19,9 @@ func newEventLoop(*Modbus, models.Accumulator, []*poller) (*eventLoop, error) {
 
 func (*eventLoop) run(context.Context, time.Time) {}
 
-func (*eventLoop) attach(*poller, time.Time) (func(), <-chan struct{}, bool) { return nil, nil, false }
+// loopDev is a device of the loop: there is none here.
+type loopDev struct{}
+
+func (*eventLoop) attach(*poller, time.Time) *loopDev { return nil }
+func (*eventLoop) detach(*loopDev)                    {}
+func (*loopDev) wait()                                {}

@@ -81,10 +81,10 @@ type Modbus struct {
 	wg      sync.WaitGroup
 	running atomic.Pointer[running] // between Start and Stop
 	units   unitControl             // cluster mode (units.go)
-	grouped sync.Once               // group and unitIDs are made (units.go)
+	grouped sync.Once               // group and nunits are made (units.go)
 	group   []int32                 // each device's unit
-	unitIDs []string                // each unit's identity
-	loop    *eventLoop              // of the last Start, if it has one
+	nunits  int
+	loop    *eventLoop // of the last Start, if it has one
 }
 
 func init() {
@@ -157,7 +157,7 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 		// Cluster mode: every unit is described, and only those kept get a poller, each on its
 		// own (units.go).
 		run.env = m.newPollerEnv(m.stats(), interval, acc)
-		run.units, run.places = m.buildUnits()
+		run.units, run.places, run.byUnit = m.buildUnits()
 		run.loop = m.startLoop(ctx, acc, start)
 		m.running.Store(run)
 		for i := range run.units {

@@ -96,10 +96,10 @@ func (m *Modbus) newPollerEnv(st *stats, interval time.Duration, acc models.Accu
 // returns the pollers and every device, in configuration order; nothing is dialled yet.
 func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accumulator) ([]*poller, []*device) {
 	env := m.newPollerEnv(st, interval, acc)
-	units, places := m.buildUnits()
+	units, places, byUnit := m.buildUnits()
 	out := make([]*poller, len(units))
 	for i := range units {
-		out[i] = env.newPoller(m, &units[i])
+		out[i] = env.newPoller(m, specsOf(byUnit, &units[i]))
 	}
 	all := make([]*device, len(places))
 	for i, pl := range places {
@@ -108,13 +108,13 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 	return out, all
 }
 
-// newPoller makes the run-time state of u's devices — resilience state, request frames, metric
+// newPoller makes the run-time state of a unit's devices — resilience state, request frames, metric
 // scratch, links (connections, not dialled yet) — as a poller of its own.
-func (env *pollerEnv) newPoller(m *Modbus, u *unit) *poller {
-	p := &poller{pollerEnv: env, timer: time.NewTimer(time.Hour), devices: make([]*device, 0, len(u.specs))}
+func (env *pollerEnv) newPoller(m *Modbus, specs []*deviceSpec) *poller {
+	p := &poller{pollerEnv: env, timer: time.NewTimer(time.Hour), devices: make([]*device, 0, len(specs))}
 	p.timer.Stop()
 	links := map[string]*link{} // a unit's controllers are no other unit's
-	for _, spec := range u.specs {
+	for _, spec := range specs {
 		linkOf := func(t controller) *link {
 			l := links[t.String()]
 			if l == nil {

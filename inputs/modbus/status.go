@@ -80,10 +80,11 @@ func (d *device) state(now, started time.Time, stale time.Duration) models.Devic
 
 // running is what DeviceStates reads of a started input.
 type running struct {
-	devices []*device // without [cluster]: every device, in configuration order
-	pollers []*poller // without [cluster]
-	units   []unit    // cluster mode: every unit, polled here or not (units.go)
-	places  []place   // cluster mode: where each device is, in configuration order
+	devices []*device     // without [cluster]: every device, in configuration order
+	pollers []*poller     // without [cluster]
+	units   []unit        // cluster mode: every unit, polled here or not (units.go)
+	places  []place       // cluster mode: where each device is, in configuration order
+	byUnit  []*deviceSpec // cluster mode: every device's spec, unit by unit
 	env     *pollerEnv
 	loop    *eventLoop      // cluster mode: the event loop of the loopable units kept; nil: none
 	ctx     context.Context // the input's, parent of every poller's (cluster mode)
@@ -111,10 +112,10 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 	for _, pl := range run.places {
 		u := &run.units[pl.unit]
 		var s models.DeviceStatus
-		if p := u.poller.Load(); p != nil {
-			s = p.devices[pl.k].report(now, run.stale)
+		if r := u.run.Load(); r != nil {
+			s = r.p.devices[pl.k].report(now, run.stale)
 		} else { // another agent polls it: described, without run-time state here
-			spec := u.specs[pl.k]
+			spec := run.byUnit[u.first+pl.k]
 			s = models.DeviceStatus{Name: spec.name, Controller: spec.controller.url, State: models.DeviceRemote, Detail: (*remoteDevice)(spec)}
 		}
 		if owner != nil {
@@ -149,7 +150,7 @@ type remoteDevice deviceSpec
 func (r *remoteDevice) Figures(f *models.DeviceFigures) {
 	var h resilience.Health
 	h.Figures(f)
-	f.Backup, f.Tags = 0, r.tags[0]
+	f.Backup, f.Tags = 0, r.tags
 	f.RTT, f.Timeout = 0, resilience.NewTimeout(r.opts.timeout).Nominal()
 }
 

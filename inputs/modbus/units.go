@@ -30,14 +30,23 @@ type unitControl struct {
 	owner atomic.Pointer[func(unit int) string]
 }
 
-// unit is a poller's description: its devices' specs, in configuration order. Its identity is
-// Units()[i] for units[i]. In cluster mode it is kept for every unit of the inventory; its
-// poller exists only while it runs here.
+// unit is a poller's description: where its devices' specs are in the array of every unit's
+// (running.byUnit), in configuration order. Its identity is Units()[i] for units[i]. In cluster
+// mode it is kept for every unit of the inventory, so it is small; what a unit running here
+// has is its unitRun.
 type unit struct {
-	specs []*deviceSpec // a part of one array that all units share
+	first, n int32
+	run      atomic.Pointer[unitRun] // cluster mode: set while it runs here (DeviceStates reads it)
+}
 
-	own    *pollerRun             // cluster mode: its run here, under Modbus.mu; nil: not running
-	poller atomic.Pointer[poller] // cluster mode: set while it runs here (DeviceStates)
+// unitRun is a unit's run here in cluster mode, where pollers start and stop one by one: on the
+// event loop (ld), or on a goroutine of its own (cancel ends it, done is closed when it has
+// ended and closed its connections). It is changed under Modbus.mu.
+type unitRun struct {
+	p      *poller
+	ld     *loopDev
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // place is where a device is: its unit (an index in the units) and its index among the unit's
@@ -46,46 +55,47 @@ type place struct {
 	unit, k int32
 }
 
-// pollerRun is a poller's own run in cluster mode, where pollers start and stop one by one:
-// stop ends it, and done is closed when it has ended and closed its connections.
-type pollerRun struct {
-	stop func()
-	done <-chan struct{}
-}
-
 // buildUnits groups the devices into units, in the order of their first device, and places
 // every device, in configuration order. A large inventory's units take three allocations, not
 // one or two per unit: in cluster mode most of them are polled elsewhere and only described.
-func (m *Modbus) buildUnits() ([]unit, []place) {
-	group, ids := m.groups()
-	units := make([]unit, len(ids))
-	start := make([]int32, len(ids)+1) // unit g's devices are all[start[g]:start[g+1]]
+// byUnit holds every device's spec, unit by unit.
+func (m *Modbus) buildUnits() (units []unit, places []place, byUnit []*deviceSpec) {
+	group, n := m.groups()
+	units = make([]unit, n)
 	for _, g := range group {
-		start[g+1]++
+		units[g].n++
 	}
-	for g := range ids {
-		start[g+1] += start[g]
+	for g := 1; g < n; g++ {
+		units[g].first = units[g-1].first + units[g-1].n
 	}
-	all := make([]*deviceSpec, len(m.devices))
-	places := make([]place, len(m.devices))
+	byUnit = make([]*deviceSpec, len(m.devices))
+	places = make([]place, len(m.devices))
+	filled := make([]int32, n)
 	for i, spec := range m.devices {
 		g := group[i]
-		u := &units[g]
-		k := int32(len(u.specs))
-		u.specs = all[start[g] : start[g]+k+1 : start[g+1]]
-		u.specs[k] = spec
+		k := filled[g]
+		filled[g]++
+		byUnit[units[g].first+k] = spec
 		places[i] = place{unit: g, k: k}
 	}
-	return units, places
+	return units, places, byUnit
 }
 
-// groups returns, for every device (in configuration order), the index of its poller, and the
-// identity of each poller: devices whose controllers (backups included) overlap share one.
-// They are made once (the devices do not change after Init), so that Units' identities and
-// the units' are the same strings.
-func (m *Modbus) groups() (group []int32, ids []string) {
-	m.grouped.Do(func() { m.group, m.unitIDs = m.makeGroups() })
-	return m.group, m.unitIDs
+// specsOf returns u's devices' specs.
+func specsOf(byUnit []*deviceSpec, u *unit) []*deviceSpec {
+	return byUnit[u.first : u.first+u.n : u.first+u.n]
+}
+
+// groups returns, for every device (in configuration order), the index of its unit, and the
+// number of units. They are made once (the devices do not change after Init); the units'
+// identities are made again when asked for (Units: once, by the agent), not kept.
+func (m *Modbus) groups() (group []int32, units int) {
+	m.grouped.Do(func() {
+		var ids []string
+		m.group, ids = m.makeGroups()
+		m.nunits = len(ids)
+	})
+	return m.group, m.nunits
 }
 
 func (m *Modbus) makeGroups() (group []int32, ids []string) {
@@ -103,7 +113,7 @@ func (m *Modbus) makeGroups() (group []int32, ids []string) {
 	}
 	for _, spec := range m.devices {
 		a := find(spec.controller.String())
-		for _, b := range spec.backups {
+		for _, b := range spec.backups() {
 			if r := find(b.String()); r != a {
 				parent[r] = a
 			}
@@ -122,7 +132,7 @@ func (m *Modbus) makeGroups() (group []int32, ids []string) {
 		}
 		group[i] = g
 		ctrls[g][spec.controller.String()] = true
-		for _, b := range spec.backups {
+		for _, b := range spec.backups() {
 			ctrls[g][b.String()] = true
 		}
 	}
@@ -140,8 +150,8 @@ func (m *Modbus) makeGroups() (group []int32, ids []string) {
 
 // Units implements models.UnitRunner: the identity of each poller, in configuration order.
 func (m *Modbus) Units() []string {
-	_, ids := m.groups()
-	return slices.Clone(ids)
+	_, ids := m.makeGroups()
+	return ids
 }
 
 // RunUnits implements models.UnitRunner. Before Start it chooses the pollers Start starts.
@@ -153,21 +163,29 @@ func (m *Modbus) RunUnits(keep func(unit int) bool) {
 	if run == nil {
 		return
 	}
-	var stopping []*unit
+	var stopping []*unitRun
 	for i := range run.units {
-		if u := &run.units[i]; u.own != nil && !keep(i) {
-			u.own.stop()
-			stopping = append(stopping, u)
+		if r := run.units[i].run.Load(); r != nil && !keep(i) {
+			if r.ld != nil {
+				run.loop.detach(r.ld)
+			} else {
+				r.cancel()
+			}
+			stopping = append(stopping, r)
+			// Its state is garbage once it has stopped and DeviceStates' callers let it go.
+			run.units[i].run.Store(nil)
 		}
 	}
-	for _, u := range stopping { // the cancels above wake them all at once; now wait for each
-		<-u.own.done
-		u.own = nil
-		u.poller.Store(nil) // its state is garbage once DeviceStates' callers let it go
+	for _, r := range stopping { // the cancels above wake them all at once; now wait for each
+		if r.ld != nil {
+			r.ld.wait()
+		} else {
+			<-r.done
+		}
 	}
 	started, now := 0, time.Now()
 	for i := range run.units {
-		if u := &run.units[i]; u.own == nil && keep(i) {
+		if u := &run.units[i]; u.run.Load() == nil && keep(i) {
 			m.startPoller(run, u, now, true)
 			started++
 		}
@@ -184,24 +202,24 @@ func (m *Modbus) SetUnitOwner(owner func(unit int) string) { m.units.owner.Store
 // can run there (loop.go), else on a goroutine with a context of its own, whose end wakes it.
 // takeover marks the first metrics of its devices Fresh. m.mu is held.
 func (m *Modbus) startPoller(run *running, u *unit, start time.Time, takeover bool) {
-	p := run.env.newPoller(m, u)
+	p := run.env.newPoller(m, specsOf(run.byUnit, u))
 	for _, d := range p.devices {
 		d.fresh = takeover
 	}
 	p.started.Store(start.UnixNano())
-	u.poller.Store(p)
+	r := &unitRun{p: p}
 	if run.loop != nil && loopable(p) {
-		if stop, done, ok := run.loop.attach(p, start); ok {
-			u.own = &pollerRun{stop: stop, done: done}
+		if r.ld = run.loop.attach(p, start); r.ld != nil {
+			u.run.Store(r)
 			return
 		}
 	}
 	pctx, cancel := context.WithCancel(run.ctx)
-	done := make(chan struct{})
-	u.own = &pollerRun{stop: cancel, done: done}
+	r.cancel, r.done = cancel, make(chan struct{})
+	u.run.Store(r)
 	stop := context.AfterFunc(pctx, p.wake)
 	m.wg.Go(func() {
-		defer close(done)
+		defer close(r.done)
 		defer stop()
 		p.run(pctx, start)
 	})
@@ -211,7 +229,7 @@ func (m *Modbus) startPoller(run *running, u *unit, start time.Time, takeover bo
 func (r *running) active() int {
 	n := 0
 	for i := range r.units {
-		if r.units[i].own != nil {
+		if r.units[i].run.Load() != nil {
 			n++
 		}
 	}
