@@ -68,7 +68,7 @@ type options struct {
 	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
 	// broker in a process of its own (the benchmark of docs/cluster.md).
 	agents int
-	split  bool // -agents without [cluster]: each agent its own share of the devices
+	split  bool   // -agents without [cluster]: each agent its own share of the devices
 	page   string // "": no device page; else its address, read every interval
 
 	// simulator role: the devices it serves
