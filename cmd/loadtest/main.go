@@ -24,6 +24,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -111,7 +112,7 @@ func main() {
 	flag.StringVar(&o.writeConf, "write-config", "", "write the agent's configuration for -devices to this file and exit (to time `tagpipe --check` on a plant's configuration)")
 	flag.BoolVar(&o.toFile, "file", false, "the agent writes every metric to metrics.lp in the work folder (as a plant's agent writes a file; -compare always does), read as it grows")
 	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
-	flag.BoolVar(&o.split, "split", false, "with -agents N: N agents without [cluster], each loading and polling its own N-th of the devices (the reference for what the group costs on an equally busy machine)")
+	flag.BoolVar(&o.split, "split", false, "with -agents N: N agents without [cluster], each loading and polling its own N-th of the devices (the reference for what the group costs on an equally busy machine; -agents 1 -split is one agent, reported per agent)")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
 	flag.IntVar(&o.simTo, "sim-to", 0, "internal (simulator role): device after the last served")
 	flag.BoolVar(&o.record, "record", false, "internal (simulator role): record each device's connections, for \"report\" on standard input")
@@ -168,8 +169,8 @@ func main() {
 		fatalf("-cpuprofile and -memprofile profile the agent package's process, not a -tagpipe binary")
 	case o.agents < 0 || o.agents > 16 || o.agents > 0 && (o.bare || o.cpuProfile != ""):
 		fatalf("-agents 0..16, not with -bare or -cpuprofile")
-	case o.split && o.agents < 2:
-		fatalf("-split needs -agents 2 or more")
+	case o.split && o.agents < 1:
+		fatalf("-split needs -agents (1: one agent without [cluster], reported as the agents of a group are)")
 	}
 	// The agent needs a connection per device; a simulator process a listener and a connection
 	// per device it serves. Where the limit cannot be raised, more simulator processes share the
@@ -521,6 +522,40 @@ func runOnce(o *options, run int) (result, error) {
 	var simCPU, selfCPU [2]time.Duration
 	r := result{devices: o.devices}
 	marks := []time.Time{time.Unix(0, k0*iv), time.Unix(0, k1*iv)}
+	// Each agent's RSS, and the private part of it, sampled once a second over the window: one
+	// sample at its end lands anywhere in a garbage collector's cycle.
+	var sampled [][2]int64 // per agent: sums of RSS and of private RSS
+	var samples int
+	sampleDone := make(chan struct{})
+	sampleCtx, stopSampling := context.WithCancel(context.Background())
+	defer func() {
+		stopSampling()
+		<-sampleDone
+	}()
+	go func() {
+		defer close(sampleDone)
+		select {
+		case <-time.After(time.Until(marks[0])):
+		case <-sampleCtx.Done():
+			return
+		}
+		sampled = make([][2]int64, len(ags))
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for time.Now().Before(marks[1]) {
+			for i, ag := range ags {
+				_, now := procMem(ag.cmd.Process.Pid)
+				sampled[i][0] += now
+				sampled[i][1] += procPrivate(ag.cmd.Process.Pid)
+			}
+			samples++
+			select {
+			case <-tick.C:
+			case <-sampleCtx.Done():
+				return
+			}
+		}
+	}()
 	for j, at := range marks {
 		select {
 		case err := <-readDone:
@@ -539,10 +574,16 @@ func runOnce(o *options, run int) (result, error) {
 		}
 	}
 	windowSec := float64(k1-k0) * o.interval.Seconds()
+	stopSampling()
+	<-sampleDone
 	for i, ag := range ags {
 		peak, now := procMem(ag.cmd.Process.Pid)
 		cpu := 100 * (agentCPU[i][1] - agentCPU[i][0]).Seconds() / windowSec
-		r.perAgent = append(r.perAgent, agentResult{cpu: cpu, rssPeak: peak, rss: now})
+		a := agentResult{cpu: cpu, rssPeak: peak, rss: now}
+		if samples > 0 && i < len(sampled) {
+			a.rssMean, a.privMean = sampled[i][0]/int64(samples), sampled[i][1]/int64(samples)
+		}
+		r.perAgent = append(r.perAgent, a)
 		r.agentCPU += cpu / float64(len(ags))
 		r.rssPeak, r.rss = max(r.rssPeak, peak), max(r.rss, now)
 	}
@@ -575,8 +616,8 @@ func runOnce(o *options, run int) (result, error) {
 	if o.agents > 0 {
 		var parts []string
 		for i, a := range r.perAgent {
-			parts = append(parts, fmt.Sprintf("agent-%d %d devices, %.1f%% CPU, peak RSS %.1f MiB, RSS at end %.1f MiB",
-				i+1, a.devices, a.cpu, float64(a.rssPeak)/(1<<20), float64(a.rss)/(1<<20)))
+			parts = append(parts, fmt.Sprintf("agent-%d %d devices, %.1f%% CPU, peak RSS %.1f MiB, RSS at end %.1f MiB, RSS over the window %.1f MiB (private %.1f)",
+				i+1, a.devices, a.cpu, float64(a.rssPeak)/(1<<20), float64(a.rss)/(1<<20), float64(a.rssMean)/(1<<20), float64(a.privMean)/(1<<20)))
 		}
 		fmt.Printf("run %d: %s; devices with two clients at once: %d\n", run+1, strings.Join(parts, "; "), r.doubles)
 	}
@@ -614,6 +655,17 @@ func ownCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procPrivate returns the anonymous (private) resident memory of process pid in bytes.
+func procPrivate(pid int) int64 {
+	for _, l := range strings.Split(readFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "Anonymous:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // procMem returns VmHWM and VmRSS of process pid in bytes.
@@ -854,6 +906,10 @@ type agentResult struct {
 	cpu     float64
 	rssPeak int64
 	rss     int64 // at the end of the window
+	// rssMean is the mean of RSS over the window, sampled once a second; privMean that of its
+	// private part (smaps_rollup's Anonymous: not the binary's code pages, which the processes
+	// of one binary share and the Kafka client's code adds to).
+	rssMean, privMean int64
 }
 
 type result struct {
