@@ -18,8 +18,9 @@ import (
 // Only the units kept here have run-time state: a unit's poller — its devices' resilience
 // state, request frames and metric scratch, its links — is built when the unit starts (Start,
 // RunUnits) and dropped when it stops, so that an agent of a group holds what it polls and a
-// light description of the rest (unit: identity and device specs; place: where a device is),
-// not the state of the whole inventory. A device keeps its phase, a hash of its identity
+// light description of the rest (unit: where its devices' specs are; place: where a device
+// is; about 210 bytes a device with its spec: TestInventoryHeldLightly), not the state of the
+// whole inventory. Units are named by their index in Units() between the agent and the input. A device keeps its phase, a hash of its identity
 // (Phase), whichever agent polls it. RunUnits stops the pollers no longer kept — their
 // goroutine ends and their connections are closed — before it returns, and starts the new
 // ones at their usual phase.
