@@ -241,25 +241,13 @@ func LoadText(name, text string, lookup func(string) (string, bool)) (*Config, e
 // strings decoded from the text would keep them in memory.
 func trimComments(text string) string {
 	for {
-		rest, last, found := cutLastLine(text)
-		if t := strings.TrimSpace(last); t != "" && t[0] != '#' {
+		body := strings.TrimRight(text, " \t\r\n")
+		start := strings.LastIndexByte(body, '\n') + 1
+		if !strings.HasPrefix(strings.TrimLeft(body[start:], " \t"), "#") {
 			return text
 		}
-		if !found {
-			return ""
-		}
-		text = rest
+		text = body[:start]
 	}
-}
-
-// cutLastLine splits text before its last line (trailing newline excluded).
-func cutLastLine(text string) (before, last string, found bool) {
-	text = strings.TrimSuffix(text, "\n")
-	i := strings.LastIndexByte(text, '\n')
-	if i < 0 {
-		return "", text, false
-	}
-	return text[:i+1], text[i+1:], true
 }
 
 type loader struct {

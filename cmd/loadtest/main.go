@@ -409,29 +409,29 @@ func runOnce(o *options, run int) (result, error) {
 		return t
 	}
 
-	text := agentConfig(o, -1)
-	confs := []string{filepath.Join(dir, "tagpipe.conf")}
+	var texts []string // every agent's configuration, or one for each (-split)
 	if o.split {
 		// The reference for what the group costs: as many agents, as busy a machine, each
 		// with an inventory of its own share and no [cluster].
-		confs = confs[:0]
 		for i := range o.agents {
-			conf := filepath.Join(dir, fmt.Sprintf("tagpipe-%d.conf", i+1))
-			if err := os.WriteFile(conf, []byte(agentConfig(o, i)), 0o644); err != nil {
+			texts = append(texts, agentConfig(o, i))
+		}
+	} else {
+		text := agentConfig(o, -1)
+		if o.agents > 0 {
+			broker, addr, err := startBroker()
+			if err != nil {
 				return result{}, err
 			}
-			confs = append(confs, conf)
+			defer broker.stop(true)
+			text = clusterConfig(addr) + text
 		}
-	} else if o.agents > 0 {
-		broker, addr, err := startBroker()
-		if err != nil {
-			return result{}, err
-		}
-		defer broker.stop(true)
-		text = clusterConfig(addr) + text
+		texts = []string{text}
 	}
-	if !o.split {
-		if err := os.WriteFile(confs[0], []byte(text), 0o644); err != nil {
+	confs := make([]string, len(texts))
+	for i, text := range texts {
+		confs[i] = filepath.Join(dir, fmt.Sprintf("tagpipe-%d.conf", i+1))
+		if err := os.WriteFile(confs[i], []byte(text), 0o644); err != nil {
 			return result{}, err
 		}
 	}

@@ -114,7 +114,7 @@ type deviceSpec struct {
 	name       string
 	tags       []models.Tag // of its first group's metrics: sorted, with the device tag
 	controller controller   // its controller
-	more       *specMore    // nil: no backup controllers, and every group has tags
+	more       *specMore    // nil: no backup controllers, and every group has the first's tags
 	unit       byte
 }
 
@@ -479,22 +479,33 @@ func checkOverlaps(fields []fieldSpec, prefix string) error {
 	return nil
 }
 
-// deviceTags builds the tag set of each of the profile's metrics for one device: the group's
-// tags, the device's tags over them, and the device tag.
-func deviceTags(prof *profile, name string, own map[string]string) [][]models.Tag {
+// deviceTags builds the tags of a device's metrics: the group's tags, the device's own over
+// them (copies: the configuration's text is not kept for them), and the device tag. first are
+// the first group's; perGroup those of every group (read-only: a group with the same tags as
+// the one before shares its copy), nil when the profile's groups all have the same tags.
+func deviceTags(prof *profile, name string, own map[string]string) (first []models.Tag, perGroup [][]models.Tag) {
 	tags := models.TagsFromMap(own)
-	for i := range tags { // copies: the configuration's text is not kept for them
+	for i := range tags {
 		tags[i].Key, tags[i].Value = strings.Clone(tags[i].Key), strings.Clone(tags[i].Value)
 	}
-	out := make([][]models.Tag, len(prof.groups))
-	for g := range prof.groups {
-		if g > 0 && slices.Equal(prof.groups[g].tags, prof.groups[g-1].tags) {
-			out[g] = out[g-1] // the same tags as the group before (read-only): one copy
-			continue
-		}
-		out[g] = slices.Clip(models.MergeTags(tags, []models.Tag{{Key: "device", Value: name}}, prof.groups[g].tags))
+	merge := func(g int) []models.Tag {
+		return slices.Clip(models.MergeTags(tags, []models.Tag{{Key: "device", Value: name}}, prof.groups[g].tags))
 	}
-	return out
+	first = merge(0)
+	differ := func(gr group) bool { return !slices.Equal(gr.tags, prof.groups[0].tags) }
+	if !slices.ContainsFunc(prof.groups, differ) {
+		return first, nil
+	}
+	perGroup = make([][]models.Tag, len(prof.groups))
+	perGroup[0] = first
+	for g := 1; g < len(prof.groups); g++ {
+		if slices.Equal(prof.groups[g].tags, prof.groups[g-1].tags) {
+			perGroup[g] = perGroup[g-1]
+		} else {
+			perGroup[g] = merge(g)
+		}
+	}
+	return first, perGroup
 }
 
 // staleTags returns tags with quality=stale added to each set.

@@ -32,12 +32,12 @@ func TestSampleNamesTheDefaults(t *testing.T) {
 		}
 	}
 	dev := &Device{Name: "d", Controller: "tcp://127.0.0.1:502"}
-	with, _, _, err := m.resolve(dev, "device[0]", &Profile{}, "profile[0]")
+	with, _, _, err := m.resolve(dev, "device[0]", &Profile{}, "profile[0]", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Options = Options{}
-	without, _, _, err := m.resolve(dev, "device[0]", &Profile{}, "profile[0]")
+	without, _, _, err := m.resolve(dev, "device[0]", &Profile{}, "profile[0]", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

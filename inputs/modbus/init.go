@@ -3,7 +3,6 @@ package modbus
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -164,7 +163,7 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 	if !ok {
 		return nil, config.KeyErrorf(prefix+".profile", "%q: no such profile (have: %s)", d.Profile, strings.Join(m.profileNames(), ", "))
 	}
-	o, c, backups, err := m.resolveMerged(d, prefix, &m.Profiles[prof.index], prof.prefix, b.merged)
+	o, c, backups, err := m.resolve(d, prefix, &m.Profiles[prof.index], prof.prefix, b.merged)
 	if err != nil {
 		return nil, err
 	}
@@ -201,19 +200,10 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 	// The name is a copy: the configuration's text, which d.Name is a part of, is not kept.
 	name := strings.Clone(d.Name)
 	spec := &b.specs[i]
-	tags := deviceTags(prof.profile, name, d.Tags)
-	*spec = deviceSpec{deviceKind: kind, name: name, unit: byte(unit), tags: tags[0], controller: c}
-	for g := range tags {
-		if !slices.Equal(tags[g], tags[0]) {
-			spec.more = &specMore{tags: tags}
-			break
-		}
-	}
-	if len(backups) > 0 {
-		if spec.more == nil {
-			spec.more = new(specMore)
-		}
-		spec.more.backups = backups
+	tags, perGroup := deviceTags(prof.profile, name, d.Tags)
+	*spec = deviceSpec{deviceKind: kind, name: name, unit: byte(unit), tags: tags, controller: c}
+	if perGroup != nil || len(backups) > 0 {
+		spec.more = &specMore{backups: backups, tags: perGroup}
 	}
 	return spec, nil
 }

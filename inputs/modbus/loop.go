@@ -52,29 +52,22 @@ func (m *Modbus) startPollers(ctx context.Context, pollers []*poller, start time
 			rest = append(rest, p)
 		}
 	}
-	if len(onLoop) > 0 {
-		lp, err := newLoop(m, onLoop[0].acc, onLoop)
-		if err != nil {
-			m.Log.Info("the event loop cannot run here: every connection is polled on a goroutine of its own", "error", err)
-			rest = pollers
-		} else {
-			m.loop = lp
-			m.wg.Go(func() { lp.run(ctx, start) })
-		}
+	if len(onLoop) > 0 && m.startLoop(ctx, onLoop[0].acc, onLoop, start) == nil {
+		rest = pollers
 	}
 	for _, p := range rest {
 		m.wg.Go(func() { p.run(ctx, start) })
 	}
 }
 
-// startLoop starts an event loop without devices (cluster mode: the loopable units are
-// attached to it as they start, units.go), unless the transport is "goroutine" or the loop
-// cannot start here (then with one INFO line). nil: none.
-func (m *Modbus) startLoop(ctx context.Context, acc models.Accumulator, start time.Time) *eventLoop {
+// startLoop starts an event loop with the given pollers' devices (cluster mode: none; the
+// loopable units are attached to it as they start, units.go), unless the transport is
+// "goroutine" or the loop cannot start here (then with one INFO line). nil: none.
+func (m *Modbus) startLoop(ctx context.Context, acc models.Accumulator, pollers []*poller, start time.Time) *eventLoop {
 	if m.Transport == transportGoroutine {
 		return nil
 	}
-	lp, err := newLoop(m, acc, nil)
+	lp, err := newLoop(m, acc, pollers)
 	if err != nil {
 		m.Log.Info("the event loop cannot run here: every connection is polled on a goroutine of its own", "error", err)
 		return nil

@@ -158,7 +158,7 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 		// own (units.go).
 		run.env = m.newPollerEnv(m.stats(), interval, acc)
 		run.units, run.places, run.byUnit = m.buildUnits()
-		run.loop = m.startLoop(ctx, acc, start)
+		run.loop = m.startLoop(ctx, acc, nil, start)
 		m.running.Store(run)
 		for i := range run.units {
 			if keep(i) {

@@ -362,15 +362,10 @@ func (r *resolved) key(field any) string { return r.from[r.index(field)] }
 func d(p *config.Duration) time.Duration { return time.Duration(*p) }
 
 // resolve merges the device's options over its profile's, the plugin's and the built-in
-// defaults, and parses its controllers.
-func (m *Modbus) resolve(dev *Device, prefix string, prof *Profile, profPrefix string) (o deviceOptions, c0 controller, backups []controller, err error) {
-	return m.resolveMerged(dev, prefix, prof, profPrefix, nil)
-}
-
-// resolveMerged is resolve for Init's devices: a device that sets no option of its own
-// resolves as every such device of its profile does, and merged (when not nil) keeps that by
-// profile (each merge allocates about 1 KB: 100 MB for 100,000 devices).
-func (m *Modbus) resolveMerged(dev *Device, prefix string, prof *Profile, profPrefix string, merged map[*Options]*resolved) (o deviceOptions, c0 controller, backups []controller, err error) {
+// defaults, and parses its controllers. A device that sets no option of its own resolves as
+// every such device of its profile does: merged (when not nil) keeps that by profile, for
+// Init (each merge allocates about 1 KB: 100 MB for 100,000 devices).
+func (m *Modbus) resolve(dev *Device, prefix string, prof *Profile, profPrefix string, merged map[*Options]*resolved) (o deviceOptions, c0 controller, backups []controller, err error) {
 	lv := &levels{opts: [3]*Options{&dev.Options, &prof.Options, &m.Options}, prefixes: [3]string{prefix, profPrefix, ""}}
 	var r *resolved
 	if merged != nil && dev.Options == (Options{}) {

@@ -88,18 +88,14 @@ func specsOf(byUnit []*deviceSpec, u *unit) []*deviceSpec {
 }
 
 // groups returns, for every device (in configuration order), the index of its unit, and the
-// number of units. They are made once (the devices do not change after Init); the units'
-// identities are made again when asked for (Units: once, by the agent), not kept.
+// number of units: devices whose controllers (backups included) overlap share one. They are
+// made once (the devices do not change after Init).
 func (m *Modbus) groups() (group []int32, units int) {
-	m.grouped.Do(func() {
-		var ids []string
-		m.group, ids = m.makeGroups()
-		m.nunits = len(ids)
-	})
+	m.grouped.Do(func() { m.group, m.nunits = m.makeGroups() })
 	return m.group, m.nunits
 }
 
-func (m *Modbus) makeGroups() (group []int32, ids []string) {
+func (m *Modbus) makeGroups() (group []int32, units int) {
 	parent := map[string]string{}
 	var find func(string) string
 	find = func(k string) string {
@@ -113,45 +109,45 @@ func (m *Modbus) makeGroups() (group []int32, ids []string) {
 		return r
 	}
 	for _, spec := range m.devices {
-		a := find(spec.controller.String())
+		a := find(spec.controller.url)
 		for _, b := range spec.backups() {
-			if r := find(b.String()); r != a {
+			if r := find(b.url); r != a {
 				parent[r] = a
 			}
 		}
 	}
 	index := map[string]int32{}
-	var ctrls []map[string]bool
 	group = make([]int32, len(m.devices))
 	for i, spec := range m.devices {
-		root := find(spec.controller.String())
+		root := find(spec.controller.url)
 		g, ok := index[root]
 		if !ok {
-			g = int32(len(ctrls))
+			g = int32(len(index))
 			index[root] = g
-			ctrls = append(ctrls, map[string]bool{})
 		}
 		group[i] = g
-		ctrls[g][spec.controller.String()] = true
-		for _, b := range spec.backups() {
-			ctrls[g][b.String()] = true
-		}
 	}
-	ids = make([]string, len(ctrls))
-	for g, cs := range ctrls {
-		list := make([]string, 0, len(cs))
-		for c := range cs {
-			list = append(list, c)
-		}
-		slices.Sort(list)
-		ids[g] = strings.Join(list, " ")
-	}
-	return group, ids
+	return group, len(index)
 }
 
-// Units implements models.UnitRunner: the identity of each poller, in configuration order.
+// Units implements models.UnitRunner: the identity of each poller, in configuration order:
+// its controllers' URLs, sorted and joined by a space. They are made when asked for (once, by
+// the agent), not kept.
 func (m *Modbus) Units() []string {
-	_, ids := m.makeGroups()
+	group, n := m.groups()
+	lists := make([][]string, n)
+	for i, spec := range m.devices {
+		g := group[i]
+		lists[g] = append(lists[g], spec.controller.url)
+		for _, b := range spec.backups() {
+			lists[g] = append(lists[g], b.url)
+		}
+	}
+	ids := make([]string, n)
+	for g, l := range lists {
+		slices.Sort(l)
+		ids[g] = strings.Join(slices.Compact(l), " ")
+	}
 	return ids
 }
 
