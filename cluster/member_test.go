@@ -1,15 +1,19 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tagpipe/tagpipe/config"
 	"github.com/tagpipe/tagpipe/internal/testkit/testpeer"
@@ -338,4 +342,36 @@ func TestSASLAndTLS(t *testing.T) {
 		t.Errorf("with a wrong password: polls %d; the other %d", r2.polled(), r.polled())
 	}
 	t.Logf("wrong password: %s", m2.Status().Err)
+}
+
+// TestNoClientMetrics: a member's clients never ask the broker which client metrics (KIP-714) to
+// push. Pushing them compresses with a pooled lz4 writer that holds 8 MiB. A plain kgo consumer
+// (kgo asks once a client has fetched or produced), started once the member is in the group,
+// asks the same broker: the count can see it.
+func TestNoClientMetrics(t *testing.T) {
+	c := startBroker(t)
+	defer c.Close()
+	var asked atomic.Int32
+	c.ControlKey(int16(kmsg.GetTelemetrySubscriptions), func(kmsg.Request) (kmsg.Response, error, bool) {
+		asked.Add(1)
+		return nil, nil, false // counted, then served by the broker as usual
+	})
+	p := newPlant()
+	m, _ := startMember(t, p, c.ListenAddrs(), "agent-0", "keep")
+	defer m.Close()
+	waitFor(t, "the member polls its shards", func() bool { return settled(p, m) && m.Status().Polled == testShards })
+	if n := asked.Load(); n != 0 {
+		t.Fatalf("the member's clients asked for client metrics %d times", n)
+	}
+	ref, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(Topic("plant")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	waitFor(t, "a default consumer asks for client metrics", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		ref.PollFetches(ctx)
+		return asked.Load() > 0
+	})
 }
