@@ -105,14 +105,15 @@ type group struct {
 	fields      int
 }
 
-// deviceSpec is a Device compiled. It is read-only after Init. In cluster mode it is kept for
-// every device of the inventory, polled here or not, so it holds what a device needs alone:
-// what devices of one profile with the same options share is one deviceKind, and what only a
-// device polled here needs (stale tags, frames) is made with its run-time state (newDevice).
+// deviceSpec is a Device compiled. It is read-only after Init. Init keeps every device's in
+// the inventory (inventory.go), polled here or not, so it holds what a device needs alone:
+// what devices of one profile with the same options share is one deviceKind, tag sets are
+// shared, and what only a device polled here needs (its tags with the device tag, stale tags,
+// frames) is made with its run-time state (newDevice).
 type deviceSpec struct {
 	*deviceKind
 	name       string
-	tags       []models.Tag // of its first group's metrics: sorted, with the device tag
+	tags       []models.Tag // of its first group's metrics, without the device tag: sorted, shared
 	controller controller   // its controller
 	more       *specMore    // nil: no backup controllers, and every group has the first's tags
 	unit       byte
@@ -138,11 +139,17 @@ func (s *deviceSpec) groupTags() [][]models.Tag {
 	if s.more != nil && s.more.tags != nil {
 		return s.more.tags
 	}
+	first := s.withDevice()
 	out := make([][]models.Tag, len(s.prof.groups))
 	for g := range out {
-		out[g] = s.tags
+		out[g] = first
 	}
 	return out
+}
+
+// withDevice returns the first group's tags with the device tag (a new set).
+func (s *deviceSpec) withDevice() []models.Tag {
+	return appendWithDevice(make([]models.Tag, 0, len(s.tags)+1), s.tags, s.name)
 }
 
 // deviceKind is what the devices of one profile with equal options share: the profile, its
@@ -480,29 +487,28 @@ func checkOverlaps(fields []fieldSpec, prefix string) error {
 }
 
 // deviceTags builds the tags of a device's metrics: the group's tags, the device's own over
-// them (copies: the configuration's text is not kept for them), and the device tag. first are
-// the first group's; perGroup those of every group (read-only: a group with the same tags as
-// the one before shares its copy), nil when the profile's groups all have the same tags.
+// them (copies: the configuration's text is not kept for them), and the device tag over both.
+// first are the first group's, without the device tag (newDevice adds it: devices with the
+// same tags share one set); perGroup those of every group, with it (read-only: a group with
+// the same tags as the one before shares its copy), nil when the profile's groups all have the
+// same tags.
 func deviceTags(prof *profile, name string, own map[string]string) (first []models.Tag, perGroup [][]models.Tag) {
 	tags := models.TagsFromMap(own)
 	for i := range tags {
 		tags[i].Key, tags[i].Value = strings.Clone(tags[i].Key), strings.Clone(tags[i].Value)
 	}
-	merge := func(g int) []models.Tag {
-		return slices.Clip(models.MergeTags(tags, []models.Tag{{Key: "device", Value: name}}, prof.groups[g].tags))
-	}
-	first = merge(0)
+	first = slices.Clip(models.MergeTags(tags, nil, prof.groups[0].tags))
 	differ := func(gr group) bool { return !slices.Equal(gr.tags, prof.groups[0].tags) }
 	if !slices.ContainsFunc(prof.groups, differ) {
 		return first, nil
 	}
+	device := []models.Tag{{Key: "device", Value: strings.Clone(name)}}
 	perGroup = make([][]models.Tag, len(prof.groups))
-	perGroup[0] = first
-	for g := 1; g < len(prof.groups); g++ {
-		if slices.Equal(prof.groups[g].tags, prof.groups[g-1].tags) {
+	for g := range prof.groups {
+		if g > 0 && slices.Equal(prof.groups[g].tags, prof.groups[g-1].tags) {
 			perGroup[g] = perGroup[g-1]
 		} else {
-			perGroup[g] = merge(g)
+			perGroup[g] = slices.Clip(models.MergeTags(tags, device, prof.groups[g].tags))
 		}
 	}
 	return first, perGroup

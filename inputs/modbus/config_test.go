@@ -59,7 +59,7 @@ func TestOptionLevels(t *testing.T) {
     controller = "tcp://127.0.0.1:5023"
     profile = "plain"
 `)
-	a, b, c, d := m.devices[0].opts, m.devices[1].opts, m.devices[2].opts, m.devices[3].opts
+	a, b, c, d := m.inv.spec(0).opts, m.inv.spec(1).opts, m.inv.spec(2).opts, m.inv.spec(3).opts
 	for _, x := range []struct {
 		what      string
 		got, want any
@@ -76,7 +76,7 @@ func TestOptionLevels(t *testing.T) {
 		{"c reconnect_max (half the cool-down)", c.link.reconnectMax, 5 * time.Second},
 		{"c breaker_failures (default)", c.breaker.failures, 5},
 		{"c retry waits (default)", fmt.Sprint(c.retry.Initial, c.retry.Max, c.retry.Multiplier), "100ms 900ms 3"},
-		{"a backup", fmt.Sprint(m.devices[0].backups()), "[tcp://127.0.0.2:5020]"},
+		{"a backup", fmt.Sprint(m.inv.spec(0).backups()), "[tcp://127.0.0.2:5020]"},
 		{"c and d share their options", c == d, true},
 		{"a and b do not", a == b, false},
 	} {

@@ -10,11 +10,11 @@ import (
 // TestSampleConfig: the embedded sample loads and checks.
 func TestSampleConfig(t *testing.T) {
 	m := load(t, sampleConfig)
-	if len(m.devices) != 1 || len(m.devices[0].prof.fields) != 6 {
-		t.Fatalf("sample: %d devices", len(m.devices))
+	if m.inv.len() != 1 || len(m.inv.spec(0).prof.fields) != 6 {
+		t.Fatalf("sample: %d devices", m.inv.len())
 	}
 	// holding 0-1 | 6-8 | 10-18 (max_gap 0 keeps the hole at 9 unread), coil 0
-	if got := describePlan(m.devices[0].plan); got != "coil 0+1/1, holding 0+2/1, holding 6+3/2, holding 10+9/2" {
+	if got := describePlan(m.inv.spec(0).plan); got != "coil 0+1/1, holding 0+2/1, holding 6+3/2, holding 10+9/2" {
 		t.Errorf("plan %s", got)
 	}
 }

@@ -23,7 +23,7 @@ func (m *Modbus) Init() error {
 	if m.Log == nil {
 		m.Log = slog.Default()
 	}
-	if len(m.devices) > 0 && m.Devices == nil {
+	if m.inv.len() > 0 && m.Devices == nil {
 		return nil // initialized already (the device tables are dropped then)
 	}
 	if err := m.checkPlugin(); err != nil {
@@ -36,7 +36,7 @@ func (m *Modbus) Init() error {
 	b := &builder{m: m, profiles: profiles, plans: map[planKey][]request{}, kinds: map[kindKey]*deviceKind{},
 		specs: make([]deviceSpec, len(m.Devices)), names: make(map[string]int, len(m.Devices)),
 		links: make(map[string]linkOwner, len(m.Devices)), interned: map[deviceOptions]*deviceOptions{}, merged: map[*Options]*resolved{}}
-	m.devices = m.devices[:0]
+	inv := newInventoryBuilder(len(m.Devices))
 	for i := range m.Devices {
 		spec, err := b.compileDevice(i)
 		if err != nil {
@@ -45,13 +45,14 @@ func (m *Modbus) Init() error {
 		if err := b.claimLinks(spec, i); err != nil {
 			return err
 		}
-		m.devices = append(m.devices, spec)
+		inv.add(spec)
 	}
 	if err := m.loadTLS(b.usesTLS); err != nil {
 		return err
 	}
-	// The device tables are compiled into m.devices and not read again: dropped, they are 400
-	// bytes a device less (4 MB at 10,000 devices).
+	inv.done(&m.inv)
+	// The device tables are compiled into the inventory and not read again: dropped, they are
+	// 400 bytes a device less (4 MB at 10,000 devices).
 	m.Devices = nil
 	return nil
 }
@@ -131,7 +132,7 @@ type builder struct {
 	profiles map[string]compiledProfile
 	plans    map[planKey][]request
 	kinds    map[kindKey]*deviceKind
-	specs    []deviceSpec                     // every device's, in one allocation
+	specs    []deviceSpec                     // every device's while Init runs, in one allocation
 	names    map[string]int                   // device name → index
 	links    map[string]linkOwner             // controller URL → the first device on it
 	interned map[deviceOptions]*deviceOptions // devices with equal options share one copy
@@ -197,11 +198,10 @@ func (b *builder) compileDevice(i int) (*deviceSpec, error) {
 		kind = &deviceKind{prof: prof.profile, plan: reqs, opts: opts}
 		b.kinds[kk] = kind
 	}
-	// The name is a copy: the configuration's text, which d.Name is a part of, is not kept.
-	name := strings.Clone(d.Name)
+	// The name is a part of the configuration's text until the inventory copies it.
 	spec := &b.specs[i]
-	tags, perGroup := deviceTags(prof.profile, name, d.Tags)
-	*spec = deviceSpec{deviceKind: kind, name: name, unit: byte(unit), tags: tags, controller: c}
+	tags, perGroup := deviceTags(prof.profile, d.Name, d.Tags)
+	*spec = deviceSpec{deviceKind: kind, name: d.Name, unit: byte(unit), tags: tags, controller: c}
 	if perGroup != nil || len(backups) > 0 {
 		spec.more = &specMore{backups: backups, tags: perGroup}
 	}
@@ -225,7 +225,7 @@ func (b *builder) claimLinks(spec *deviceSpec, i int) error {
 			b.usesTLS = b.usesTLS || c.scheme() == "tls"
 			continue
 		}
-		c.url = owner.c.url // the devices behind one gateway share its URL's string
+		c.url = owner.c.url // backups on one gateway share its URL's string
 		key := prefix + ".controller"
 		if j >= 0 {
 			key = fmt.Sprintf("%s.backup_controllers[%d]", prefix, j)

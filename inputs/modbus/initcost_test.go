@@ -15,7 +15,7 @@ func TestInitCostPerDevice(t *testing.T) {
 	const n = 2000
 	text := "[[inputs.modbus]]\n" + benchProfile(20)
 	m := load(t, text+"  [[inputs.modbus.device]]\n    name = \"x\"\n    controller = \"tcp://127.0.0.1:5020\"\n    profile = \"bench\"\n")
-	m.devices = nil
+	m.inv = inventory{}
 	m.Devices = make([]Device, n)
 	for i := range m.Devices {
 		m.Devices[i] = Device{Name: fmt.Sprintf("d%04d", i), Controller: fmt.Sprintf("tcp://127.0.%d.%d:5020", i>>8, i&0xff), Profile: "bench"}
@@ -29,8 +29,8 @@ func TestInitCostPerDevice(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	perDevice := (after.TotalAlloc - before.TotalAlloc) / n
 	t.Logf("%d bytes, %d allocations a device", perDevice, (after.Mallocs-before.Mallocs)/n)
-	if len(m.devices) != n {
-		t.Fatalf("%d devices compiled", len(m.devices))
+	if m.inv.len() != n {
+		t.Fatalf("%d devices compiled", m.inv.len())
 	}
 	if perDevice > 1000 {
 		t.Errorf("Init allocated %d bytes a device", perDevice)

@@ -69,7 +69,7 @@ type Modbus struct {
 	Log   *slog.Logger `toml:"-"`
 
 	interval time.Duration
-	devices  []*deviceSpec
+	inv      inventory // every device's spec (Init)
 	tls      *tls.Config
 	serial   serial.Config
 	gap      time.Duration
@@ -165,7 +165,7 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 				m.startPoller(run, &run.units[i], start, true)
 			}
 		}
-		m.Log.Info("polling the units of this agent's shards", "connections", run.active(), "of", len(run.units), "devices", len(m.devices), "interval", interval)
+		m.Log.Info("polling the units of this agent's shards", "connections", run.active(), "of", len(run.units), "devices", m.inv.len(), "interval", interval)
 		return nil
 	}
 	pollers, devices := m.buildPollers(m.stats(), interval, acc)
@@ -178,7 +178,7 @@ func (m *Modbus) Start(ctx context.Context, acc models.Accumulator) error {
 	m.running.Store(run)
 	wakeOnDone(ctx, pollers) // runs once ctx is done
 	m.startPollers(ctx, pollers, start)
-	m.Log.Info("polling", "devices", len(m.devices), "connections", links, "interval", interval)
+	m.Log.Info("polling", "devices", m.inv.len(), "connections", links, "interval", interval)
 	return nil
 }
 

@@ -99,7 +99,7 @@ func (m *Modbus) buildPollers(st *stats, interval time.Duration, acc models.Accu
 	units, places, byUnit := m.buildUnits()
 	out := make([]*poller, len(units))
 	for i := range units {
-		out[i] = env.newPoller(m, specsOf(byUnit, &units[i]))
+		out[i] = env.newPoller(m, m.specsOf(byUnit, &units[i]))
 	}
 	all := make([]*device, len(places))
 	for i, pl := range places {

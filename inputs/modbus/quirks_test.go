@@ -84,7 +84,7 @@ func TestOneRequestPerFieldAndCoilsFromZero(t *testing.T) {
     controller = "tcp://%s"
     profile = "p"
 `, p.addr))
-	if r := m.devices[0].plan[0]; r.kind != kindCoil || r.addr != 0 || r.count != 6 {
+	if r := m.inv.spec(0).plan[0]; r.kind != kindCoil || r.addr != 0 || r.count != 6 {
 		t.Errorf("first coil request %s %d+%d, want coil 0+6", r.kind, r.addr, r.count)
 	}
 	ms, err := gather(t, m)

@@ -80,11 +80,11 @@ func (d *device) state(now, started time.Time, stale time.Duration) models.Devic
 
 // running is what DeviceStates reads of a started input.
 type running struct {
-	devices []*device     // without [cluster]: every device, in configuration order
-	pollers []*poller     // without [cluster]
-	units   []unit        // cluster mode: every unit, polled here or not (units.go)
-	places  []place       // cluster mode: where each device is, in configuration order
-	byUnit  []*deviceSpec // cluster mode: every device's spec, unit by unit
+	devices []*device      // without [cluster]: every device, in configuration order
+	pollers []*poller      // without [cluster]
+	units   []unit         // cluster mode: every unit, polled here or not (units.go)
+	places  []place        // cluster mode: where each device is, in configuration order
+	byUnit  []remoteDevice // cluster mode: every device's place in the inventory, unit by unit
 	env     *pollerEnv
 	loop    *eventLoop      // cluster mode: the event loop of the loopable units kept; nil: none
 	ctx     context.Context // the input's, parent of every poller's (cluster mode)
@@ -115,8 +115,10 @@ func (m *Modbus) DeviceStates(now time.Time, fn func(models.DeviceStatus)) {
 		if r := u.run.Load(); r != nil {
 			s = r.p.devices[pl.k].report(now, run.stale)
 		} else { // another agent polls it: described, without run-time state here
-			spec := run.byUnit[u.first+pl.k]
-			s = models.DeviceStatus{Name: spec.name, Controller: spec.controller.url, State: models.DeviceRemote, Detail: (*remoteDevice)(spec)}
+			r := &run.byUnit[u.first+pl.k]
+			var spec deviceSpec
+			r.inv.decode(int(r.i), &spec)
+			s = models.DeviceStatus{Name: spec.name, Controller: spec.controller.url, State: models.DeviceRemote, Detail: r}
 		}
 		if owner != nil {
 			s.Owner = owner(int(pl.unit))
@@ -143,15 +145,22 @@ func (d *device) report(now time.Time, stale time.Duration) models.DeviceStatus 
 }
 
 // remoteDevice is the device page's view of a device polled by another agent of the group
-// (cluster mode): what its configuration says, as a device not polled yet shows it.
-type remoteDevice deviceSpec
+// (cluster mode): what its configuration says, as a device not polled yet shows it. It is the
+// device's place in the inventory, decoded when the page reads it; every device has one in
+// running.byUnit, so that listing them allocates nothing.
+type remoteDevice struct {
+	inv *inventory
+	i   int32
+}
 
 // Figures implements models.DeviceDetailer.
 func (r *remoteDevice) Figures(f *models.DeviceFigures) {
 	var h resilience.Health
 	h.Figures(f)
-	f.Backup, f.Tags = 0, r.tags
-	f.RTT, f.Timeout = 0, resilience.NewTimeout(r.opts.timeout).Nominal()
+	var s deviceSpec
+	r.inv.decode(int(r.i), &s)
+	f.Backup, f.Tags = 0, r.inv.deviceTags(int(r.i))
+	f.RTT, f.Timeout = 0, resilience.NewTimeout(s.opts.timeout).Nominal()
 }
 
 // RTTs implements models.DeviceDetailer: none.
@@ -159,8 +168,10 @@ func (r *remoteDevice) RTTs(dst []time.Duration) []time.Duration { return dst }
 
 // Detail implements models.DeviceDetailer: the plan Init made, no values, no errors.
 func (r *remoteDevice) Detail(_ time.Time, x *models.DeviceDetail) {
+	var s deviceSpec
+	r.inv.decode(int(r.i), &s)
 	x.ValuesAt, x.Values, x.Errors, x.Breaker = time.Time{}, x.Values[:0], x.Errors[:0], x.Breaker[:0]
-	x.Plan = appendPlan(x.Plan[:0], r.plan, r.prof.fields)
+	x.Plan = appendPlan(x.Plan[:0], s.plan, s.prof.fields)
 }
 
 // The device page (package web) reads a device through models.DeviceDetailer: its counters

@@ -18,8 +18,8 @@ import (
 // Only the units kept here have run-time state: a unit's poller — its devices' resilience
 // state, request frames and metric scratch, its links — is built when the unit starts (Start,
 // RunUnits) and dropped when it stops, so that an agent of a group holds what it polls and a
-// light description of the rest (unit: where its devices' specs are; place: where a device
-// is; about 210 bytes a device with its spec: TestInventoryHeldLightly), not the state of the
+// light description of the rest (the inventory's record of each device; unit: where its
+// devices are; place: where a device is; TestInventoryHeldLightly), not the state of the
 // whole inventory. Units are named by their index in Units() between the agent and the input. A device keeps its phase, a hash of its identity
 // (Phase), whichever agent polls it. RunUnits stops the pollers no longer kept — their
 // goroutine ends and their connections are closed — before it returns, and starts the new
@@ -31,7 +31,7 @@ type unitControl struct {
 	owner atomic.Pointer[func(unit int) string]
 }
 
-// unit is a poller's description: where its devices' specs are in the array of every unit's
+// unit is a poller's description: where its devices are in the array of every unit's
 // (running.byUnit), in configuration order. Its identity is Units()[i] for units[i]. In cluster
 // mode it is kept for every unit of the inventory, so it is small; what a unit running here
 // has is its unitRun.
@@ -59,8 +59,8 @@ type place struct {
 // buildUnits groups the devices into units, in the order of their first device, and places
 // every device, in configuration order. A large inventory's units take three allocations, not
 // one or two per unit: in cluster mode most of them are polled elsewhere and only described.
-// byUnit holds every device's spec, unit by unit.
-func (m *Modbus) buildUnits() (units []unit, places []place, byUnit []*deviceSpec) {
+// byUnit holds every device's place in the inventory, unit by unit.
+func (m *Modbus) buildUnits() (units []unit, places []place, byUnit []remoteDevice) {
 	group, n := m.groups()
 	units = make([]unit, n)
 	for _, g := range group {
@@ -69,22 +69,25 @@ func (m *Modbus) buildUnits() (units []unit, places []place, byUnit []*deviceSpe
 	for g := 1; g < n; g++ {
 		units[g].first = units[g-1].first + units[g-1].n
 	}
-	byUnit = make([]*deviceSpec, len(m.devices))
-	places = make([]place, len(m.devices))
+	byUnit = make([]remoteDevice, len(group))
+	places = make([]place, len(group))
 	filled := make([]int32, n)
-	for i, spec := range m.devices {
-		g := group[i]
+	for i, g := range group {
 		k := filled[g]
 		filled[g]++
-		byUnit[units[g].first+k] = spec
+		byUnit[units[g].first+k] = remoteDevice{inv: &m.inv, i: int32(i)}
 		places[i] = place{unit: g, k: k}
 	}
 	return units, places, byUnit
 }
 
-// specsOf returns u's devices' specs.
-func specsOf(byUnit []*deviceSpec, u *unit) []*deviceSpec {
-	return byUnit[u.first : u.first+u.n : u.first+u.n]
+// specsOf returns u's devices' specs, decoded for its poller.
+func (m *Modbus) specsOf(byUnit []remoteDevice, u *unit) []*deviceSpec {
+	out := make([]*deviceSpec, u.n)
+	for k := range out {
+		out[k] = m.inv.spec(int(byUnit[u.first+int32(k)].i))
+	}
+	return out
 }
 
 // groups returns, for every device (in configuration order), the index of its unit, and the
@@ -108,7 +111,9 @@ func (m *Modbus) makeGroups() (group []int32, units int) {
 		parent[k] = r
 		return r
 	}
-	for _, spec := range m.devices {
+	var spec deviceSpec
+	for i := range m.inv.len() {
+		m.inv.decode(i, &spec)
 		a := find(spec.controller.url)
 		for _, b := range spec.backups() {
 			if r := find(b.url); r != a {
@@ -117,8 +122,9 @@ func (m *Modbus) makeGroups() (group []int32, units int) {
 		}
 	}
 	index := map[string]int32{}
-	group = make([]int32, len(m.devices))
-	for i, spec := range m.devices {
+	group = make([]int32, m.inv.len())
+	for i := range group {
+		m.inv.decode(i, &spec)
 		root := find(spec.controller.url)
 		g, ok := index[root]
 		if !ok {
@@ -136,8 +142,9 @@ func (m *Modbus) makeGroups() (group []int32, units int) {
 func (m *Modbus) Units() []string {
 	group, n := m.groups()
 	lists := make([][]string, n)
-	for i, spec := range m.devices {
-		g := group[i]
+	var spec deviceSpec
+	for i, g := range group {
+		m.inv.decode(i, &spec)
 		lists[g] = append(lists[g], spec.controller.url)
 		for _, b := range spec.backups() {
 			lists[g] = append(lists[g], b.url)
@@ -199,7 +206,7 @@ func (m *Modbus) SetUnitOwner(owner func(unit int) string) { m.units.owner.Store
 // can run there (loop.go), else on a goroutine with a context of its own, whose end wakes it.
 // takeover marks the first metrics of its devices Fresh. m.mu is held.
 func (m *Modbus) startPoller(run *running, u *unit, start time.Time, takeover bool) {
-	p := run.env.newPoller(m, specsOf(run.byUnit, u))
+	p := run.env.newPoller(m, m.specsOf(run.byUnit, u))
 	for _, d := range p.devices {
 		d.fresh = takeover
 	}
