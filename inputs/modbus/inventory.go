@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"encoding/binary"
 	"slices"
 	"strings"
 	"sync"
@@ -17,11 +18,11 @@ import (
 // (decode) allocates nothing: the spec's strings are parts of recs. A device of a large
 // inventory costs its record (about as long as its name and URL) and a 4-byte offset, not a
 // spec of 80 bytes with three small allocations of its own (TestInventoryHeldLightly).
-// Nothing in the standard library or the design card's libraries packs small records this way,
-// so it is written here: a varint per index, a length before each string.
+// The records are varints (encoding/binary's) and strings with their length before them;
+// encoding/binary reads varints from bytes, not strings, so uvarint here reads them in place.
 type inventory struct {
 	recs  string         // every device's record, in configuration order
-	at    []uint32       // where device i's record starts in recs
+	at    []uint32       // where device i's record starts in recs (4 GiB: far past what loads)
 	kinds []*deviceKind  // profile, plan and options, shared by devices of one profile alike
 	tags  [][]models.Tag // tag sets (without the device tag), each shared by its devices
 	more  []*specMore    // more[0] is nil: most devices have no backups and one tag set
@@ -127,9 +128,9 @@ func (b *inventoryBuilder) add(s *deviceSpec) {
 		b.more = append(b.more, s.more)
 	}
 	b.at = append(b.at, uint32(len(b.buf)))
-	b.buf = appendUvarint(b.buf, uint64(k))
-	b.buf = appendUvarint(b.buf, uint64(t))
-	b.buf = appendUvarint(b.buf, uint64(more))
+	b.buf = binary.AppendUvarint(b.buf, uint64(k))
+	b.buf = binary.AppendUvarint(b.buf, uint64(t))
+	b.buf = binary.AppendUvarint(b.buf, uint64(more))
 	b.buf = append(b.buf, s.unit, byte(s.controller.framing), s.controller.split)
 	b.buf = appendStr(b.buf, s.name)
 	b.buf = appendStr(b.buf, s.controller.url)
@@ -152,14 +153,6 @@ func tagsKey(tags []models.Tag) string {
 	return string(b)
 }
 
-func appendUvarint(b []byte, x uint64) []byte {
-	for x >= 0x80 {
-		b = append(b, byte(x)|0x80)
-		x >>= 7
-	}
-	return append(b, byte(x))
-}
-
 // uvarint reads a varint at the start of s; it returns the value and the rest.
 func uvarint(s string) (uint64, string) {
 	var x uint64
@@ -173,7 +166,7 @@ func uvarint(s string) (uint64, string) {
 }
 
 func appendStr(b []byte, s string) []byte {
-	b = appendUvarint(b, uint64(len(s)))
+	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
 
