@@ -4,6 +4,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,5 +112,33 @@ func TestCompare(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestFileAgents runs two agents of a group writing files (-agents 2 -file): each agent's file
+// is read as its own, so every device is counted once, by the agent that polls it, and every
+// poll arrives. (With one file for both, the agents' lines were read by either reader.)
+func TestFileAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the load test with a broker for about 20 s")
+	}
+	bin, port := build(t)
+	out, err := exec.Command(bin, "-agents", "2", "-file", "-devices", "40", "-interval", "500ms",
+		"-warmup", "8s", "-window", "2s", "-base", "127.0.9.1", "-port", strconv.Itoa(port)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	t.Logf("\n%s", out)
+	polled, agents := 0, 0
+	for _, m := range regexp.MustCompile(`agent-\d+ (\d+) devices`).FindAllStringSubmatch(string(out), -1) {
+		n, _ := strconv.Atoi(m[1])
+		polled += n
+		agents++
+	}
+	if agents != 2 || polled != 40 {
+		t.Errorf("%d agents polled %d devices in all; want 2 and 40", agents, polled)
+	}
+	if !strings.Contains(string(out), "| 100.00% |") {
+		t.Error("not every poll arrived")
 	}
 }

@@ -65,7 +65,7 @@ type options struct {
 	bare       bool
 	compare    bool   // the bare poller, then the agent (the real binary, writing a file), per run
 	toFile     bool   // the agent writes a line-protocol file (outputs.file), which is read as it grows
-	outFile    string // that file, in the run's work folder
+	outFile    string // that file, in the run's work folder (${HOSTNAME}: agent-N, a file each)
 	// agents > 0: that many agents in one [cluster] group share the devices, with kfake as the
 	// broker in a process of its own (the benchmark of docs/cluster.md).
 	agents int
@@ -110,7 +110,7 @@ func main() {
 	flag.StringVar(&o.page, "page", "", "serve the device page on this loopback address (127.0.0.1:9273) and read it every interval during the run, as an open browser tab does")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work folder (config, agent log, profile)")
 	flag.StringVar(&o.writeConf, "write-config", "", "write the agent's configuration for -devices to this file and exit (to time `tagpipe --check` on a plant's configuration)")
-	flag.BoolVar(&o.toFile, "file", false, "the agent writes every metric to metrics.lp in the work folder (as a plant's agent writes a file; -compare always does), read as it grows")
+	flag.BoolVar(&o.toFile, "file", false, "the agent writes every metric to a file in the work folder (as a plant's agent writes a file; -compare always does; with -agents, a file each: metrics-agent-N.lp), read as it grows")
 	flag.IntVar(&o.agents, "agents", 0, "run this many agents in one [cluster] group sharing the devices (kfake as the broker, in its own process); 0: one agent without [cluster]")
 	flag.BoolVar(&o.split, "split", false, "with -agents N: N agents without [cluster], each loading and polling its own N-th of the devices (the reference for what the group costs on an equally busy machine; -agents 1 -split is one agent, reported per agent)")
 	flag.IntVar(&o.simFrom, "sim-from", 0, "internal (simulator role): first device served")
@@ -383,15 +383,21 @@ func runOnce(o *options, run int) (result, error) {
 	} else {
 		fmt.Println("work folder:", dir)
 	}
-	var out *tailFile // the agent writes a file (-compare): read as it grows
+	// -file (and -compare): each agent writes a file of its own, read as it grows. Their one
+	// configuration names it with ${HOSTNAME}, which is agent-N in each agent's environment.
+	var outs []*tailFile
 	if o.toFile {
 		oc := *o
-		oc.outFile = filepath.Join(dir, "metrics.lp")
+		oc.outFile = filepath.Join(dir, "metrics-${HOSTNAME}.lp")
 		o = &oc
-		if out, err = newTailFile(o.outFile); err != nil {
-			return result{}, err
+		for i := range max(o.agents, 1) {
+			out, err := newTailFile(filepath.Join(dir, fmt.Sprintf("metrics-agent-%d.lp", i+1)))
+			if err != nil {
+				return result{}, err
+			}
+			defer out.Close()
+			outs = append(outs, out)
 		}
-		defer out.Close()
 	}
 	sims, err := startSims(o)
 	if err != nil {
@@ -488,9 +494,11 @@ func runOnce(o *options, run int) (result, error) {
 		defer logFile.Close()
 		cmd.Stderr = logFile
 		cmd.Env = append(os.Environ(), fmt.Sprintf("HOSTNAME=agent-%d", i+1)) // the member name in cluster mode
-		var src io.Reader = out
+		var src io.Reader
 		var w *os.File
-		if out == nil {
+		if outs != nil {
+			src = outs[i]
+		} else {
 			// A pipe of our own, not cmd.StdoutPipe: Wait (in stop) closes that one as soon as
 			// the child exits, and the last line (the bare poller's counts, written at SIGTERM)
 			// could be lost before it is read. This one ends at EOF, when the child has exited.
@@ -599,8 +607,8 @@ func runOnce(o *options, run int) (result, error) {
 		}
 	}
 	ags = nil
-	if out != nil {
-		out.finish() // the agent has ended: what it wrote is all there is
+	for _, out := range outs {
+		out.finish() // the agents have ended: what they wrote is all there is
 	}
 	for range max(o.agents, 1) {
 		select {
