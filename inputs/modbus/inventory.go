@@ -28,25 +28,24 @@ type inventory struct {
 	more  []*specMore    // more[0] is nil: most devices have no backups and one tag set
 
 	// Every device's first tag set with its device tag, for the device page's list of the
-	// devices polled elsewhere: made the first time it asks (deviceTags), one array for all.
+	// devices polled elsewhere: made the first time it asks (withDevice), one array for all.
 	tagsOnce sync.Once
 	devTags  []models.Tag
 	devAt    []uint32 // device i's are devTags[devAt[i]:devAt[i+1]]
 }
 
-// deviceTags returns device i's first tag set with its device tag (read-only). The first call
+// withDevice returns device i's first tag set with its device tag (read-only). The first call
 // makes them for every device; later calls allocate nothing.
-func (v *inventory) deviceTags(i int) []models.Tag {
+func (v *inventory) withDevice(i int) []models.Tag {
 	v.tagsOnce.Do(func() {
-		v.devAt = make([]uint32, v.len()+1)
+		var s deviceSpec
 		n := 0
-		for _, at := range v.at {
-			_, r := uvarint(v.recs[at:])
-			t, _ := uvarint(r)
-			n += len(v.tags[t]) + 1
+		for i := range v.len() {
+			v.decode(i, &s)
+			n += len(s.tags) + 1
 		}
 		v.devTags = make([]models.Tag, 0, n)
-		var s deviceSpec
+		v.devAt = make([]uint32, v.len()+1)
 		for i := range v.len() {
 			v.decode(i, &s)
 			v.devTags = appendWithDevice(v.devTags, s.tags, s.name)
@@ -99,11 +98,14 @@ type inventoryBuilder struct {
 	tags   [][]models.Tag
 	more   []*specMore
 	kindOf map[*deviceKind]int
-	tagsOf map[string]int // a tag set's key (tagsKey) → its index
+	tagsOf map[string]int // a tag set's key (appendTagsKey) → its index
+	key    []byte         // scratch for the key
 }
 
 func newInventoryBuilder(devices int) *inventoryBuilder {
-	return &inventoryBuilder{at: make([]uint32, 0, devices), more: []*specMore{nil},
+	// 48 bytes a record: a name and a URL of usual lengths. buf is garbage once done copies it,
+	// so the guess only spares the copies of growing it (it still grows for longer ones).
+	return &inventoryBuilder{buf: make([]byte, 0, 48*devices), at: make([]uint32, 0, devices), more: []*specMore{nil},
 		kindOf: map[*deviceKind]int{}, tagsOf: map[string]int{}}
 }
 
@@ -115,11 +117,11 @@ func (b *inventoryBuilder) add(s *deviceSpec) {
 		b.kindOf[s.deviceKind] = k
 		b.kinds = append(b.kinds, s.deviceKind)
 	}
-	key := tagsKey(s.tags)
-	t, ok := b.tagsOf[key]
+	b.key = appendTagsKey(b.key[:0], s.tags)
+	t, ok := b.tagsOf[string(b.key)] // a lookup with string(bytes) copies nothing
 	if !ok {
 		t = len(b.tags)
-		b.tagsOf[key] = t
+		b.tagsOf[string(b.key)] = t
 		b.tags = append(b.tags, s.tags)
 	}
 	more := 0
@@ -138,19 +140,18 @@ func (b *inventoryBuilder) add(s *deviceSpec) {
 
 // done sets v to the inventory, its records copied once into a string of their own.
 func (b *inventoryBuilder) done(v *inventory) {
-	*v = inventory{recs: string(b.buf), at: clip(b.at), kinds: clip(b.kinds), tags: clip(b.tags), more: clip(b.more)}
+	// Clones: the builder's spare capacity is not kept.
+	*v = inventory{recs: string(b.buf), at: slices.Clone(b.at), kinds: slices.Clone(b.kinds),
+		tags: slices.Clone(b.tags), more: slices.Clone(b.more)}
 }
 
-// clip returns s in an array of its own length (the builder's spare capacity is not kept).
-func clip[T any](s []T) []T { return append([]T(nil), s...) }
-
-// tagsKey is a tag set's key for sharing: each key and value with its length before it.
-func tagsKey(tags []models.Tag) string {
-	var b []byte
+// appendTagsKey appends a tag set's key for sharing to b: each key and value with its length
+// before it.
+func appendTagsKey(b []byte, tags []models.Tag) []byte {
 	for _, t := range tags {
 		b = appendStr(appendStr(b, t.Key), t.Value)
 	}
-	return string(b)
+	return b
 }
 
 // uvarint reads a varint at the start of s; it returns the value and the rest.

@@ -88,7 +88,7 @@ func TestInventoryRecords(t *testing.T) {
 		if got != exp {
 			t.Errorf("device %d:\n got %s\nwant %s", i, got, exp)
 		}
-		if dt := tagStr(m.inv.deviceTags(i)); dt != w.tags {
+		if dt := tagStr(m.inv.withDevice(i)); dt != w.tags {
 			t.Errorf("device %d: the page's tags %s, want %s", i, dt, w.tags)
 		}
 	}
@@ -120,11 +120,11 @@ func TestInventoryDecodeAllocatesNothing(t *testing.T) {
 	}
 	m := load(t, devicesConfig("", addrs))
 	var s deviceSpec
-	m.inv.deviceTags(0)
+	m.inv.withDevice(0)
 	if n := testing.AllocsPerRun(10, func() {
 		for i := range m.inv.len() {
 			m.inv.decode(i, &s)
-			_ = m.inv.deviceTags(i)
+			_ = m.inv.withDevice(i)
 		}
 	}); n != 0 {
 		t.Errorf("%.0f allocations decoding %d devices", n, m.inv.len())

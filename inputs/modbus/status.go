@@ -159,7 +159,7 @@ func (r *remoteDevice) Figures(f *models.DeviceFigures) {
 	h.Figures(f)
 	var s deviceSpec
 	r.inv.decode(int(r.i), &s)
-	f.Backup, f.Tags = 0, r.inv.deviceTags(int(r.i))
+	f.Backup, f.Tags = 0, r.inv.withDevice(int(r.i))
 	f.RTT, f.Timeout = 0, resilience.NewTimeout(s.opts.timeout).Nominal()
 }
 
